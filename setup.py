@@ -1,0 +1,49 @@
+"""Build hook: compile the BPF programs with clang when the package is built.
+
+`pip install .` and `pip install -e .` both run build_py; the objects are
+written next to their sources so an editable install finds them too.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+BPF_DIR = Path(__file__).parent / "src" / "udptrace" / "bpf"
+TARGET_ARCH = {"x86_64": "x86", "aarch64": "arm64", "ppc64le": "powerpc", "s390x": "s390",
+               "riscv64": "riscv"}
+
+
+def compile_bpf() -> None:
+    clang = os.environ.get("CLANG", "clang")
+    if not shutil.which(clang):
+        raise SystemExit("udptrace build: clang not found; install it with 'apt-get install clang'")
+    if not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        raise SystemExit(
+            "udptrace build: libbpf headers not found; install them with "
+            "'apt-get install libbpf-dev'"
+        )
+    arch = TARGET_ARCH.get(platform.machine(), platform.machine())
+    for source in sorted(BPF_DIR.glob("*.bpf.c")):
+        target = source.with_suffix(".o")
+        if target.exists() and target.stat().st_mtime >= max(
+            p.stat().st_mtime for p in BPF_DIR.glob("*.[ch]")
+        ):
+            continue
+        cmd = [clang, "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-Wall",
+               "-Werror", "-I", str(BPF_DIR), "-c", str(source), "-o", str(target)]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True)
+
+
+class BuildPyWithBpf(build_py):
+    def run(self) -> None:
+        compile_bpf()
+        super().run()
+
+
+setup(cmdclass={"build_py": BuildPyWithBpf})

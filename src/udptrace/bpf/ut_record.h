@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The layout both sides agree on. The Python side reads every struct and enum
+ * here from the compiled object's BTF (udptrace.trace.layout), so this file
+ * is the only definition: add a field or a stage here and Python sees it.
+ */
+#ifndef UT_RECORD_H
+#define UT_RECORD_H
+
+/*
+ * Stages of a packet, in pipeline order: ts[stage] is when the packet reached
+ * it. Later stages (fentry/kprobe points, receive path, application) are
+ * inserted where they belong in the pipeline; nothing else numbers them.
+ */
+enum ut_stage {
+	UT_STAGE_SYSCALL = 0,      /* send syscall entry: time zero of the packet */
+	UT_STAGE_NEIGH_QUEUE,      /* parked on the neighbour's queue awaiting ARP/ND */
+	UT_STAGE_DEV_QUEUE,        /* net:net_dev_queue, entering the device layer */
+	UT_STAGE_QDISC_ENQUEUE,    /* qdisc:qdisc_enqueue, a queueing qdisc took it */
+	UT_STAGE_QDISC_DEQUEUE,    /* qdisc:qdisc_dequeue, the qdisc released it */
+	UT_STAGE_XMIT_START,       /* net:net_dev_start_xmit, handed to the driver */
+	UT_STAGE_RX_HANDOFF,       /* veth/loopback: entered the peer's receive path */
+	UT_STAGE_XMIT_DONE,        /* net:net_dev_xmit, the driver returned */
+	UT_STAGE_FREE,             /* skb freed: TX completion on a NIC, or a drop */
+	UT_STAGE_COUNT,
+};
+
+enum ut_limits {
+	UT_MAX_STAGES = 16,        /* room in ts[] for stages to come */
+	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
+	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
+	UT_HIST_ROWS = 62,
+	UT_HIST_SLOTS = UT_MAX_STAGES + 1, /* one per stage, then the total */
+	UT_HIST_TOTAL = UT_MAX_STAGES,
+};
+
+enum ut_record_kind {
+	UT_KIND_PACKET = 1,        /* one datagram or fragment, at its end */
+	UT_KIND_SYSCALL = 2,       /* one send syscall that made packets, at its exit */
+};
+
+enum ut_fate {
+	UT_FATE_SENT = 1,
+	UT_FATE_DROPPED = 2,
+};
+
+enum ut_record_flags {
+	UT_F_NEIGH_QUEUED = 1,     /* attributed when it was parked for ARP/ND */
+	UT_F_HANDED_OFF = 2,       /* continued into a receive path (veth/lo) */
+	UT_F_FRAGMENT = 4,         /* an IP fragment (not the whole datagram) */
+	UT_F_PAYLOAD = 8,          /* payload[] holds the first UDP payload bytes */
+};
+
+struct ut_record {
+	__u64 ts[UT_MAX_STAGES];   /* CLOCK_MONOTONIC ns per stage; 0 = not reached */
+	__u64 syscall_id;          /* links packets to their syscall record */
+	__u64 syscall_exit;        /* syscall records: exit time */
+	__s64 syscall_ret;         /* syscall records: return value */
+	enum ut_record_kind kind;
+	enum ut_fate fate;
+	enum ut_stage drop_stage;  /* last stage reached before a drop */
+	__u32 drop_reason;         /* kernel enum skb_drop_reason, named from BTF */
+	__u32 pid;
+	__u32 tid;
+	__u32 cpu;                 /* CPU of the syscall */
+	__u32 netns;               /* inode of the device's network namespace */
+	__u32 ifindex;
+	__u32 len;                 /* skb->len at the device queue (IP packet) */
+	__s32 xmit_rc;             /* driver return code at net_dev_xmit */
+	__u16 family;              /* AF_INET / AF_INET6 */
+	__u16 sport;
+	__u16 dport;
+	__u16 syscall_nr;
+	__u16 packet_index;        /* n-th packet of its syscall; syscall records: count */
+	__u16 payload_len;
+	__u32 flags;               /* enum ut_record_flags */
+	__u8 saddr[16];            /* IPv4 as ::ffff:a.b.c.d */
+	__u8 daddr[16];
+	char comm[16];
+	char ifname[16];
+	__u8 payload[UT_PAYLOAD_BYTES];
+};
+
+/* Per-CPU totals; the Python side reads the field names from BTF. */
+struct ut_counters {
+	__u64 syscalls;            /* send syscalls that produced UDP packets */
+	__u64 packets;             /* packets followed */
+	__u64 sent;
+	__u64 dropped;
+	__u64 lost;                /* records the ring buffer had no room for */
+	__u64 state_full;          /* packets not followed: state map full */
+	__u64 expired;             /* states dropped as stale (address reused) */
+	__u64 neigh_queued;        /* packets attributed while parked for ARP/ND */
+};
+
+/* One latency distribution: exact count/sum/min/max, log-linear buckets. */
+struct ut_hist {
+	__u64 count;
+	__u64 sum;
+	__u64 min;
+	__u64 max;
+	__u64 buckets[UT_HIST_ROWS][UT_HIST_SUB_BUCKETS];
+};
+
+struct ut_drop_key {
+	__u32 reason;
+	enum ut_stage stage;
+};
+
+/* Set by Python in .rodata before load: constant to the verifier. */
+struct ut_config {
+	__u64 max_age_ns;          /* a state idle this long is stale */
+	__u32 filter_pid;          /* only tgids in map pids */
+	__u32 filter_port;         /* only packets with a port in map ports */
+	__u32 filter_src;          /* only sources in LPM map src_nets */
+	__u32 filter_dst;          /* only destinations in LPM map dst_nets */
+	__u32 netns;               /* only this network namespace inode; 0 = any */
+	__u32 stream;              /* emit per-packet records to the ring buffer */
+	__u32 kfree_has_reason;    /* kfree_skb tracepoint carries a drop reason */
+	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
+	__u16 pad;
+	char comm[16];             /* only this comm; empty = any */
+	char ifname[16];           /* only this device; empty = any */
+};
+
+struct ut_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+#endif /* UT_RECORD_H */
