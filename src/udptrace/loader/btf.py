@@ -271,7 +271,7 @@ class Btf:
         if t.kind == Kind.ARRAY:
             arr = self._array(t)
             element = self.skip_modifiers(arr.type)
-            if element.kind == Kind.INT and self._int_encoding(element) & 2:
+            if element.kind == Kind.INT and element.name == "char":
                 return np.dtype(f"S{arr.nelems}")  # char[]: NUL-padded text
             return np.dtype((self._dtype(arr.type), (arr.nelems,)))
         if t.kind in (Kind.INT, Kind.ENUM, Kind.ENUM64):

@@ -1,0 +1,1 @@
+"""What this kernel offers: tracefs, feature probes, and the hook plan built from them."""

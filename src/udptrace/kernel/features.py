@@ -1,0 +1,171 @@
+"""Kernel feature probes, the way bpftrace's --info does it: by trying.
+
+A config option or a version number says little under lockdown, so each
+attach type is proven by loading and attaching a tiny program
+(``bpf/ut_probe.bpf.c``) and detaching it again.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import errno
+import functools
+import os
+import resource
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from udptrace import bpf
+from udptrace.errors import BpfError, UdptraceError
+from udptrace.kernel.tracefs import tracefs
+from udptrace.loader.bpf_object import BpfObject, Program
+from udptrace.loader.btf import Btf
+from udptrace.loader.libbpf import lib
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_MAP_TYPE_RINGBUF = 27
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+SECURITYFS = Path("/sys/kernel/security")
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Features:
+    kernel: str
+    bpf_syscall: Probe
+    privileges: Probe
+    memlock: Probe
+    btf: Probe
+    tracefs: Probe
+    ringbuf: Probe
+    tracepoint: Probe
+    raw_tp: Probe
+    tp_btf: Probe
+    fentry: Probe
+    kprobe: Probe
+    uprobe: Probe
+    lockdown: Probe
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _capabilities() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _privileges() -> Probe:
+    caps = _capabilities()
+    have = [name for bit, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_BPF, "CAP_BPF"),
+                                    (CAP_PERFMON, "CAP_PERFMON")) if caps >> bit & 1]
+    root = os.geteuid() == 0
+    ok = root or "CAP_SYS_ADMIN" in have or {"CAP_BPF", "CAP_PERFMON"} <= set(have)
+    who = "root" if root else f"uid {os.geteuid()}"
+    return Probe(ok, f"{who}, {', '.join(have) or 'no BPF capabilities'}")
+
+
+def _memlock() -> Probe:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY:
+        return Probe(True, "unlimited")
+    # since 5.11 BPF memory is charged to the memory cgroup, not to this limit
+    return Probe(True, f"{soft // 1024} KiB (BPF memory is cgroup-accounted on 5.11+)")
+
+
+def _lockdown() -> Probe:
+    path = SECURITYFS / "lockdown"
+    if not path.exists() and SECURITYFS.is_dir():
+        subprocess.run(["mount", "-t", "securityfs", "none", str(SECURITYFS)],
+                       capture_output=True, check=False)
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return Probe(True, "unknown (no securityfs)")
+    mode = text[text.index("[") + 1:text.index("]")] if "[" in text else text
+    return Probe(mode == "none", mode)
+
+
+def _btf() -> Probe:
+    try:
+        Btf.vmlinux()
+    except UdptraceError as e:
+        return Probe(False, str(e))
+    return Probe(True, "/sys/kernel/btf/vmlinux")
+
+
+def _tracefs() -> Probe:
+    try:
+        fs = tracefs()
+    except UdptraceError as e:
+        return Probe(False, str(e))
+    return Probe(True, f"{fs.root}" + (" (mounted now)" if fs.mounted_by_us else ""))
+
+
+def try_program(program: str, attach: Callable[[Program], object] | None = None) -> Probe:
+    """Load and attach one probe program alone; the result says whether this kernel allows it."""
+    try:
+        obj = BpfObject(bpf.object_bytes("ut_probe"), "ut_probe")
+    except UdptraceError as e:
+        return Probe(False, str(e))
+    with obj:
+        for name, prog in obj.programs.items():
+            prog.autoload = name == program
+        try:
+            obj.load()
+            prog = obj.programs[program]
+            (attach or Program.attach)(prog)
+        except BpfError as e:
+            return Probe(False, f"{os.strerror(e.errno)} (errno {e.errno})")
+    return Probe(True, "loaded and attached")
+
+
+def _uprobe() -> Probe:
+    libc = ctypes.util.find_library("c") or "libc.so.6"
+    return try_program("ut_probe_uprobe",
+                       lambda prog: prog.attach_uprobe(libc, "getpid", pid=os.getpid()))
+
+
+def _bpf_syscall() -> Probe:
+    rc = lib.libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACEPOINT, None)
+    if rc == 1:
+        return Probe(True, "tracing programs load")
+    err = -rc if rc < 0 else errno.EPERM
+    return Probe(False, f"cannot load BPF programs: {os.strerror(err)}")
+
+
+def _ringbuf() -> Probe:
+    rc = lib.libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, None)
+    return Probe(rc == 1, "BPF_MAP_TYPE_RINGBUF" if rc == 1 else "no ring buffer (needs 5.8+)")
+
+
+@functools.cache
+def detect() -> Features:
+    bpf_syscall = _bpf_syscall()
+    usable = bpf_syscall.ok
+    skipped = Probe(False, "BPF unavailable")
+    return Features(
+        kernel=os.uname().release,
+        bpf_syscall=bpf_syscall,
+        privileges=_privileges(),
+        memlock=_memlock(),
+        btf=_btf(),
+        tracefs=_tracefs(),
+        ringbuf=_ringbuf() if usable else skipped,
+        tracepoint=try_program("ut_probe_tp") if usable else skipped,
+        raw_tp=try_program("ut_probe_raw_tp") if usable else skipped,
+        tp_btf=try_program("ut_probe_tp_btf") if usable else skipped,
+        fentry=try_program("ut_probe_fentry") if usable else skipped,
+        kprobe=try_program("ut_probe_kprobe") if usable else skipped,
+        uprobe=_uprobe() if usable else skipped,
+        lockdown=_lockdown(),
+    )

@@ -1,0 +1,89 @@
+"""The hook plan: for every stage, which hook serves it on this kernel, or why none can."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udptrace.kernel.features import Features
+from udptrace.kernel.tracefs import Tracefs
+from udptrace.loader.btf import Btf
+from udptrace.stages import STAGES, Hook, HookKind, HookPoint, Stage
+
+
+@dataclass(frozen=True)
+class PointPlan:
+    point: HookPoint
+    hook: Hook | None
+    why_not: str = ""  # set when hook is None
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: Stage
+    points: tuple[PointPlan, ...]
+
+    @property
+    def available(self) -> bool:
+        return any(p.hook for p in self.points)
+
+    @property
+    def hooks(self) -> list[Hook]:
+        return [p.hook for p in self.points if p.hook]
+
+    def describe(self) -> str:
+        if not self.available:
+            return f"unavailable: {self.points[0].why_not}"
+        kinds = sorted({str(h.kind) for h in self.hooks})
+        missing = [p.point.name for p in self.points if not p.hook]
+        text = f"{'/'.join(kinds)}: " + ", ".join(h.tracepoint for h in self.hooks[:3])
+        if len(self.hooks) > 3:
+            text += f" (+{len(self.hooks) - 3})"
+        if missing:
+            text += f"; without {', '.join(missing)}"
+        return text
+
+
+def why_not(hook: Hook, features: Features, btf: Btf | None, fs: Tracefs | None) -> str:
+    """Empty when this kernel allows the hook, else the reason it does not."""
+    category, _, name = hook.target.rpartition(":")
+    has_btf_tp = btf is not None and btf.has_tracepoint(name)
+    has_event = fs is not None and fs.has_event(category, name)
+    match hook.kind:
+        case HookKind.TP_BTF:
+            if not features.tp_btf.ok:
+                return f"tp_btf refused ({features.tp_btf.detail})"
+            return "" if has_btf_tp else f"no tracepoint {name} in this kernel"
+        case HookKind.RAW_TP:
+            if not features.raw_tp.ok:
+                return f"raw_tp refused ({features.raw_tp.detail})"
+            return "" if has_btf_tp or has_event else f"no tracepoint {name} in this kernel"
+        case HookKind.TRACEPOINT:
+            if not features.tracepoint.ok:
+                return f"tracepoints refused ({features.tracepoint.detail})"
+            return "" if has_event else f"no tracepoint {hook.target} in this kernel"
+        case HookKind.FENTRY:
+            if not features.fentry.ok:
+                return f"fentry refused ({features.fentry.detail})"
+            return "" if btf and btf.has_function(name) else f"no function {name}"
+        case HookKind.KPROBE:
+            if not features.kprobe.ok:
+                return f"kprobes refused ({features.kprobe.detail})"
+            return "" if btf and btf.has_function(name) else f"no function {name}"
+    return f"unknown hook kind {hook.kind}"
+
+
+def plan_stages(features: Features, btf: Btf | None, fs: Tracefs | None) -> list[StagePlan]:
+    plans = []
+    for stage in STAGES:
+        points = []
+        for point in stage.points:
+            reasons = [why_not(h, features, btf, fs) for h in point.hooks]
+            chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
+            points.append(PointPlan(point, chosen, "" if chosen else reasons[0]))
+        plans.append(StagePlan(stage, tuple(points)))
+    return plans
+
+
+def missing_core(plans: list[StagePlan]) -> list[str]:
+    """Core send-path stages this kernel cannot trace (empty: the send path is traceable)."""
+    return [p.stage.name for p in plans if p.stage.core and not p.available]

@@ -1,0 +1,1 @@
+"""Following packets: options and filters, the BPF session, and decoding what it streams."""

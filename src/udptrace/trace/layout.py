@@ -1,0 +1,58 @@
+"""The record and config layouts, read from the compiled object's BTF.
+
+``bpf/ut_record.h`` is the one definition; nothing here restates a field,
+an offset or a stage number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from udptrace.loader.bpf_object import BpfObject
+
+
+def _enum_names(values: dict[str, int], prefix: str) -> dict[int, str]:
+    return {v: k.removeprefix(prefix).lower() for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class Layout:
+    record: np.dtype
+    config: np.dtype
+    counters: np.dtype
+    hist: np.dtype
+    stages: tuple[str, ...]  # index in ts[] → stage name
+    kinds: dict[int, str]
+    fates: dict[int, str]
+    flags: dict[str, int]
+    hist_slots: int  # one per ts[] index, then the total
+
+    @property
+    def total_slot(self) -> int:
+        return self.hist_slots - 1
+
+    @classmethod
+    def from_object(cls, obj: BpfObject) -> Layout:
+        btf = obj.btf()
+        stages = _enum_names(btf.enum_values("ut_stage"), "UT_STAGE_")
+        stages.pop(max(stages))  # UT_STAGE_COUNT
+        return cls(
+            record=btf.struct_dtype("ut_record"),
+            config=btf.struct_dtype("ut_config"),
+            counters=btf.struct_dtype("ut_counters"),
+            hist=btf.struct_dtype("ut_hist"),
+            stages=tuple(stages[i] for i in sorted(stages)),
+            kinds=_enum_names(btf.enum_values("ut_record_kind"), "UT_KIND_"),
+            fates=_enum_names(btf.enum_values("ut_fate"), "UT_FATE_"),
+            flags={k.removeprefix("UT_F_").lower(): v
+                   for k, v in btf.enum_values("ut_record_flags").items()},
+            hist_slots=obj.maps["hists"].max_entries,
+        )
+
+    def stage_index(self, name: str) -> int:
+        return self.stages.index(name)
+
+    def kind(self, name: str) -> int:
+        return next(k for k, v in self.kinds.items() if v == name)

@@ -1,0 +1,152 @@
+"""What to trace: command-line choices checked against this machine, then one config struct.
+
+Every check runs before anything is loaded, so bad input ends with a one-line
+error and nothing attached.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from udptrace.errors import UsageError
+
+NETNS_DIR = Path("/run/netns")
+DEFAULT_RINGBUF_BYTES = 8 << 20
+DEFAULT_MAX_AGE_S = 10.0
+UADP_PORT = 4840
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    pids: tuple[int, ...] = ()
+    comm: str = ""
+    ports: tuple[int, ...] = ()
+    src: tuple[str, ...] = ()
+    dst: tuple[str, ...] = ()
+    ifname: str = ""
+    netns: str = ""
+    stream: bool = False  # per-packet records through the ring buffer
+    payload_port: int = 0  # copy UDP payload bytes for this port (PubSub attribution)
+    ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
+    max_age_s: float = DEFAULT_MAX_AGE_S
+
+
+def _check_pid(pid: int) -> None:
+    if pid <= 0 or not Path(f"/proc/{pid}").is_dir():
+        raise UsageError(f"no process with pid {pid}: check it with 'ps -p {pid}'")
+
+
+def _check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise UsageError(f"port {port} is out of range: give a port between 1 and 65535")
+
+
+def parse_network(text: str) -> ipaddress.IPv6Network:
+    """An address or CIDR; IPv4 becomes its IPv4-mapped IPv6 form, as the BPF side stores it."""
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise UsageError(
+            f"'{text}' is not an address or CIDR: use e.g. 10.0.0.1, 10.0.0.0/24 or fd00::/64"
+        ) from None
+    if isinstance(net, ipaddress.IPv4Network):
+        mapped = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + net.network_address.packed)
+        return ipaddress.IPv6Network((mapped, 96 + net.prefixlen))
+    return net
+
+
+def netns_inode(spec: str) -> int:
+    """A network namespace by name (ip netns), path, or inode number."""
+    if spec.isdigit():
+        return int(spec)
+    path = Path(spec) if "/" in spec else NETNS_DIR / spec
+    try:
+        return path.stat().st_ino
+    except OSError:
+        raise UsageError(
+            f"no network namespace '{spec}': list them with 'ip netns list', or give "
+            "a path such as /proc/PID/ns/net or an inode number"
+        ) from None
+
+
+def _interfaces_in(net_dev: Path) -> set[str]:
+    try:
+        lines = net_dev.read_text().splitlines()[2:]
+    except OSError:
+        return set()
+    return {line.split(":", 1)[0].strip() for line in lines}
+
+
+def _check_interface(name: str, pids: tuple[int, ...], netns: str) -> None:
+    if len(name.encode()) > 15:
+        raise UsageError(f"interface name '{name}' is longer than 15 characters")
+    places = [Path("/proc/self/net/dev")] + [Path(f"/proc/{p}/net/dev") for p in pids]
+    seen = set().union(*(_interfaces_in(p) for p in places))
+    if netns and not netns.isdigit():
+        path = Path(netns) if "/" in netns else NETNS_DIR / netns
+        seen |= _interfaces_in_netns(path)
+    if name not in seen:
+        raise UsageError(
+            f"no interface '{name}' here or in the traced processes' namespaces: "
+            "list them with 'ip link' (or 'ip -n NS link')"
+        )
+
+
+def _interfaces_in_netns(path: Path) -> set[str]:
+    # /proc/PID/net/dev shows the namespace of PID: find a process living in that netns
+    try:
+        target = path.stat().st_ino
+    except OSError:
+        return set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "ns" / "net").stat().st_ino == target:
+                    return _interfaces_in(proc / "net" / "dev")
+            except OSError:
+                continue
+    return set()
+
+
+def validate(options: TraceOptions) -> None:
+    for pid in options.pids:
+        _check_pid(pid)
+    for port in (*options.ports, *((options.payload_port,) if options.payload_port else ())):
+        _check_port(port)
+    if len(options.comm.encode()) > 15:
+        raise UsageError(
+            f"comm '{options.comm}' is longer than 15 characters: the kernel keeps only the "
+            f"first 15, use '{options.comm.encode()[:15].decode(errors='ignore')}'"
+        )
+    if options.netns:
+        netns_inode(options.netns)
+    if options.ifname:
+        _check_interface(options.ifname, options.pids, options.netns)
+    if options.ringbuf_bytes < os.sysconf("SC_PAGE_SIZE") or (
+        options.ringbuf_bytes & (options.ringbuf_bytes - 1)
+    ):
+        raise UsageError("ring buffer size must be a power of two of at least one page")
+    for text in (*options.src, *options.dst):
+        parse_network(text)
+
+
+def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool) -> bytes:
+    """The ``struct ut_config`` image written into the object's .rodata before load."""
+    cfg = np.zeros(1, config)
+    cfg["max_age_ns"] = int(options.max_age_s * 1e9)
+    cfg["filter_pid"] = bool(options.pids)
+    cfg["filter_port"] = bool(options.ports)
+    cfg["filter_src"] = bool(options.src)
+    cfg["filter_dst"] = bool(options.dst)
+    cfg["netns"] = netns_inode(options.netns) if options.netns else 0
+    cfg["stream"] = options.stream
+    cfg["kfree_has_reason"] = kfree_has_reason
+    cfg["payload_port"] = options.payload_port
+    cfg["comm"] = options.comm.encode()
+    cfg["ifname"] = options.ifname.encode()
+    return cfg.tobytes()

@@ -1,0 +1,162 @@
+"""One tracing session: the send-path object configured, loaded, attached, read, closed.
+
+Construction does everything that can fail (options, kernel features,
+loading, attaching) and closes what it opened if any step fails, so an
+error never leaves a program attached.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from udptrace import bpf
+from udptrace.errors import KernelFeatureError, require_root
+from udptrace.kernel.features import detect
+from udptrace.kernel.plan import StagePlan, missing_core, plan_stages
+from udptrace.kernel.tracefs import tracefs
+from udptrace.loader.bpf_object import BpfObject, Map, possible_cpus
+from udptrace.loader.btf import Btf, Kind
+from udptrace.loader.ringbuf import RingBufferReader
+from udptrace.trace.layout import Layout
+from udptrace.trace.options import TraceOptions, config_bytes, parse_network, validate
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The in-kernel aggregates at one moment, summed over CPUs."""
+
+    counters: dict[str, int]
+    hists: np.ndarray  # one ut_hist per slot (stage index, then total)
+    drops: dict[tuple[int, int], int]  # (reason, stage index) → packets
+
+
+def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
+    raw = m.lookup(key)
+    stride = (dtype.itemsize + 7) // 8 * 8
+    if raw is None:
+        return np.zeros(possible_cpus(), dtype)
+    return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
+
+
+def _kfree_has_reason(btf: Btf) -> bool:
+    """Since 5.17 the kfree_skb tracepoint passes a drop reason as its third argument."""
+    typedef = btf.find("btf_trace_kfree_skb", Kind.TYPEDEF)
+    if typedef is None:
+        return btf.find("skb_drop_reason", Kind.ENUM) is not None
+    proto = btf.skip_modifiers(btf.skip_modifiers(typedef).size_or_type)
+    return proto.vlen >= 4  # void *ctx, skb, location, reason[, rx_sk]
+
+
+class TraceSession:
+    def __init__(self, options: TraceOptions) -> None:
+        require_root()
+        validate(options)
+        self.options = options
+        features = detect()
+        if not features.btf.ok:
+            raise KernelFeatureError(features.btf.detail)
+        if not features.tracefs.ok:
+            raise KernelFeatureError(features.tracefs.detail)
+        self.vmlinux = Btf.vmlinux()
+        self.plans: list[StagePlan] = plan_stages(features, self.vmlinux, tracefs())
+        missing = missing_core(self.plans)
+        if missing:
+            raise KernelFeatureError(
+                f"this kernel cannot trace the send path ({', '.join(missing)} unavailable): "
+                "run 'udptrace check' for the reasons"
+            )
+        self.obj = BpfObject(bpf.object_bytes("ut_send"), "ut_send")
+        self.reader: RingBufferReader | None = None
+        try:
+            self.layout = Layout.from_object(self.obj)
+            self._load()
+            self._attach()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        chosen = {h.program for p in self.plans for h in p.hooks}
+        for name, prog in self.obj.programs.items():
+            prog.autoload = name in chosen
+        self.obj.write_global(".rodata", "cfg", config_bytes(
+            self.options, self.layout.config, _kfree_has_reason(self.vmlinux)))
+        self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
+        self.obj.load()
+        maps = self.obj.maps
+        for pid in self.options.pids:
+            maps["pids"].update(struct.pack("<I", pid), b"\x01")
+        for port in self.options.ports:
+            maps["ports"].update(struct.pack("<H", port), b"\x01")
+        for name, texts in (("src_nets", self.options.src), ("dst_nets", self.options.dst)):
+            for text in texts:
+                net = parse_network(text)
+                key = struct.pack("<I", net.prefixlen) + net.network_address.packed
+                maps[name].update(key, b"\x01")
+        if self.options.stream:
+            self.reader = RingBufferReader(maps["events"].fd, self.options.ringbuf_bytes,
+                                           self.layout.record)
+
+    def _attach(self) -> None:
+        for plan in self.plans:
+            for hook in plan.hooks:
+                self.obj.programs[hook.program].attach()
+
+    @property
+    def stage_plans(self) -> dict[str, StagePlan]:
+        return {p.stage.name: p for p in self.plans}
+
+    def read(self) -> np.ndarray:
+        """The records streamed since the last read (empty unless options.stream)."""
+        if self.reader is None:
+            return np.empty(0, self.layout.record)
+        return self.reader.read()
+
+    def snapshot(self) -> Snapshot:
+        maps = self.obj.maps
+        zero = struct.pack("<I", 0)
+        per_cpu = _percpu(maps["counters"], zero, self.layout.counters)
+        counters = {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+        hists = np.zeros(self.layout.hist_slots, self.layout.hist)
+        for slot in range(self.layout.hist_slots):
+            cpus = _percpu(maps["hists"], struct.pack("<I", slot), self.layout.hist)
+            used = cpus[cpus["count"] > 0]
+            if used.size:
+                hists[slot]["count"] = used["count"].sum()
+                hists[slot]["sum"] = used["sum"].sum()
+                hists[slot]["min"] = used["min"].min()
+                hists[slot]["max"] = used["max"].max()
+                hists[slot]["buckets"] = used["buckets"].sum(axis=0)
+        drops = {}
+        for key in maps["drops"].keys():
+            reason, stage = struct.unpack("<II", key)
+            drops[(reason, stage)] = int(_percpu(maps["drops"], key, np.dtype("<u8")).sum())
+        return Snapshot(counters, hists, drops)
+
+    def drop_reason_names(self) -> dict[int, str]:
+        """The running kernel's drop reasons; their numbers differ between versions."""
+        names = {}
+        for name, value in self.vmlinux.enum_values("skb_drop_reason").items():
+            names[value] = name.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_")
+        return names
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        self.obj.close()
+
+    def __enter__(self) -> TraceSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def address_text(raw: bytes) -> str:
+    address = ipaddress.IPv6Address(raw)
+    return str(address.ipv4_mapped or address)
