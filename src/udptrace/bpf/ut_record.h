@@ -39,6 +39,15 @@ enum ut_record_kind {
 	UT_KIND_SYSCALL = 2,       /* one send syscall that made packets, at its exit */
 };
 
+/* Which send syscall: our own numbering, the same on every architecture. */
+enum ut_syscall {
+	UT_SYS_SENDTO = 1,
+	UT_SYS_SENDMSG,
+	UT_SYS_SENDMMSG,
+	UT_SYS_WRITE,
+	UT_SYS_WRITEV,
+};
+
 enum ut_fate {
 	UT_FATE_SENT = 1,
 	UT_FATE_DROPPED = 2,
@@ -67,13 +76,13 @@ struct ut_record {
 	__u32 ifindex;
 	__u32 len;                 /* skb->len at the device queue (IP packet) */
 	__s32 xmit_rc;             /* driver return code at net_dev_xmit */
+	enum ut_syscall syscall;
 	__u16 family;              /* AF_INET / AF_INET6 */
 	__u16 sport;
 	__u16 dport;
-	__u16 syscall_nr;
 	__u16 packet_index;        /* n-th packet of its syscall; syscall records: count */
 	__u16 payload_len;
-	__u32 flags;               /* enum ut_record_flags */
+	enum ut_record_flags flags;
 	__u8 saddr[16];            /* IPv4 as ::ffff:a.b.c.d */
 	__u8 daddr[16];
 	char comm[16];

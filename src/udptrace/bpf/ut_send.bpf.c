@@ -40,7 +40,7 @@ struct ut_call {
 	__u64 entry;
 	__u64 sk;                  /* the fd's socket, resolved at the first packet */
 	__u32 fd;
-	__u16 nr;
+	enum ut_syscall syscall;
 	__u16 packets;
 	__u16 sport;               /* ports of the first fragment, for the others */
 	__u16 dport;
@@ -194,7 +194,7 @@ static __always_inline bool same_name16(const char *a, const char *b)
 
 /* ---- syscalls ------------------------------------------------------------------- */
 
-static __always_inline int syscall_enter(__u16 nr, __u64 fd)
+static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
@@ -212,7 +212,7 @@ static __always_inline int syscall_enter(__u16 nr, __u64 fd)
 	call.id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
 	call.entry = bpf_ktime_get_ns();
 	call.fd = fd;
-	call.nr = nr;
+	call.syscall = syscall;
 	bpf_map_update_elem(&calls, &tid, &call, BPF_ANY);
 	return 0;
 }
@@ -243,7 +243,7 @@ static __always_inline int syscall_exit(__s64 ret)
 				r->syscall_exit = now;
 				r->syscall_ret = ret;
 				r->syscall_id = call->id;
-				r->syscall_nr = call->nr;
+				r->syscall = call->syscall;
 				r->packet_index = call->packets;
 				r->pid = pid_tgid >> 32;
 				r->tid = tid;
@@ -273,11 +273,11 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-#define UT_SYSCALL(name)                                                    \
+#define UT_SYSCALL(name, id)                                                \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
 	int ut_enter_##name(struct syscall_enter_ctx *ctx)                      \
 	{                                                                       \
-		return syscall_enter(ctx->nr, ctx->args[0]);                        \
+		return syscall_enter(id, ctx->args[0]);                             \
 	}                                                                       \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
 	int ut_exit_##name(struct syscall_exit_ctx *ctx)                        \
@@ -285,11 +285,11 @@ struct syscall_exit_ctx {
 		return syscall_exit(ctx->ret);                                      \
 	}
 
-UT_SYSCALL(sendto)
-UT_SYSCALL(sendmsg)
-UT_SYSCALL(sendmmsg)
-UT_SYSCALL(write)
-UT_SYSCALL(writev)
+UT_SYSCALL(sendto, UT_SYS_SENDTO)
+UT_SYSCALL(sendmsg, UT_SYS_SENDMSG)
+UT_SYSCALL(sendmmsg, UT_SYS_SENDMMSG)
+UT_SYSCALL(write, UT_SYS_WRITE)
+UT_SYSCALL(writev, UT_SYS_WRITEV)
 
 /* ---- packets -------------------------------------------------------------------- */
 
@@ -464,7 +464,7 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->kind = UT_KIND_PACKET;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
 	r->syscall_id = call->id;
-	r->syscall_nr = call->nr;
+	r->syscall = call->syscall;
 	r->packet_index = call->packets++;
 	r->pid = pid_tgid >> 32;
 	r->tid = (__u32)pid_tgid;

@@ -26,6 +26,7 @@ class Layout:
     stages: tuple[str, ...]  # index in ts[] → stage name
     kinds: dict[int, str]
     fates: dict[int, str]
+    syscalls: dict[int, str]
     flags: dict[str, int]
     hist_slots: int  # one per ts[] index, then the total
 
@@ -46,6 +47,7 @@ class Layout:
             stages=tuple(stages[i] for i in sorted(stages)),
             kinds=_enum_names(btf.enum_values("ut_record_kind"), "UT_KIND_"),
             fates=_enum_names(btf.enum_values("ut_fate"), "UT_FATE_"),
+            syscalls=_enum_names(btf.enum_values("ut_syscall"), "UT_SYS_"),
             flags={k.removeprefix("UT_F_").lower(): v
                    for k, v in btf.enum_values("ut_record_flags").items()},
             hist_slots=obj.maps["hists"].max_entries,

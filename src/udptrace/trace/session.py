@@ -7,7 +7,6 @@ error never leaves a program attached.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -116,11 +115,13 @@ class TraceSession:
             return np.empty(0, self.layout.record)
         return self.reader.read()
 
+    def counters(self) -> dict[str, int]:
+        per_cpu = _percpu(self.obj.maps["counters"], struct.pack("<I", 0), self.layout.counters)
+        return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+
     def snapshot(self) -> Snapshot:
         maps = self.obj.maps
-        zero = struct.pack("<I", 0)
-        per_cpu = _percpu(maps["counters"], zero, self.layout.counters)
-        counters = {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+        counters = self.counters()
         hists = np.zeros(self.layout.hist_slots, self.layout.hist)
         for slot in range(self.layout.hist_slots):
             cpus = _percpu(maps["hists"], struct.pack("<I", slot), self.layout.hist)
@@ -156,7 +157,3 @@ class TraceSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def address_text(raw: bytes) -> str:
-    address = ipaddress.IPv6Address(raw)
-    return str(address.ipv4_mapped or address)

@@ -1,0 +1,3 @@
+from udptrace.cli import main
+
+raise SystemExit(main())

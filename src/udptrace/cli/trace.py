@@ -1,0 +1,140 @@
+"""`udptrace trace`: follow UDP packets from the send syscall to the wire."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO
+
+from rich.console import Console
+
+from udptrace.cli import help_formatter
+from udptrace.report import terminal
+from udptrace.report.terminal import report_console
+from udptrace.report.jsonl import JsonLines, OutputError
+from udptrace.report.pubsub_groups import PubSubGroups, labels
+from udptrace.trace import run
+from udptrace.trace.decode import Packets
+from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions
+from udptrace.trace.session import TraceSession
+
+EXAMPLES = """\
+examples:
+  udptrace trace -p 4242 -d 10              per-stage histograms for one publisher
+  udptrace trace --port 4840 --json -       one JSON object per datagram on stdout
+  udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
+  udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
+"""
+
+
+def add_filter_arguments(p: argparse.ArgumentParser) -> None:
+    f = p.add_argument_group("filters (applied in the kernel)")
+    f.add_argument("-p", "--pid", type=int, action="append", default=[], metavar="PID",
+                   help="only this process (repeatable)")
+    f.add_argument("-c", "--comm", default="", help="only processes with this name (15 chars)")
+    f.add_argument("--port", type=int, action="append", default=[],
+                   help="only datagrams with this source or destination port (repeatable)")
+    f.add_argument("--src", action="append", default=[], metavar="CIDR",
+                   help="only these source addresses, IPv4 or IPv6 (repeatable)")
+    f.add_argument("--dst", action="append", default=[], metavar="CIDR",
+                   help="only these destination addresses (repeatable)")
+    f.add_argument("-i", "--interface", default="", metavar="IFACE",
+                   help="only datagrams sent on this device")
+    f.add_argument("--netns", default="", help="only this network namespace (name, path, inode)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
+    add_filter_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("-d", "--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long (default: until Ctrl-C)")
+    o.add_argument("--json", metavar="FILE", help="one JSON object per packet; '-' for stdout")
+    o.add_argument("--linear", type=float, metavar="STEP_US",
+                   help="linear histograms with this bin width in µs (default: log2)")
+    o.add_argument("--no-hist", action="store_true", help="only the percentile table")
+    o.add_argument("--pubsub", action="store_true",
+                   help="decode OPC UA PubSub (UADP) headers; latency per writer group")
+    o.add_argument("--uadp-port", type=int, default=UADP_PORT,
+                   help=f"UDP port carrying UADP (default {UADP_PORT})")
+    o.add_argument("--ringbuf-kb", type=int, default=DEFAULT_RINGBUF_BYTES // 1024,
+                   help="per-packet ring buffer size (power of two)")
+    o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
+    p.set_defaults(func=main)
+
+
+def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
+    return TraceOptions(
+        pids=tuple(args.pid), comm=args.comm, ports=tuple(args.port), src=tuple(args.src),
+        dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
+        payload_port=args.uadp_port if args.pubsub else 0,
+        ringbuf_bytes=args.ringbuf_kb * 1024,
+    )
+
+
+def status_printer(out: IO[str]) -> Callable[[dict[str, int], float, int | None], None]:
+    tty = out.isatty()
+
+    def show(counters: dict[str, int], elapsed: float, records: int | None) -> None:
+        line = terminal.status_line(counters, elapsed, records)
+        out.write(f"\r{line}\x1b[K" if tty else line + "\n")
+        out.flush()
+
+    return show
+
+
+def main(args: argparse.Namespace) -> int:
+    to_stdout = args.json == "-"
+    console = report_console(stderr=to_stdout)
+    stream = bool(args.json or args.pubsub)
+    options = options_from(args, stream)
+    stop = threading.Event()
+    with contextlib.ExitStack() as stack:
+        session = stack.enter_context(TraceSession(options))
+        out = sys.stdout if to_stdout else (
+            stack.enter_context(open(args.json, "w")) if args.json else None)
+        drop_names = session.drop_reason_names()
+        writer = JsonLines(out, session.layout, drop_names) if out else None
+        groups = PubSubGroups() if args.pubsub else None
+        failure: list[OutputError] = []
+
+        def on_packets(packets: Packets) -> None:
+            headers = groups.add(packets, session.layout) if groups is not None else None
+            if writer is not None and not failure:
+                try:
+                    writer.write_packets(packets, labels(headers) if headers is not None else None)
+                except OutputError as e:
+                    failure.append(e)
+                    stop.set()
+
+        targets = ", ".join(filter(None, [
+            f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
+            f"comm {args.comm}" if args.comm else "",
+            f"port {' '.join(map(str, args.port))}" if args.port else ""])) or "all processes"
+        console.print(f"tracing UDP sends of {targets}"
+                      + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
+        result = run.run(session, args.duration, stop, on_packets,
+                         status_printer(sys.stderr))
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        step = int(args.linear * 1000) if args.linear else None
+        terminal.render(console, result.snapshot, session.layout, session.plans, drop_names,
+                        step, histograms=not args.no_hist)
+        if groups is not None:
+            groups.render(console)
+        summary = {"counters": result.snapshot.counters, "records": result.records,
+                   "lost": result.snapshot.counters["lost"], "elapsed_s": result.elapsed_s}
+        if failure:
+            console.print(f"udptrace: {failure[0]}", style="bold red")
+            return 1
+        if writer is not None:
+            try:
+                writer.write_summary(summary)
+            except OutputError as e:
+                console.print(f"udptrace: {e}", style="bold red")
+                return 1
+    return 0

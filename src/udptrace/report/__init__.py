@@ -1,0 +1,1 @@
+"""Showing results: distributions, the terminal report, JSON lines."""

@@ -1,0 +1,108 @@
+"""Turning batches of raw records into packets with their syscall, column by column.
+
+A packet's record is written when the packet ends and its syscall's record
+when the syscall returns; either can come first (a packet held by a qdisc
+outlives its syscall; one sent synchronously ends inside it). Packets wait
+in :class:`SyscallJoin` until their syscall record arrives, or until
+``hold_s`` has passed. Everything is NumPy over whole batches.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from udptrace.trace.layout import Layout
+
+KEEP_SYSCALLS = 1 << 16  # recent syscall records kept for late packets
+
+
+@dataclass(frozen=True)
+class Packets:
+    """Packet records plus what their syscall record said (exit 0: not seen)."""
+
+    records: np.ndarray
+    syscall_exit: np.ndarray
+    syscall_ret: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @classmethod
+    def empty(cls, layout: Layout) -> Packets:
+        return cls(np.empty(0, layout.record), np.empty(0, np.uint64), np.empty(0, np.int64))
+
+
+class SyscallJoin:
+    def __init__(self, layout: Layout, hold_s: float = 1.0) -> None:
+        self.layout = layout
+        self.hold_ns = int(hold_s * 1e9)
+        self.packet_kind = layout.kind("packet")
+        self.syscall_kind = layout.kind("syscall")
+        self.pending = np.empty(0, layout.record)
+        self.call_ids = np.empty(0, np.uint64)
+        self.call_exit = np.empty(0, np.uint64)
+        self.call_ret = np.empty(0, np.int64)
+        self.syscalls_seen = 0
+
+    def add(self, records: np.ndarray, now_ns: int | None = None) -> Packets:
+        calls = records[records["kind"] == self.syscall_kind]
+        self.syscalls_seen += len(calls)
+        if len(calls):
+            ids = np.concatenate([self.call_ids, calls["syscall_id"]])
+            order = np.argsort(ids, kind="stable")[-KEEP_SYSCALLS:]
+            self.call_ids = ids[order]
+            self.call_exit = np.concatenate([self.call_exit, calls["syscall_exit"]])[order]
+            self.call_ret = np.concatenate([self.call_ret, calls["syscall_ret"]])[order]
+        candidates = np.concatenate([self.pending, records[records["kind"] == self.packet_kind]])
+        if not len(candidates):
+            return Packets.empty(self.layout)
+        where = np.searchsorted(self.call_ids, candidates["syscall_id"])
+        where = np.minimum(where, max(len(self.call_ids) - 1, 0))
+        found = (self.call_ids[where] == candidates["syscall_id"]) if len(self.call_ids) else \
+            np.zeros(len(candidates), bool)
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        ended = candidates["ts"].max(axis=1)
+        ready = found | (now - ended.astype(np.int64) > self.hold_ns)
+        self.pending = candidates[~ready]
+        return self._packets(candidates[ready], where[ready], found[ready])
+
+    def flush(self) -> Packets:
+        """Everything still waiting (their syscalls never returned while we watched)."""
+        return self.add(np.empty(0, self.layout.record), now_ns=np.iinfo(np.int64).max)
+
+    def _packets(self, records: np.ndarray, where: np.ndarray, found: np.ndarray) -> Packets:
+        order = np.lexsort((records["packet_index"], records["ts"][:, 0]))
+        records, where, found = records[order], where[order], found[order]
+        exit_ = np.where(found, self.call_exit[where] if len(self.call_ids) else 0, 0)
+        ret = np.where(found, self.call_ret[where] if len(self.call_ids) else 0, 0)
+        return Packets(records, exit_.astype(np.uint64), ret.astype(np.int64))
+
+
+def address_strings(raw: np.ndarray) -> list[str]:
+    """16-byte addresses (IPv4 as ::ffff:a.b.c.d) as text, formatting each distinct one once."""
+    if not len(raw):
+        return []
+    unique, inverse = np.unique(raw.reshape(len(raw), 16), axis=0, return_inverse=True)
+    texts = []
+    for row in unique:
+        address = ipaddress.IPv6Address(row.tobytes())
+        texts.append(str(address.ipv4_mapped or address))
+    return [texts[i] for i in inverse.reshape(-1)]
+
+
+def stage_offsets(records: np.ndarray) -> np.ndarray:
+    """ns since the syscall entry per stage; -1 where a stage was not reached."""
+    ts = records["ts"].astype(np.int64)
+    return np.where(ts > 0, ts - ts[:, :1], -1)
+
+
+def total_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """Syscall entry until the packet left the device (xmit_done; the free when there is none)."""
+    ts = records["ts"].astype(np.int64)
+    done = ts[:, layout.stage_index("xmit_done")]
+    end = np.where(done > 0, done, ts[:, layout.stage_index("free")])
+    return np.where(end > 0, end - ts[:, 0], -1)

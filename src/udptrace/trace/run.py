@@ -1,0 +1,76 @@
+"""The tracing loop shared by `trace` and `demo`: read, join, hand on, report status."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from udptrace.trace.decode import Packets, SyscallJoin
+from udptrace.trace.session import Snapshot, TraceSession
+
+POLL_INTERVAL_S = 0.1
+STATUS_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    snapshot: Snapshot
+    records: int  # packet records read from the ring buffer
+    elapsed_s: float
+    interrupted: bool
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM end the loop cleanly (the report still prints, links still close)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
+        on_packets: Callable[[Packets], None] | None = None,
+        on_status: Callable[[dict[str, int], float, int | None], None] | None = None) -> TraceResult:
+    join = SyscallJoin(session.layout)
+    records = 0
+    start = time.monotonic()
+    next_status = start + STATUS_INTERVAL_S
+    streaming = session.options.stream
+
+    def drain(packets: Packets) -> None:
+        nonlocal records
+        records += len(packets)
+        if on_packets is not None and len(packets):
+            on_packets(packets)
+
+    with stop_on_signals(stop):
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration_s is not None and now - start >= duration_s:
+                break
+            wait = POLL_INTERVAL_S
+            if duration_s is not None:
+                wait = min(wait, max(start + duration_s - now, 0.0))
+            stop.wait(wait)
+            if streaming:
+                drain(join.add(session.read()))
+            if on_status is not None and time.monotonic() >= next_status:
+                next_status += STATUS_INTERVAL_S
+                on_status(session.counters(), time.monotonic() - start,
+                          records if streaming else None)
+    interrupted = stop.is_set()
+    if streaming:
+        drain(join.add(session.read()))
+        drain(join.flush())
+    return TraceResult(session.snapshot(), records, time.monotonic() - start, interrupted)
