@@ -93,6 +93,13 @@ class Member:
     bitfield_size: int
 
 
+def _declaration(c_type: str, name: str) -> str:
+    """`int fd`, `void *buff`: C spacing for a parameter."""
+    if not name:
+        return c_type
+    return f"{c_type}{name}" if c_type.endswith("*") else f"{c_type} {name}"
+
+
 class Btf:
     """A handle on one BTF blob (vmlinux's or an object's)."""
 
@@ -237,7 +244,7 @@ class Btf:
         return t.name
 
     def _params(self, proto: TypeInfo) -> str:
-        params = [f"{self.c_type(p.type)} {self.name_at(p.name_off)}".rstrip()
+        params = [_declaration(self.c_type(p.type), self.name_at(p.name_off))
                   if p.type else "..." for p in self._entries(proto, _Param)]
         return ", ".join(params) if params else "void"
 

@@ -1,0 +1,87 @@
+"""`udptrace check`: what this kernel lets udptrace trace, and with which hooks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from udptrace.cli import help_formatter
+from udptrace.errors import require_root
+from udptrace.kernel.features import Features, detect
+from udptrace.kernel.plan import StagePlan, missing_core, plan_stages
+from udptrace.kernel.tracefs import tracefs
+from udptrace.loader.btf import Btf
+from udptrace.report.terminal import report_console
+
+EXAMPLES = """\
+examples:
+  udptrace check           features and the hook chosen for every stage
+  udptrace check --json    the same as one JSON object
+
+Exit status 0 when the core send path (syscall, device queue, driver transmit,
+skb free) can be traced here, 1 otherwise.
+"""
+
+FEATURE_TITLES = {
+    "bpf_syscall": "BPF syscall", "privileges": "privileges", "memlock": "memlock",
+    "btf": "vmlinux BTF", "tracefs": "tracefs", "ringbuf": "ring buffer",
+    "tracepoint": "tracepoint", "raw_tp": "raw_tp", "tp_btf": "tp_btf", "fentry": "fentry",
+    "kprobe": "kprobe", "uprobe": "uprobe", "lockdown": "lockdown off",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="kernel features and the hook for every stage",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=main)
+
+
+def plans_for(features: Features) -> list[StagePlan]:
+    btf = Btf.vmlinux() if features.btf.ok else None
+    fs = tracefs() if features.tracefs.ok else None
+    return plan_stages(features, btf, fs)
+
+
+def main(args: argparse.Namespace) -> int:
+    require_root()
+    features = detect()
+    plans = plans_for(features)
+    missing = missing_core(plans)
+    verdict = ("the core send path is traceable" if not missing else
+               f"cannot trace the send path: {', '.join(missing)} unavailable")
+    if args.json:
+        print(json.dumps({
+            "kernel": features.kernel,
+            "features": {k: v for k, v in features.as_dict().items() if k != "kernel"},
+            "stages": {p.stage.name: {
+                "available": p.available,
+                "hooks": [str(h) for h in p.hooks],
+                "unavailable": {pp.point.name: pp.why_not for pp in p.points if not pp.hook},
+                "core": p.stage.core,
+            } for p in plans},
+            "send_path_traceable": not missing,
+            "verdict": verdict,
+        }, indent=2))
+        return 0 if not missing else 1
+    console = report_console()
+    table = Table(title=f"kernel {features.kernel}", title_justify="left", header_style="bold")
+    table.add_column("feature")
+    table.add_column("", justify="center")
+    table.add_column("detail")
+    for key, title in FEATURE_TITLES.items():
+        probe = getattr(features, key)
+        table.add_row(title, "[green]yes[/]" if probe.ok else "[red]no[/]", probe.detail)
+    console.print(table)
+    stages = Table(title="stages", title_justify="left", header_style="bold")
+    stages.add_column("stage")
+    stages.add_column("hook on this kernel")
+    for plan in plans:
+        text = plan.describe()
+        style = None if plan.available else ("bold red" if plan.stage.core else "yellow")
+        stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""), text, style=style)
+    console.print(stages)
+    console.print("* core send path. " + verdict)
+    return 0 if not missing else 1
