@@ -74,7 +74,7 @@ struct ut_record {
 	__u32 cpu;                 /* CPU of the syscall */
 	__u32 netns;               /* inode of the device's network namespace */
 	__u32 ifindex;
-	__u32 len;                 /* skb->len at the device queue (IP packet) */
+	__u32 len;                 /* frame length at the device queue (L2 header included) */
 	__s32 xmit_rc;             /* driver return code at net_dev_xmit */
 	enum ut_syscall syscall;
 	__u16 family;              /* AF_INET / AF_INET6 */
@@ -100,6 +100,7 @@ struct ut_counters {
 	__u64 state_full;          /* packets not followed: state map full */
 	__u64 expired;             /* states dropped as stale (address reused) */
 	__u64 neigh_queued;        /* packets attributed while parked for ARP/ND */
+	__u64 peer_dropped;        /* sent on a veth/lo, then dropped by the peer's receive path */
 };
 
 /* One latency distribution: exact count/sum/min/max, log-linear buckets. */

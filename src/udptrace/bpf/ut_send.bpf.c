@@ -27,6 +27,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_UDP 17
 #define IPV6_FRAGMENT 44
 #define NETDEV_TX_OK 0
+/* a peer drops within microseconds; an older entry means we missed a silent free */
+#define PEER_WINDOW_NS 1000000000ULL
 
 const volatile struct ut_config cfg = {};
 
@@ -71,6 +73,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ut_pkt_state);
 } scratch SEC(".maps");
+
+/*
+ * Packets whose send record has ended at a veth/lo handoff, by skb address:
+ * when the peer's receive path frees one with a drop reason (no listener:
+ * NO_SOCKET), the drop is counted against the peer, not the send path.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);      /* handoff time */
+} handed_off SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -180,7 +194,7 @@ static __always_inline void hist_add(__u32 slot, __u64 value)
 	h->sum += value;
 }
 
-static __always_inline bool same_name16(const char *a, const char *b)
+static __always_inline bool same_name16(const char *a, const volatile char *b)
 {
 #pragma unroll
 	for (int i = 0; i < 16; i++) {
@@ -206,7 +220,7 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 		char comm[16];
 
 		bpf_get_current_comm(comm, sizeof(comm));
-		if (!same_name16(comm, (const char *)cfg.comm))
+		if (!same_name16(comm, cfg.comm))
 			return 0;
 	}
 	call.id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
@@ -424,7 +438,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	if (cfg.netns && r->netns != cfg.netns)
 		return false;
 	BPF_CORE_READ_INTO(&r->ifname, dev, name);
-	if (cfg.ifname[0] && !same_name16(r->ifname, (const char *)cfg.ifname))
+	if (cfg.ifname[0] && !same_name16(r->ifname, cfg.ifname))
 		return false;
 	r->ifindex = BPF_CORE_READ(dev, ifindex);
 	r->len = BPF_CORE_READ(skb, len);
@@ -516,8 +530,20 @@ static __always_inline enum ut_stage last_stage(struct ut_record *r)
 	return last;
 }
 
+static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
+{
+	struct ut_drop_key dk = {.reason = reason, .stage = stage};
+	__u64 one = 1, *n = bpf_map_lookup_elem(&drops, &dk);
+
+	if (n)
+		(*n)++;
+	else
+		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
+}
+
+/* End a packet's record; `reason` and `stage` say where a dropped one died. */
 static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fate fate,
-				   __u32 reason)
+				   __u32 reason, enum ut_stage stage)
 {
 	struct ut_record *r = &s->rec;
 
@@ -538,18 +564,13 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		}
 		if (end)
 			hist_add(UT_HIST_TOTAL, end - r->ts[UT_STAGE_SYSCALL]);
+		if (r->flags & UT_F_HANDED_OFF)
+			bpf_map_update_elem(&handed_off, &key, &r->ts[UT_STAGE_RX_HANDOFF], BPF_ANY);
 		COUNT(sent);
 	} else {
-		struct ut_drop_key dk = {.reason = reason, .stage = last_stage(r)};
-		__u64 one = 1, *n;
-
 		r->drop_reason = reason;
-		r->drop_stage = dk.stage;
-		n = bpf_map_lookup_elem(&drops, &dk);
-		if (n)
-			(*n)++;
-		else
-			bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
+		r->drop_stage = stage;
+		count_drop(reason, stage);
 		COUNT(dropped);
 	}
 	if (cfg.stream && bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
@@ -643,7 +664,7 @@ static __always_inline int on_rx_handoff(struct sk_buff *skb)
 	reach(&s->rec, UT_STAGE_RX_HANDOFF, now);
 	s->rec.flags |= UT_F_HANDED_OFF;
 	if (s->rec.ts[UT_STAGE_XMIT_DONE])
-		finish(key, s, UT_FATE_SENT, 0);
+		finish(key, s, UT_FATE_SENT, 0, 0);
 	return 0;
 }
 
@@ -660,7 +681,7 @@ static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 	reach(&s->rec, UT_STAGE_XMIT_DONE, now);
 	/* a NIC still owns the skb until TX completion; a veth/lo has passed it on */
 	if (s->rec.flags & UT_F_HANDED_OFF)
-		finish(key, s, UT_FATE_SENT, 0);
+		finish(key, s, UT_FATE_SENT, 0, 0);
 	return 0;
 }
 
@@ -669,22 +690,34 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
 	struct ut_pkt_state *s = followed(key, now);
 	struct ut_record *r;
+	enum ut_stage stage;
+	__u64 *handoff;
 
-	if (!s)
+	if (!s) {
+		handoff = bpf_map_lookup_elem(&handed_off, &key);
+		if (handoff) {
+			if (!consumed && now - *handoff < PEER_WINDOW_NS) {
+				count_drop(reason, UT_STAGE_RX_HANDOFF);
+				COUNT(peer_dropped);
+			}
+			bpf_map_delete_elem(&handed_off, &key);
+		}
 		return 0;
+	}
 	r = &s->rec;
 	if (r->flags & UT_F_HANDED_OFF) {
 		/* the receiver freed it before the driver returned (RPS): ours was sent */
-		finish(key, s, UT_FATE_SENT, 0);
+		finish(key, s, UT_FATE_SENT, 0, 0);
 		return 0;
 	}
 	if (consumed && r->ts[UT_STAGE_XMIT_START]) {
 		reach(r, UT_STAGE_FREE, now);
-		finish(key, s, UT_FATE_SENT, 0);
+		finish(key, s, UT_FATE_SENT, 0, 0);
 		return 0;
 	}
+	stage = last_stage(r);
 	reach(r, UT_STAGE_FREE, now);
-	finish(key, s, UT_FATE_DROPPED, reason);
+	finish(key, s, UT_FATE_DROPPED, reason, stage);
 	return 0;
 }
 

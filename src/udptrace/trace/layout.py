@@ -53,6 +53,10 @@ class Layout:
             hist_slots=obj.maps["hists"].max_entries,
         )
 
+    @property
+    def fates_by_name(self) -> dict[str, int]:
+        return {v: k for k, v in self.fates.items()}
+
     def stage_index(self, name: str) -> int:
         return self.stages.index(name)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,35 +83,29 @@ def _interfaces_in(net_dev: Path) -> set[str]:
     return {line.split(":", 1)[0].strip() for line in lines}
 
 
+def _interfaces_in_named_netns(name: str) -> set[str]:
+    result = subprocess.run(["ip", "-n", name, "-o", "link", "show"], capture_output=True,
+                            text=True, check=False)
+    return {line.split(":")[1].strip().split("@")[0] for line in result.stdout.splitlines()
+            if line.count(":") >= 2}
+
+
 def _check_interface(name: str, pids: tuple[int, ...], netns: str) -> None:
+    """The device must exist here, in a traced process's namespace, or in a named netns."""
     if len(name.encode()) > 15:
         raise UsageError(f"interface name '{name}' is longer than 15 characters")
     places = [Path("/proc/self/net/dev")] + [Path(f"/proc/{p}/net/dev") for p in pids]
     seen = set().union(*(_interfaces_in(p) for p in places))
-    if netns and not netns.isdigit():
-        path = Path(netns) if "/" in netns else NETNS_DIR / netns
-        seen |= _interfaces_in_netns(path)
-    if name not in seen:
-        raise UsageError(
-            f"no interface '{name}' here or in the traced processes' namespaces: "
-            "list them with 'ip link' (or 'ip -n NS link')"
-        )
-
-
-def _interfaces_in_netns(path: Path) -> set[str]:
-    # /proc/PID/net/dev shows the namespace of PID: find a process living in that netns
-    try:
-        target = path.stat().st_ino
-    except OSError:
-        return set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "ns" / "net").stat().st_ino == target:
-                    return _interfaces_in(proc / "net" / "dev")
-            except OSError:
-                continue
-    return set()
+    if name in seen:
+        return
+    named = [netns] if netns and not netns.isdigit() and "/" not in netns else (
+        sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else [])
+    if any(name in _interfaces_in_named_netns(ns) for ns in named):
+        return
+    raise UsageError(
+        f"no interface '{name}' here, in the traced processes' or in named namespaces: "
+        "list them with 'ip link' (or 'ip -n NS link')"
+    )
 
 
 def validate(options: TraceOptions) -> None:

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install everything udptrace needs on Debian, then run the demo or the tests.
+#   ./setup.sh demo [udptrace demo options]   install, then a traced OPC UA publisher
+#   ./setup.sh test [pytest options]          install, then the whole test suite
+# Idempotent: packages already present are not reinstalled, the venv is reused.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+job=${1:-}
+case "$job" in
+  demo|test) shift ;;
+  *) echo "usage: ./setup.sh demo|test [options]" >&2; exit 2 ;;
+esac
+
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "setup.sh: run it as root (BPF needs root)" >&2; exit 2; }
+  exec sudo -E "$0" "$job" "$@"
+fi
+
+# clang/libbpf-dev build the BPF objects at install; libbpf1 loads them; iproute2 makes
+# the namespaces; bpftool and bpftrace serve the tests and the benchmark.
+packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc python3 python3-venv
+          python3-pip util-linux procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=python3
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+extra=""
+[ "$job" = test ] && extra="[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
+
+case "$job" in
+  demo) exec .venv/bin/udptrace demo "$@" ;;
+  test) exec .venv/bin/python -m pytest -q "$@" ;;
+esac
