@@ -79,11 +79,16 @@ struct {
  * when the peer's receive path frees one with a drop reason (no listener:
  * NO_SOCKET), the drop is counted against the peer, not the send path.
  */
+struct ut_handoff {
+	__u64 time;
+	__u64 head;                /* the data buffer: a reused sk_buff has another one */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u64);      /* handoff time */
+	__type(value, struct ut_handoff);
 } handed_off SEC(".maps");
 
 struct {
@@ -564,8 +569,14 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		}
 		if (end)
 			hist_add(UT_HIST_TOTAL, end - r->ts[UT_STAGE_SYSCALL]);
-		if (r->flags & UT_F_HANDED_OFF)
-			bpf_map_update_elem(&handed_off, &key, &r->ts[UT_STAGE_RX_HANDOFF], BPF_ANY);
+		if (r->flags & UT_F_HANDED_OFF) {
+			struct ut_handoff h = {
+				.time = r->ts[UT_STAGE_RX_HANDOFF],
+				.head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head),
+			};
+
+			bpf_map_update_elem(&handed_off, &key, &h, BPF_ANY);
+		}
 		COUNT(sent);
 	} else {
 		r->drop_reason = reason;
@@ -691,12 +702,13 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 	struct ut_pkt_state *s = followed(key, now);
 	struct ut_record *r;
 	enum ut_stage stage;
-	__u64 *handoff;
+	struct ut_handoff *handoff;
 
 	if (!s) {
 		handoff = bpf_map_lookup_elem(&handed_off, &key);
 		if (handoff) {
-			if (!consumed && now - *handoff < PEER_WINDOW_NS) {
+			if (!consumed && now - handoff->time < PEER_WINDOW_NS &&
+			    handoff->head == (__u64)BPF_CORE_READ(skb, head)) {
 				count_drop(reason, UT_STAGE_RX_HANDOFF);
 				COUNT(peer_dropped);
 			}

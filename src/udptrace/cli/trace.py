@@ -6,16 +6,13 @@ import argparse
 import contextlib
 import sys
 import threading
-from collections.abc import Callable
 from typing import IO
-
-from rich.console import Console
 
 from udptrace.cli import help_formatter
 from udptrace.report import terminal
-from udptrace.report.terminal import report_console
 from udptrace.report.jsonl import JsonLines, OutputError
 from udptrace.report.pubsub_groups import PubSubGroups, labels
+from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
 from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions
@@ -76,7 +73,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
     )
 
 
-def status_printer(out: IO[str]) -> Callable[[dict[str, int], float, int | None], None]:
+def status_printer(out: IO[str]) -> run.StatusCallback:
     tty = out.isatty()
 
     def show(counters: dict[str, int], elapsed: float, records: int | None) -> None:

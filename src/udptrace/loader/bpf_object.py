@@ -179,7 +179,7 @@ class Map:
     def delete(self, key: bytes) -> bool:
         return lib.bpf_map_delete_elem(self.fd, key) == 0
 
-    def keys(self) -> Iterator[bytes]:
+    def iter_keys(self) -> Iterator[bytes]:
         key = ctypes.create_string_buffer(self.key_size)
         next_key = ctypes.create_string_buffer(self.key_size)
         prev = None

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from udptrace.trace.decode import Packets, SyscallJoin
 from udptrace.trace.session import Snapshot, TraceSession
 
+StatusCallback = Callable[[dict[str, int], float, int | None], None]
+
 POLL_INTERVAL_S = 0.1
 STATUS_INTERVAL_S = 1.0
 
@@ -41,7 +43,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
         on_packets: Callable[[Packets], None] | None = None,
-        on_status: Callable[[dict[str, int], float, int | None], None] | None = None) -> TraceResult:
+        on_status: StatusCallback | None = None) -> TraceResult:
     join = SyscallJoin(session.layout)
     records = 0
     start = time.monotonic()

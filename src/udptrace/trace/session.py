@@ -133,7 +133,7 @@ class TraceSession:
                 hists[slot]["max"] = used["max"].max()
                 hists[slot]["buckets"] = used["buckets"].sum(axis=0)
         drops = {}
-        for key in maps["drops"].keys():
+        for key in maps["drops"].iter_keys():
             reason, stage = struct.unpack("<II", key)
             drops[(reason, stage)] = int(_percpu(maps["drops"], key, np.dtype("<u8")).sum())
         return Snapshot(counters, hists, drops)
