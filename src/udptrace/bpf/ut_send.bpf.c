@@ -79,9 +79,14 @@ struct {
  * when the peer's receive path frees one with a drop reason (no listener:
  * NO_SOCKET), the drop is counted against the peer, not the send path.
  */
+/*
+ * A freed sk_buff and its data buffer are often both reused at once by the next
+ * allocation, so the identity check takes the end of the data too.
+ */
 struct ut_handoff {
 	__u64 time;
-	__u64 head;                /* the data buffer: a reused sk_buff has another one */
+	__u64 head;
+	__u32 tail;
 };
 
 struct {
@@ -573,6 +578,7 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 			struct ut_handoff h = {
 				.time = r->ts[UT_STAGE_RX_HANDOFF],
 				.head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head),
+				.tail = BPF_CORE_READ((struct sk_buff *)key, tail),
 			};
 
 			bpf_map_update_elem(&handed_off, &key, &h, BPF_ANY);
@@ -708,7 +714,8 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 		handoff = bpf_map_lookup_elem(&handed_off, &key);
 		if (handoff) {
 			if (!consumed && now - handoff->time < PEER_WINDOW_NS &&
-			    handoff->head == (__u64)BPF_CORE_READ(skb, head)) {
+			    handoff->head == (__u64)BPF_CORE_READ(skb, head) &&
+			    handoff->tail == BPF_CORE_READ(skb, tail)) {
 				count_drop(reason, UT_STAGE_RX_HANDOFF);
 				COUNT(peer_dropped);
 			}
