@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,22 +27,37 @@ def udptrace(*args: str) -> list[str]:
     return [sys.executable, "-m", "udptrace", *args]
 
 
-def ut_programs(held_by: int | None = None) -> list[str]:
-    """Loaded BPF programs that look like ours; only those `held_by` a pid when given.
-
-    A program lives while some process holds it; bpftool lists the holders. Other
-    udptrace runs on the machine are not ours to judge, so checks name the pid.
-    """
+def loaded_programs() -> dict[int, str]:
+    """Every loaded BPF program: id → name."""
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
                          check=True).stdout
-    return [p["name"] for p in json.loads(out) if p.get("name", "").startswith("ut_") and (
-        held_by is None or held_by in {h["pid"] for h in p.get("pids", [])})]
+    return {p["id"]: p.get("name", "") for p in json.loads(out)}
+
+
+def prog_ids(held_by: int) -> set[int]:
+    """Programs a process holds, read from its fds' fdinfo (program and link fds name them).
+
+    A program lives while some process holds it. Other udptrace runs on the machine are
+    not ours to judge, so the checks always name the process.
+    """
+    ids = set()
+    for info in Path(f"/proc/{held_by}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_attached() -> Iterator[None]:
     yield
-    assert not ut_programs(held_by=os.getpid()), "a test left ut_* BPF programs loaded"
+    names = loaded_programs()
+    left = [names.get(i, "") for i in prog_ids(os.getpid())]
+    assert not [n for n in left if n.startswith("ut_")], f"a test left {left} loaded"
 
 
 @pytest.fixture
@@ -67,3 +83,34 @@ def tracing(**options: object) -> Iterator[tuple[TraceSession, list[Packets]]]:
 
 def records(batches: list[Packets]) -> np.ndarray:
     return np.concatenate([b.records for b in batches]) if batches else np.empty(0)
+
+
+SENDER = """
+import socket, sys, time
+count, interval, size, address, port = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), \\
+    sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(count):
+    s.sendto(b"u" * size, (address, port))
+    if interval:
+        time.sleep(interval)
+"""
+
+
+def send_from(net: VethPair, count: int, interval_s: float = 0.0, size: int = 64,
+              port: int = 4840) -> subprocess.Popen:
+    """A separate process in namespace a sending `count` datagrams to b (bounded)."""
+    return net.popen(net.ns_a, [sys.executable, "-c", SENDER, str(count), str(interval_s),
+                                str(size), net.addr_b, str(port)])
+
+
+def start_tracer(*args: str) -> subprocess.Popen:
+    """`udptrace trace ...` in its own session; returns once its programs are attached."""
+    process = subprocess.Popen(udptrace("trace", *args), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("tracing UDP sends"), line + process.stderr.read()
+    return process
+
+

@@ -96,7 +96,8 @@ struct ut_counters {
 	__u64 packets;             /* packets followed */
 	__u64 sent;
 	__u64 dropped;
-	__u64 lost;                /* records the ring buffer had no room for */
+	__u64 lost;                /* packet records the ring buffer had no room for */
+	__u64 lost_syscalls;       /* syscall records the ring buffer had no room for */
 	__u64 state_full;          /* packets not followed: state map full */
 	__u64 expired;             /* states dropped as stale (address reused) */
 	__u64 neigh_queued;        /* packets attributed while parked for ARP/ND */

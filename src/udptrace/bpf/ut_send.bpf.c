@@ -274,7 +274,7 @@ static __always_inline int syscall_exit(__s64 ret)
 				r->cpu = bpf_get_smp_processor_id();
 				bpf_get_current_comm(r->comm, sizeof(r->comm));
 				if (bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
-					COUNT(lost);
+					COUNT(lost_syscalls);
 			}
 		}
 	}

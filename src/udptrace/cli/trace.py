@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import threading
 from typing import IO
@@ -15,7 +16,7 @@ from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
-from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions
+from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions, comm_running
 from udptrace.trace.session import TraceSession
 
 EXAMPLES = """\
@@ -94,6 +95,9 @@ def main(args: argparse.Namespace) -> int:
         session = stack.enter_context(TraceSession(options))
         out = sys.stdout if to_stdout else (
             stack.enter_context(open(args.json, "w")) if args.json else None)
+        if args.comm and not comm_running(args.comm):
+            print(f"udptrace: warning: no process named '{args.comm}' is running yet; "
+                  "tracing it once it starts", file=sys.stderr)
         drop_names = session.drop_reason_names()
         writer = JsonLines(out, session.layout, drop_names) if out else None
         groups = PubSubGroups() if args.pubsub else None
@@ -127,6 +131,8 @@ def main(args: argparse.Namespace) -> int:
                    "lost": result.snapshot.counters["lost"], "elapsed_s": result.elapsed_s}
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")
+            if to_stdout:  # nothing more can reach the closed pipe, not even at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         if writer is not None:
             try:

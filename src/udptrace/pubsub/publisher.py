@@ -181,7 +181,8 @@ class PublishSummary:
     bytes_sent: int
     send_errors: int
     last_error: str | None
-    # Periods skipped because the previous send finished after their deadline had passed.
+    # Deadlines skipped because the previous send ended after them (only those due before
+    # the run ended: the count was not yet reached, the duration not yet over).
     missed_deadlines: int
     elapsed_s: float
     intervals: IntervalStats | None  # between consecutive sendto() calls
@@ -284,6 +285,14 @@ class Publisher:
             end = start + int(c.duration_s * 1e9) if c.duration_s is not None else None
             deadline = start
             while not stop.is_set() and (c.count == 0 or sent < c.count):
+                behind = time.monotonic_ns() - deadline
+                if sent and behind > 0:
+                    # The previous send ended after this deadline: skip to the next one
+                    # ahead, counting those that fell due before the end of the run.
+                    passed = behind // interval + 1
+                    due = passed if end is None else max(0, -(-(end - deadline) // interval))
+                    missed += min(passed, due)
+                    deadline += passed * interval
                 if end is not None and deadline >= end:
                     break
                 _sleep_until(deadline, stop)
@@ -304,11 +313,6 @@ class Publisher:
                         on_sent(sent, data)
                 sent += 1
                 deadline += interval
-                behind = time.monotonic_ns() - deadline
-                if behind > 0:
-                    skipped = behind // interval + 1
-                    missed += skipped
-                    deadline += skipped * interval
             elapsed = (time.monotonic_ns() - start) / 1e9
         return PublishSummary(
             url=self.endpoint.url,

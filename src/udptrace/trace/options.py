@@ -108,6 +108,16 @@ def _check_interface(name: str, pids: tuple[int, ...], netns: str) -> None:
     )
 
 
+def comm_running(comm: str) -> bool:
+    for path in Path("/proc").glob("[0-9]*/task/[0-9]*/comm"):
+        try:
+            if path.read_text().rstrip("\n") == comm:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def validate(options: TraceOptions) -> None:
     for pid in options.pids:
         _check_pid(pid)

@@ -1,0 +1,109 @@
+"""What happens when things break: signals, two tracers, a full ring, a full disk, a closed pipe."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import loaded_programs, prog_ids, send_from, start_tracer, udptrace
+
+from udptrace.netns import VethPair
+
+
+def summary_of(path: Path) -> dict:
+    last = path.read_text().strip().splitlines()[-1]
+    obj = json.loads(last)
+    assert obj["type"] == "summary"
+    return obj
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_tracer_leaves_nothing_attached(net: VethPair, sig: signal.Signals,
+                                                 tmp_path: Path) -> None:
+    tracer = start_tracer("--netns", net.ns_a, "--json", str(tmp_path / "out.jsonl"))
+    sender = send_from(net, 200, 0.001)
+    time.sleep(0.1)
+    ours = prog_ids(held_by=tracer.pid)
+    assert len(ours) >= 10  # the tracer really holds its programs while it runs
+    tracer.send_signal(sig)
+    _out, err = tracer.communicate(timeout=30)
+    sender.wait(timeout=30)
+    assert not ours & set(loaded_programs()), "programs of the ended tracer are still loaded"
+    if sig != signal.SIGKILL:
+        assert tracer.returncode == 0, err
+        assert summary_of(tmp_path / "out.jsonl")["counters"]["packets"] > 0
+
+
+def test_two_tracers_at_once_each_see_every_datagram(net: VethPair, tmp_path: Path) -> None:
+    outputs = [tmp_path / "one.jsonl", tmp_path / "two.jsonl"]
+    tracers = [start_tracer("--netns", net.ns_a, "-d", "4", "--json", str(p)) for p in outputs]
+    send_from(net, 500, 0.001).wait(timeout=30)
+    for tracer in tracers:
+        tracer.communicate(timeout=30)
+        assert tracer.returncode == 0
+    for path in outputs:
+        lines = path.read_text().splitlines()
+        packets = [json.loads(line) for line in lines if '"type":"packet"' in line]
+        assert len(packets) == 500
+        assert summary_of(path)["counters"]["sent"] == 500
+
+
+def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
+        net: VethPair, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    tracer = start_tracer("--netns", net.ns_a, "-d", "3", "--ringbuf-kb", "4", "--json", str(out))
+    send_from(net, 3000).wait(timeout=60)  # a burst at full speed into a one-page ring
+    report, _ = tracer.communicate(timeout=30)
+    summary = summary_of(out)
+    counters = summary["counters"]
+    assert counters["lost"] > 0
+    assert counters["packets"] == 3000
+    assert summary["records"] + counters["lost"] == counters["sent"] + counters["dropped"]
+    assert "records were lost" in report
+
+
+def test_json_to_a_full_disk_ends_with_a_clear_message_and_the_summary(
+        net: VethPair, tmp_path: Path) -> None:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        tracer = start_tracer("--netns", net.ns_a, "-d", "20", "--json", str(mount / "o.jsonl"))
+        sender = send_from(net, 2000, 0.0005)
+        report, _ = tracer.communicate(timeout=60)
+        sender.kill()
+        sender.wait()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert tracer.returncode == 1
+    assert "no space left on device" in report
+    assert "latency per stage" in report  # the summary is still printed
+
+
+def test_json_to_a_closed_pipe_ends_with_a_clear_message(net: VethPair) -> None:
+    tracer = subprocess.Popen(udptrace("trace", "--netns", net.ns_a, "-d", "20", "--json", "-"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert tracer.stderr is not None and tracer.stdout is not None
+    assert tracer.stderr.readline().startswith("tracing UDP sends")
+    sender = send_from(net, 2000, 0.0005)
+    tracer.stdout.readline()
+    tracer.stdout.close()  # the reader goes away, like `| head -1`
+    err = tracer.stderr.read()
+    tracer.wait(timeout=60)
+    sender.kill()
+    sender.wait()
+    assert tracer.returncode == 1
+    assert "output closed" in err
+    assert "latency per stage" in err
+
+
+def test_a_comm_with_no_process_warns_and_keeps_running() -> None:
+    result = subprocess.run(udptrace("trace", "-c", "no-such-comm", "-d", "1"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "no process named 'no-such-comm'" in result.stderr
+    assert "no UDP packets were followed" in result.stdout
