@@ -502,3 +502,18 @@ def test_signals_end_both_commands_with_a_summary(sig: signal.Signals, tmp_path:
     received = json.loads(outputs["subscribe"].splitlines()[-1])["summary"]
     assert published["messages_sent"] >= 5
     assert received["datagrams"] >= 5
+
+
+def test_ipv6_link_local_multicast(netns: NetnsPair, tmp_path: Path) -> None:
+    url = "opc.udp://[ff02::1:2234]:4840/"
+    result = exchange(
+        netns,
+        tmp_path,
+        publish_url=url,
+        subscribe_url=url,
+        count=50,
+        interval_ms=5,
+        publish=("--sequence-numbers", "-i", netns.if_a),
+        subscribe=("-i", netns.if_b),
+    )
+    assert_clean_stream(result, 50)
