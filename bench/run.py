@@ -1,0 +1,624 @@
+"""What tracing costs a sender at full rate: udptrace against no tracing and against the seed.
+
+    sudo .venv/bin/python bench/run.py [--rounds 5] [--seconds 3] [--size 64]
+
+A C sender (udp_flood.c) sends datagrams with sendto() as fast as it can from
+one network namespace to a draining receiver in another, over a veth pair.
+Each round runs every mode once, in an order rotated per round so drift on
+the machine (other jobs, thermal, caches) does not favour one mode:
+
+  untraced   nothing attached: the reference rate
+  histogram  udptrace trace -p PID (in-kernel aggregation only)
+  json       udptrace trace -p PID --json FILE (plus one record per packet)
+  bpftrace   bpftrace bench/seed.bt PID (the seed's logic, tracepoints)
+
+A mode's rate is divided by the untraced rate of the same round. BPF run
+time comes from kernel.bpf_stats_enabled, per program the tracer holds.
+The decoder (ring buffer view, syscall join) and the JSON formatting are
+timed alone on synthetic records. Results go to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import mmap
+import os
+import platform
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from udptrace import bpf
+from udptrace.loader.bpf_object import BpfObject
+from udptrace.loader.ringbuf import RingBufferReader
+from udptrace.netns import VethPair
+from udptrace.report.jsonl import JsonLines
+from udptrace.trace.decode import SyscallJoin
+from udptrace.trace.layout import Layout
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "latest.json"
+MODES = ("untraced", "histogram", "json", "bpftrace")
+PORT = 9
+SENDER_CPU, RECEIVER_CPU = "0", "1"
+MAX_DATAGRAMS = 100_000_000  # a bound besides --seconds; never reached on this hardware
+ATTACH_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+TARGETS = {"histogram": 0.95, "json": 0.85, "decoder_records_per_s": 1e6}
+
+console = Console()
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---- processes -----------------------------------------------------------------------
+
+class Processes:
+    """Every child in its own process group, so one kill takes its children too."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM,
+             timeout: float = STOP_TIMEOUT_S) -> int:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything it left behind in its group
+        if proc in self.running:
+            self.running.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for proc in list(self.running):
+            self.stop(proc, signal.SIGKILL, timeout=5)
+
+
+def read_line(proc: subprocess.Popen, prefix: str) -> str:
+    line = proc.stdout.readline()
+    if not line.startswith(prefix):
+        raise BenchError(f"expected '{prefix}...' from {proc.args}, got {line!r}")
+    return line.strip()
+
+
+def fields(line: str) -> dict[str, int]:
+    return {k: int(v) for k, _, v in (part.partition("=") for part in line.split()) if v}
+
+
+def wait_for_text(proc: subprocess.Popen, out: Path, err: Path, text: str) -> None:
+    deadline = time.monotonic() + ATTACH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if text in out.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise BenchError(f"{proc.args[0]} exited ({proc.returncode}) before attaching: "
+                             f"{err.read_text(errors='replace').strip()[-800:]}")
+        time.sleep(0.02)
+    raise BenchError(f"{proc.args[0]} did not print {text!r} within {ATTACH_TIMEOUT_S:g}s")
+
+
+def compile_flood(work: Path) -> Path:
+    binary = work / "udp_flood"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", str(binary),
+                    str(BENCH / "udp_flood.c")], check=True)
+    return binary
+
+
+@contextlib.contextmanager
+def bpf_stats(enabled: bool) -> Iterator[None]:
+    before = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1\n" if enabled else "0\n")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(before + "\n")
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every finally below still cleans up."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# ---- measurements --------------------------------------------------------------------
+
+def system_cpu() -> np.ndarray:
+    """Aggregate /proc/stat jiffies: user nice system idle iowait irq softirq steal."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    return np.array([int(x) for x in first[1:9]], dtype=np.int64)
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process and its reaped children (none here), in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    after_comm = stat.rsplit(")", 1)[1].split()
+    return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def held_programs(pid: int) -> dict[int, tuple[int, int]]:
+    """prog id → (run_time_ns, run_cnt) for every BPF program fd the process holds."""
+    progs = {}
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            values = dict(line.split(":\t", 1) for line in info.read_text().splitlines()
+                          if ":\t" in line)
+            if "prog_id" in values and "run_cnt" in values:
+                progs[int(values["prog_id"])] = (int(values["run_time_ns"]),
+                                                 int(values["run_cnt"]))
+    return progs
+
+
+def program_stats(pid: int) -> list[dict]:
+    """The tracer's programs with names from bpftool and their run time so far."""
+    held = held_programs(pid)
+    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], check=True,
+                                      capture_output=True, text=True).stdout)
+    names = {p["id"]: p.get("name", "?") for p in shown}
+    stats = []
+    for prog_id, (run_ns, runs) in sorted(held.items()):
+        stats.append({"id": prog_id, "name": names.get(prog_id, "?"),
+                      "run_time_ns": run_ns, "run_cnt": runs})
+    return stats
+
+
+def tail_line(path: Path) -> str:
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 65536))
+        lines = f.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def json_accounting(path: Path, sent: int) -> dict:
+    """Whether every datagram sent became a record or was counted as lost.
+
+    The summary's ``lost`` counts packet and syscall records alike, so
+    records + lost equals the datagrams sent only while nothing was lost. When
+    something was, the split is inferred: lost - (sent - records) syscall
+    records. That is consistent only if it is no smaller than the packets
+    written without their syscall (``"exit_ns":null``, one sendto() per
+    packet here), and no larger than the syscalls.
+    """
+    summary = json.loads(tail_line(path))
+    records, lost = summary["records"], summary["lost"]
+    missing = sent - records
+    implied_syscall_lost = lost - missing
+    orphans = path.read_bytes().count(b'"exit_ns":null')
+    consistent = (0 <= missing <= lost and orphans <= implied_syscall_lost
+                  <= summary["counters"]["syscalls"])
+    return {
+        "summary": summary,
+        "records_plus_lost_minus_sent": records + lost - sent,
+        "packets_without_syscall": orphans,
+        "accounting": "exact" if records + lost == sent else
+                      "consistent" if consistent else "broken",
+    }
+
+
+# ---- one trial -----------------------------------------------------------------------
+
+def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list[str]:
+    udptrace = [sys.executable, "-m", "udptrace", "trace", "-p", str(pid),
+                "-d", str(seconds + STOP_TIMEOUT_S)]  # a bound; stopped by SIGINT
+    if mode == "histogram":
+        return udptrace
+    if mode == "json":
+        return [*udptrace, "--json", str(json_path)]
+    if mode == "bpftrace":
+        return ["bpftrace", str(BENCH / "seed.bt"), str(pid)]
+    raise ValueError(mode)
+
+
+ATTACHED = {"histogram": "tracing UDP sends", "json": "tracing UDP sends",
+            "bpftrace": "attached"}
+
+
+def run_trial(mode: str, round_: int, net: VethPair, flood: Path, args: argparse.Namespace,
+              work: Path, scratch: Path) -> dict:
+    procs = Processes()
+    tag = f"{round_}-{mode}"
+    json_path = scratch / f"{tag}.jsonl"
+    out, err = work / f"{tag}.out", work / f"{tag}.err"
+    result: dict = {"mode": mode, "round": round_}
+    try:
+        # pinned apart: unpinned, the receiver's wake-ups and context switches land on
+        # the sender's CPU in some trials and not in others (seen with perf)
+        receiver = procs.start(
+            net.command(net.ns_b, ["taskset", "-c", RECEIVER_CPU, str(flood), "-l", str(PORT),
+                                   "-t", str(args.seconds + 2 * STOP_TIMEOUT_S)]),
+            stdout=subprocess.PIPE, text=True)
+        read_line(receiver, "listening")
+        sender = procs.start(
+            net.command(net.ns_a, ["taskset", "-c", SENDER_CPU, str(flood), "-d", net.addr_b,
+                                   "-p", str(PORT), "-s", str(args.size),
+                                   "-t", str(args.seconds), "-n", str(MAX_DATAGRAMS), "-w"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        pid = fields(read_line(sender, "ready"))["pid"]
+
+        tracer = None
+        if mode != "untraced":
+            with out.open("w") as o, err.open("w") as e:
+                tracer = procs.start(tracer_command(mode, pid, args.seconds, json_path),
+                                     stdout=o, stderr=e,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            wait_for_text(tracer, out, err, ATTACHED[mode])
+
+        cpu_before = system_cpu()
+        tracer_cpu_before = process_cpu_s(tracer.pid) if tracer else 0.0
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        sent_line = read_line(sender, "sent=")
+        cpu_after = system_cpu()
+        result.update(fields(sent_line))
+        result["pps"] = result["sent"] / (result["elapsed_ns"] / 1e9)
+        result["sender_cpu_ns_per_packet"] = (
+            (result["utime_ns"] + result["stime_ns"]) / max(result["sent"], 1))
+        jiffies = cpu_after - cpu_before
+        total = max(int(jiffies.sum()), 1)
+        result["system_busy_pct"] = 100.0 * (total - jiffies[3] - jiffies[4]) / total
+        result["system_softirq_pct"] = 100.0 * jiffies[6] / total
+        procs.stop(sender)
+
+        if tracer is not None:
+            result["tracer_cpu_pct"] = 100.0 * (
+                process_cpu_s(tracer.pid) - tracer_cpu_before) / (result["elapsed_ns"] / 1e9)
+            if not args.no_bpf_stats:
+                result["programs"] = program_stats(tracer.pid)
+                result["bpf_ns_per_packet"] = (
+                    sum(p["run_time_ns"] for p in result["programs"]) / max(result["sent"], 1))
+            rc = procs.stop(tracer, signal.SIGINT)
+            if rc != 0:
+                raise BenchError(f"{mode} tracer exited with {rc}: "
+                                 f"{err.read_text(errors='replace').strip()[-800:]}")
+            if mode == "json":
+                result.update(json_accounting(json_path, result["sent"]))
+        procs.stop(receiver)
+        result["received"] = fields(receiver.stdout.read().strip() or "received=0")["received"]
+    finally:
+        procs.stop_all()
+        json_path.unlink(missing_ok=True)  # hundreds of MB per trial
+    return result
+
+
+# ---- decoder alone -------------------------------------------------------------------
+
+def synthetic_records(layout: Layout, packets: int) -> np.ndarray:
+    """What a veth sender streams: each packet record, then its syscall's record."""
+    r = np.zeros(2 * packets, layout.record)
+    pkt, call = r[0::2], r[1::2]
+    start = 1_000_000_000 + np.arange(packets, dtype=np.uint64) * 7_000
+    ids = np.arange(1, packets + 1, dtype=np.uint64)
+    for name, value in (("pid", 4242), ("tid", 4242), ("cpu", 0), ("syscall", 1)):
+        r[name] = value
+    r["comm"] = b"udp_flood"
+    pkt["kind"], call["kind"] = layout.kind("packet"), layout.kind("syscall")
+    pkt["syscall_id"], call["syscall_id"] = ids, ids
+    for stage, offset in (("syscall", 0), ("dev_queue", 1500), ("xmit_start", 1900),
+                          ("rx_handoff", 2600), ("xmit_done", 3100)):
+        pkt["ts"][:, layout.stage_index(stage)] = start + offset
+    call["ts"][:, 0] = start
+    call["syscall_exit"] = start + 3400
+    call["syscall_ret"] = 64
+    call["packet_index"] = 1
+    pkt["fate"] = next(k for k, v in layout.fates.items() if v == "sent")
+    pkt["flags"] = layout.flags["handed_off"]
+    pkt["family"], pkt["sport"], pkt["dport"], pkt["len"] = 2, 40000, PORT, 92
+    pkt["saddr"][:, 10:] = [0xFF, 0xFF, 10, 213, 0, 1]
+    pkt["daddr"][:, 10:] = [0xFF, 0xFF, 10, 213, 0, 2]
+    pkt["ifname"] = b"ut0a"
+    return r
+
+
+class FakeRing:
+    """A memfd laid out like a BPF ring buffer map, so the real RingBufferReader reads it."""
+
+    def __init__(self, record: np.dtype, size: int) -> None:
+        self.fd = os.memfd_create("udptrace-bench-ring")
+        self.size = size
+        os.ftruncate(self.fd, 2 * mmap.PAGESIZE + 2 * size)  # what the reader maps
+        self.map = mmap.mmap(self.fd, 2 * mmap.PAGESIZE + size)
+        self.reader = RingBufferReader(self.fd, size, record)
+
+    def fill(self, records: np.ndarray) -> None:
+        """Committed records from position 0 on (a batch never wraps: size is ample)."""
+        stride = self.reader.stride
+        if len(records) * stride > self.size:
+            raise ValueError("batch larger than the fake ring")
+        slots = np.ndarray(len(records), self.reader._slot, buffer=self.map,
+                           offset=2 * mmap.PAGESIZE)
+        slots["len"] = records.dtype.itemsize
+        slots["rec"] = records
+        self.rewind(len(records))
+
+    def rewind(self, count: int) -> None:
+        struct.pack_into("<Q", self.map, 0, 0)
+        struct.pack_into("<Q", self.map, mmap.PAGESIZE, count * self.reader.stride)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.map.close()
+        os.close(self.fd)
+
+
+def decoder_bench(batch_packets: int, batches: int) -> dict:
+    """Records/s through read + join (one core), and packets/s through JSON formatting."""
+    obj = BpfObject(bpf.object_bytes("ut_send"), "ut_send")
+    try:
+        layout = Layout.from_object(obj)
+    finally:
+        obj.close()
+    records = synthetic_records(layout, batch_packets * batches)
+    per_batch = 2 * batch_packets
+    ring_size = 1 << (per_batch * (layout.record.itemsize + 16) - 1).bit_length()
+    ring = FakeRing(layout.record, ring_size)
+    join = SyscallJoin(layout)
+    decode_s, packets_out = 0.0, []
+    try:
+        for b in range(batches):
+            ring.fill(records[b * per_batch:(b + 1) * per_batch])
+            t0 = time.perf_counter()
+            out = join.add(ring.reader.read(), now_ns=0)
+            decode_s += time.perf_counter() - t0
+            if len(out) != batch_packets:
+                raise BenchError(f"decoder returned {len(out)} of {batch_packets} packets")
+            packets_out.append(out)
+    finally:
+        ring.close()
+    with open(os.devnull, "w") as null:
+        writer = JsonLines(null, layout, {})
+        t0 = time.perf_counter()
+        for out in packets_out:
+            writer.write_packets(out)
+        json_s = time.perf_counter() - t0
+    total_records = per_batch * batches
+    return {
+        "batch_records": per_batch, "batches": batches,
+        "decode_records_per_s": total_records / decode_s,
+        "decode_packets_per_s": total_records / 2 / decode_s,
+        "json_packets_per_s": batch_packets * batches / json_s,
+    }
+
+
+# ---- summary -------------------------------------------------------------------------
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def summarize(trials: list[dict]) -> dict:
+    by_round: dict[int, dict[str, dict]] = {}
+    for t in trials:
+        by_round.setdefault(t["round"], {})[t["mode"]] = t
+    modes = {}
+    for mode in MODES:
+        runs = [r[mode] for r in by_round.values() if mode in r]
+        if not runs:
+            continue
+        ratios = [r[mode]["pps"] / r["untraced"]["pps"] for r in by_round.values()
+                  if mode in r and "untraced" in r]
+        # CPU per packet from the sender's own rusage: time other jobs take is not in it
+        cost_ratios = [r["untraced"]["sender_cpu_ns_per_packet"]
+                       / r[mode]["sender_cpu_ns_per_packet"]
+                       for r in by_round.values() if mode in r and "untraced" in r]
+        entry: dict = {
+            "pps": spread([t["pps"] for t in runs]),
+            "ratio": spread(ratios),
+            "cpu_ratio": spread(cost_ratios),
+            "sender_cpu_ns_per_packet": spread([t["sender_cpu_ns_per_packet"] for t in runs]),
+            "system_softirq_pct": spread([t["system_softirq_pct"] for t in runs]),
+            "system_busy_pct": spread([t["system_busy_pct"] for t in runs]),
+        }
+        if mode != "untraced":
+            entry["tracer_cpu_pct"] = spread([t["tracer_cpu_pct"] for t in runs])
+        if "programs" in runs[0]:
+            entry["bpf_ns_per_packet"] = spread([t["bpf_ns_per_packet"] for t in runs])
+            entry["programs"] = per_program(runs)
+        if mode == "json":
+            for key in ("accounting", "records_plus_lost_minus_sent", "packets_without_syscall"):
+                entry[key] = [t[key] for t in runs]
+            entry["lost"] = [t["summary"]["lost"] for t in runs]
+        modes[mode] = entry
+    return modes
+
+
+def per_program(runs: list[dict]) -> list[dict]:
+    """Per program name: ns per invocation and per packet, medians over the runs."""
+    names: dict[str, list[tuple[float, float, float]]] = {}
+    for t in runs:
+        for p in t["programs"]:
+            if p["run_cnt"]:
+                names.setdefault(p["name"], []).append((
+                    p["run_time_ns"] / p["run_cnt"],
+                    p["run_cnt"] / max(t["sent"], 1),
+                    p["run_time_ns"] / max(t["sent"], 1)))
+    rows = [{"name": name,
+             "ns_per_run": statistics.median(v[0] for v in values),
+             "runs_per_packet": statistics.median(v[1] for v in values),
+             "ns_per_packet": statistics.median(v[2] for v in values)}
+            for name, values in names.items()]
+    return sorted(rows, key=lambda r: -r["ns_per_packet"])
+
+
+def verdicts(modes: dict, decoder: dict) -> list[tuple[str, str, str]]:
+    """(target, "met" | "MISSED" | "unprovable", figures)."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    hist, js, bt = (modes[m]["ratio"]["median"] for m in ("histogram", "json", "bpftrace"))
+    accounting = modes["json"]["accounting"]
+    rate = decoder["decode_records_per_s"]
+    return [
+        ("histogram ≥ 0.95 of untraced", verdict(hist >= TARGETS["histogram"]), f"{hist:.3f}"),
+        ("histogram ≥ bpftrace", verdict(hist >= bt), f"{hist:.3f} vs {bt:.3f}"),
+        ("json ≥ 0.85 of untraced", verdict(js >= TARGETS["json"]), f"{js:.3f}"),
+        ("json: zero unaccounted",
+         "MISSED" if "broken" in accounting else
+         "met" if set(accounting) == {"exact"} else "unprovable",
+         f"records + lost - sent per run {modes['json']['records_plus_lost_minus_sent']} "
+         f"(lost counts syscall records too; {accounting})"),
+        ("decoder ≥ 1 M records/s", verdict(rate >= TARGETS["decoder_records_per_s"]),
+         f"{rate / 1e6:.2f} M/s"),
+    ]
+
+
+def render(modes: dict, decoder: dict, checks: list) -> None:
+    table = Table(title="sender rate and cost per mode: medians over rounds, (min-max)")
+    for column in ("mode", "pps", "rate ratio", "(min-max)", "sender µs/pkt", "CPU ratio",
+                   "softirq %", "tracer CPU %", "BPF ns/pkt"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for mode, m in modes.items():
+        ratio = m["ratio"]
+        table.add_row(mode, f"{m['pps']['median']:,.0f}", f"{ratio['median']:.3f}",
+                      f"({ratio['min']:.3f}-{ratio['max']:.3f})",
+                      f"{m['sender_cpu_ns_per_packet']['median'] / 1000:.2f}",
+                      f"{m['cpu_ratio']['median']:.3f}",
+                      f"{m['system_softirq_pct']['median']:.1f}",
+                      f"{m['tracer_cpu_pct']['median']:.1f}" if "tracer_cpu_pct" in m else "-",
+                      f"{m['bpf_ns_per_packet']['median']:,.0f}"
+                      if "bpf_ns_per_packet" in m else "-")
+    console.print(table)
+    for mode in (m for m in modes if "programs" in modes[m]):
+        progs = Table(title=f"{mode}: BPF programs (medians)")
+        for column in ("program", "ns/run", "runs/pkt", "ns/pkt"):
+            progs.add_column(column, justify="left" if column == "program" else "right")
+        for p in modes[mode]["programs"]:
+            progs.add_row(p["name"], f"{p['ns_per_run']:.0f}", f"{p['runs_per_packet']:.2f}",
+                          f"{p['ns_per_packet']:.0f}")
+        console.print(progs)
+    console.print(f"decoder alone (one core, batches of {decoder['batch_records']:,} records): "
+                  f"read + join {decoder['decode_records_per_s']:,.0f} records/s "
+                  f"({decoder['decode_packets_per_s']:,.0f} packets/s); "
+                  f"JSON formatting to /dev/null {decoder['json_packets_per_s']:,.0f} packets/s")
+    colour = {"met": "green", "MISSED": "red", "unprovable": "yellow"}
+    for name, verdict, detail in checks:
+        console.print(f"[{colour[verdict]}]{verdict}[/]  {name}: {detail}")
+
+
+def machine(load_at_start: float) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "kernel": platform.release(), "cpu": cpu, "nproc": os.cpu_count(),
+            "loadavg_1min": {"start": load_at_start, "end": os.getloadavg()[0]}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5, help="rounds of every mode (default 5)")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="sending time per trial (default 3)")
+    p.add_argument("--size", type=int, default=64, help="UDP payload bytes (default 64)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--no-bpf-stats", action="store_true",
+                   help="leave kernel.bpf_stats_enabled off: rates without the cost of "
+                        "timing every BPF run (no per-program figures)")
+    p.add_argument("--decoder-batch", type=int, default=16384,
+                   help="packets per decoder batch (default 16384, ≈ one 8 MiB ring)")
+    p.add_argument("--decoder-batches", type=int, default=24)
+    args = p.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    if os.geteuid() != 0:
+        console.print("run as root: sudo .venv/bin/python bench/run.py")
+        return 2
+    if "untraced" not in modes or not set(modes) <= set(MODES):
+        console.print(f"--modes must include untraced and name only {', '.join(MODES)}")
+        return 2
+    for tool in ("gcc", "bpftool", "taskset", "ip") + (("bpftrace",) if "bpftrace" in modes
+                                                       else ()):
+        if shutil.which(tool) is None:
+            console.print(f"{tool} is not installed")
+            return 2
+
+    load_at_start = os.getloadavg()[0]
+    if load_at_start > 0.5:
+        console.print(f"[yellow]load average {load_at_start:.1f}: other work is running, "
+                      "rates will scatter (see the CPU ratio)[/]")
+    trials: list[dict] = []
+    work = Path(tempfile.mkdtemp(prefix="udptrace-bench-"))
+    shm = Path("/dev/shm")
+    # JSON output goes to memory: this measures udptrace, not the disk
+    scratch = Path(tempfile.mkdtemp(prefix="udptrace-bench-", dir=shm if shm.is_dir() else None))
+    try:
+        with signals_raise(), bpf_stats(not args.no_bpf_stats), VethPair() as net:
+            flood = compile_flood(work)
+            for round_ in range(args.rounds):
+                order = modes[round_ % len(modes):] + modes[:round_ % len(modes)]
+                for mode in order:
+                    trial = run_trial(mode, round_, net, flood, args, work, scratch)
+                    trials.append(trial)
+                    console.print(f"round {round_ + 1}/{args.rounds} {mode:9} "
+                                  f"{trial['pps']:>12,.0f} pps", highlight=False)
+        console.print("decoder alone ...")
+        decoder = decoder_bench(args.decoder_batch, args.decoder_batches)
+    except KeyboardInterrupt:
+        console.print("interrupted: everything started was stopped and removed")
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    summary = summarize(trials)
+    checks = verdicts(summary, decoder) if set(modes) == set(MODES) else []
+    render(summary, decoder, checks)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "machine": machine(load_at_start),
+        "settings": {"rounds": args.rounds, "seconds": args.seconds, "payload_bytes": args.size,
+                     "sender": f"udp_flood on CPU {SENDER_CPU}, one sendto() per datagram, "
+                               "over a veth pair",
+                     "receiver": f"udp_flood -l on CPU {RECEIVER_CPU}, draining with recvmmsg "
+                                 "in the peer namespace",
+                     "bpf_stats": not args.no_bpf_stats},
+        "modes": summary, "decoder": decoder,
+        "targets": [{"target": n, "verdict": v, "value": d} for n, v, d in checks],
+        "trials": trials,
+    }, indent=2) + "\n")
+    console.print(f"results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
