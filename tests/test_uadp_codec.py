@@ -435,15 +435,15 @@ def test_damaged_messages_decode_or_raise_uadp_decode_error(
 # - DateTimes: it converts to datetime (microseconds, clamped to 1601..9999), so those are
 #   compared in microseconds within that range.
 
-asyncua_uadp = pytest.importorskip("asyncua.pubsub.uadp")
-asyncua_utils = pytest.importorskip("asyncua.common.utils")
-ua = pytest.importorskip("asyncua.ua")
 
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 
 def asyncua_decode(data: bytes) -> Any:
-    return asyncua_uadp.UadpNetworkMessage.from_binary(asyncua_utils.Buffer(data))
+    # Imported here so that without asyncua only the cross-checks skip.
+    uadp = pytest.importorskip("asyncua.pubsub.uadp")
+    utils = pytest.importorskip("asyncua.common.utils")
+    return uadp.UadpNetworkMessage.from_binary(utils.Buffer(data))
 
 
 def same_scalar(t: BuiltinType, ours: Any, theirs: Any) -> bool:
