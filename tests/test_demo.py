@@ -9,24 +9,22 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import loaded_programs, udptrace
+from conftest import loaded_programs, prog_ids, udptrace
 
 
-def namespaces() -> set[str]:
+def namespaces_of(pid: int) -> set[str]:
+    """The namespaces a udptrace process made (VethPair names them after its pid)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def demo_programs() -> set[int]:
-    return {i for i, name in loaded_programs().items() if name.startswith("ut_")}
+    return {name for name in (line.split()[0] for line in out.splitlines() if line.strip())
+            if name.startswith(f"ut{pid % 100000}x")}
 
 
 def test_a_short_demo_traces_exactly_what_was_published(tmp_path: Path) -> None:
-    before = namespaces()
     out = tmp_path / "demo.jsonl"
-    result = subprocess.run(udptrace("demo", "-d", "2", "--interval-ms", "10", "--json", str(out)),
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    demo = subprocess.Popen(udptrace("demo", "-d", "2", "--interval-ms", "10", "--json", str(out)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = demo.communicate(timeout=120)
+    assert demo.returncode == 0, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     packets = [obj for obj in lines if obj["type"] == "packet"]
     summary = lines[-1]
@@ -38,22 +36,23 @@ def test_a_short_demo_traces_exactly_what_was_published(tmp_path: Path) -> None:
     assert summary["subscriber"]["datagrams"] == published
     assert {p["pubsub"]["publisher_id"] for p in packets} == {2234}
     assert sorted(p["pubsub"]["sequence_number"] for p in packets) == list(range(published))
-    assert "latency per stage" in result.stdout and "sendto→wire" in result.stdout
-    assert namespaces() == before
+    assert "latency per stage" in stdout and "sendto→wire" in stdout
+    assert not namespaces_of(demo.pid)
 
 
 def test_interrupting_the_demo_removes_everything(tmp_path: Path) -> None:
-    before_ns, before_progs = namespaces(), demo_programs()
     demo = subprocess.Popen(udptrace("demo", "-d", "30"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert demo.stderr is not None
     status = demo.stderr.readline()  # the first status line: tracing has begun
     assert "packets" in status, status
-    assert namespaces() - before_ns  # its namespaces exist while it runs
+    assert namespaces_of(demo.pid)  # its namespaces exist while it runs
+    ours = prog_ids(held_by=demo.pid)
+    assert len(ours) >= 10
     time.sleep(1)
     os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
     out, _err = demo.communicate(timeout=60)
     assert demo.returncode == 130
     assert "interrupted" in out
-    assert namespaces() == before_ns
-    assert demo_programs() <= before_progs
+    assert not namespaces_of(demo.pid)
+    assert not ours & set(loaded_programs())
