@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from udptrace.pubsub.publisher import (
-    IntervalStats,
     Publisher,
     PublisherConfig,
     PublishSummary,
     field_value,
 )
+from udptrace.pubsub.stats import IntervalStats
 from udptrace.pubsub.subscriber import SequenceTracker, Subscriber, SubscriberConfig, Tally
 from udptrace.pubsub.uadp import (
     BuiltinType,

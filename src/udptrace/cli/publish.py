@@ -4,13 +4,10 @@ publisher, on a fixed period kept against the monotonic clock."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 
 from udptrace.cli import help_formatter
 from udptrace.errors import UdptraceError, UsageError
@@ -24,6 +21,7 @@ from udptrace.pubsub.publisher import (
 )
 from udptrace.pubsub.uadp import BuiltinType, DateTime, PublisherId, PublisherIdType
 from udptrace.pubsub.url import DEFAULT_URL
+from udptrace.signals import stop_on_signals
 
 EXAMPLES = f"""\
 examples:
@@ -72,18 +70,6 @@ def parse_publisher_id(text: str) -> PublisherId:
     if not 0 <= number < 1 << bits.get(t, 64):
         raise argparse.ArgumentTypeError(f"PublisherId {number} does not fit a {t.name}")
     return PublisherId(t, number)
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set stop, so a run ends with its summary, not a traceback."""
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from udptrace.cli import help_formatter
-from udptrace.cli.publish import parse_type_list, stop_on_signals
+from udptrace.cli.publish import parse_type_list
 from udptrace.errors import UdptraceError, UsageError
-from udptrace.pubsub.publisher import IntervalStats
+from udptrace.pubsub.stats import IntervalStats
 from udptrace.pubsub.subscriber import (
     Received,
     StreamSummary,
@@ -24,6 +24,7 @@ from udptrace.pubsub.subscriber import (
 )
 from udptrace.pubsub.uadp import DataValue, DateTime, FieldValue, NetworkMessage, Variant
 from udptrace.pubsub.url import DEFAULT_URL
+from udptrace.signals import stop_on_signals
 
 EXAMPLES = f"""\
 examples:

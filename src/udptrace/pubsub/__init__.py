@@ -2,12 +2,8 @@
 captured datagrams, and a publisher and subscriber to make and check traffic."""
 
 from udptrace.pubsub.headers import CAPTURE_BYTES, UadpHeaders, decode_headers, publisher_key
-from udptrace.pubsub.publisher import (
-    IntervalStats,
-    Publisher,
-    PublisherConfig,
-    PublishSummary,
-)
+from udptrace.pubsub.publisher import Publisher, PublisherConfig, PublishSummary
+from udptrace.pubsub.stats import IntervalStats
 from udptrace.pubsub.subscriber import (
     Received,
     SequenceTracker,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from udptrace.pubsub.publisher import IntervalStats
+from udptrace.pubsub.stats import IntervalStats
 from udptrace.pubsub.uadp import (
     BuiltinType,
     NetworkMessage,

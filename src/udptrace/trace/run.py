@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from udptrace.signals import stop_on_signals
 from udptrace.trace.decode import Packets, SyscallJoin
 from udptrace.trace.session import Snapshot, TraceSession
 
@@ -24,21 +23,6 @@ class TraceResult:
     records: int  # packet records read from the ring buffer
     elapsed_s: float
     interrupted: bool
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM end the loop cleanly (the report still prints, links still close)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
