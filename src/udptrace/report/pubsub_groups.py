@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from udptrace.pubsub.headers import UadpHeaders, decode_headers
+from udptrace.pubsub.uadp import PublisherIdType
 from udptrace.report.terminal import duration
 from udptrace.trace.decode import Packets, total_ns
 from udptrace.trace.layout import Layout
@@ -59,7 +60,7 @@ class PubSubGroups:
     """Latency per (PublisherId, WriterGroupId), from the per-packet records."""
 
     def __init__(self) -> None:
-        self.groups: dict[tuple[int, int], _Group] = {}
+        self.groups: dict[tuple[int, int, int], _Group] = {}  # (id type, id, writer group)
         self.unlabelled = 0
 
     def add(self, packets: Packets, layout: Layout) -> UadpHeaders:
@@ -68,14 +69,16 @@ class PubSubGroups:
         self.unlabelled += int((~valid).sum())
         totals = total_ns(packets.records, layout)
         sent = packets.records["fate"] == next(k for k, v in layout.fates.items() if v == "sent")
-        keys = np.stack([headers.publisher_id.astype(np.int64),
+        # the id's type is part of the key: a String id is a hash that could equal a number
+        keys = np.stack([headers.publisher_id_type.astype(np.int64),
+                         headers.publisher_id.astype(np.int64),
                          headers.writer_group_id.astype(np.int64)], axis=1)[valid]
         unique, inverse = (np.unique(keys, axis=0, return_inverse=True) if len(keys)
                            else (keys, np.empty(0, np.int64)))
         inverse = inverse.reshape(-1)
-        for g, (pub, group) in enumerate(unique.tolist()):
+        for g, (kind, pub, group) in enumerate(unique.tolist()):
             rows = inverse == g
-            entry = self.groups.setdefault((pub, group), _Group())
+            entry = self.groups.setdefault((kind, pub, group), _Group())
             ok = sent[valid][rows]
             entry.latencies.append(totals[valid][rows][ok])
             entry.writers.update(headers.dataset_writer_id[valid][rows].tolist())
@@ -92,13 +95,16 @@ class PubSubGroups:
         for column in ("PublisherId", "WriterGroupId", "DataSetWriterIds", "datagrams",
                        "dropped", "p50", "p99", "max", "jitter (stdev)"):
             table.add_column(column, justify="right")
-        for (pub, group), g in sorted(self.groups.items()):
+        for (kind, pub, group), g in sorted(self.groups.items()):
             values = np.concatenate(g.latencies) if g.latencies else np.empty(0, np.int64)
             cells = ["-"] * 4
             if len(values):
                 cells = [duration(float(np.percentile(values, q))) for q in (50, 99)]
                 cells += [duration(float(values.max())), duration(float(values.std()))]
-            table.add_row(str(pub), str(group),
+            shown = str(pub)
+            if kind == PublisherIdType.String:
+                shown = f"String#{pub & (2**64 - 1):016x}"
+            table.add_row(shown, str(group),
                           ",".join(str(w) for w in sorted(g.writers) if w >= 0) or "-",
                           str(g.packets), str(g.dropped), *cells)
         console.print(table)
