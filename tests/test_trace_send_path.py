@@ -258,3 +258,28 @@ def test_skb_address_reuse_never_joins_two_packets(net: VethPair) -> None:
     assert len(recs) == 3000 and len(set(recs["syscall_id"])) == 3000
     done = recs["ts"].max(axis=1).astype(np.int64)
     assert (done <= exits).all() and (recs["ts"][:, 0].astype(np.int64) <= done).all()
+
+
+def test_multicast_looped_back_to_a_local_member_is_its_own_record(net: VethPair) -> None:
+    group = "239.1.2.3"
+    with inside(net.ns_a):  # a member in the sender's own namespace: the kernel loops a copy
+        member = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        member.bind(("", PORT))
+        member.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                          socket.inet_aton(group) + socket.inet_aton(net.addr_a))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(net.addr_a))
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(10):
+            sender.sendto(b"mc", (group, PORT))
+        time.sleep(0.1)
+        snap = session.snapshot()
+    recs = records(batches)
+    fates = session.layout.fates_by_name
+    assert len(recs) == 20 and len(set(recs["syscall_id"])) == 10
+    for syscall in set(recs["syscall_id"]):
+        pair = recs[recs["syscall_id"] == syscall]
+        assert sorted(pair["fate"]) == sorted([fates["sent"], fates["looped"]])
+        assert sorted(pair["packet_index"]) == [0, 1]
+    assert snap.counters["looped"] == 10 and snap.counters["sent"] == 10
+    assert member.recv(16) == b"mc"

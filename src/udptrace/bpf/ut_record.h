@@ -51,6 +51,7 @@ enum ut_syscall {
 enum ut_fate {
 	UT_FATE_SENT = 1,
 	UT_FATE_DROPPED = 2,
+	UT_FATE_LOOPED = 3,        /* a multicast copy delivered to this host's own members */
 };
 
 enum ut_record_flags {
@@ -102,6 +103,7 @@ struct ut_counters {
 	__u64 expired;             /* states dropped as stale (address reused) */
 	__u64 neigh_queued;        /* packets attributed while parked for ARP/ND */
 	__u64 peer_dropped;        /* sent on a veth/lo, then dropped by the peer's receive path */
+	__u64 looped;              /* multicast copies looped back to local members */
 };
 
 /* One latency distribution: exact count/sum/min/max, log-linear buckets. */

@@ -27,6 +27,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_UDP 17
 #define IPV6_FRAGMENT 44
 #define NETDEV_TX_OK 0
+#define PACKET_LOOPBACK 5
 /* a peer drops within microseconds; an older entry means we missed a silent free */
 #define PEER_WINDOW_NS 1000000000ULL
 
@@ -558,7 +559,9 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 	struct ut_record *r = &s->rec;
 
 	r->fate = fate;
-	if (fate == UT_FATE_SENT) {
+	if (fate == UT_FATE_LOOPED) {
+		COUNT(looped);
+	} else if (fate == UT_FATE_SENT) {
 		__u64 prev = r->ts[UT_STAGE_SYSCALL];
 		__u64 end = r->ts[UT_STAGE_XMIT_DONE] ?: r->ts[UT_STAGE_FREE];
 
@@ -671,13 +674,36 @@ static __always_inline int on_stage(struct sk_buff *skb, enum ut_stage stage)
 	return 0;
 }
 
-static __always_inline int on_rx_handoff(struct sk_buff *skb)
+/*
+ * Multicast to a group this host has joined (IP_MULTICAST_LOOP): the IP layer
+ * clones the skb, without its socket, and hands the clone to netif_rx on the
+ * sender's own task before the original reaches the device. The copy is its
+ * own record, linked to the syscall, ending here.
+ */
+static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb, __u64 now)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_pkt_state *s;
+
+	if (!call || BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_LOOPBACK)
+		return 0;
+	s = begin_packet(key, skb, call, now);
+	if (!s)
+		return 0;
+	reach(&s->rec, UT_STAGE_RX_HANDOFF, now);
+	finish(key, s, UT_FATE_LOOPED, 0, 0);
+	return 0;
+}
+
+/* `enqueue`: netif_rx, where a looped copy enters; netif_receive_skb sees it again later */
+static __always_inline int on_rx_handoff(struct sk_buff *skb, bool enqueue)
 {
 	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
 	struct ut_pkt_state *s = followed(key, now);
 
 	if (!s)
-		return 0;
+		return enqueue ? on_loopback_copy(key, skb, now) : 0;
 	reach(&s->rec, UT_STAGE_RX_HANDOFF, now);
 	s->rec.flags |= UT_F_HANDED_OFF;
 	if (s->rec.ts[UT_STAGE_XMIT_DONE])
@@ -760,8 +786,8 @@ UT_HOOK(qdisc_dequeue, qdisc_deq,
 UT_HOOK(net_dev_start_xmit, xmit_start, ARGS(struct sk_buff *skb),
 	on_stage(skb, UT_STAGE_XMIT_START))
 UT_HOOK(net_dev_xmit, xmit_done, ARGS(struct sk_buff *skb, int rc), on_xmit_done(skb, rc))
-UT_HOOK(netif_rx, netif_rx, ARGS(struct sk_buff *skb), on_rx_handoff(skb))
-UT_HOOK(netif_receive_skb, netif_recv, ARGS(struct sk_buff *skb), on_rx_handoff(skb))
+UT_HOOK(netif_rx, netif_rx, ARGS(struct sk_buff *skb), on_rx_handoff(skb, true))
+UT_HOOK(netif_receive_skb, netif_recv, ARGS(struct sk_buff *skb), on_rx_handoff(skb, false))
 UT_HOOK(consume_skb, consume, ARGS(struct sk_buff *skb), on_free(skb, 0, true))
 UT_HOOK(kfree_skb, kfree, ARGS(struct sk_buff *skb, void *location),
 	on_free(skb, cfg.kfree_has_reason ? (__u32)ctx[2] : 0, false))

@@ -67,6 +67,7 @@ struct sk_buff {
 	__u16 network_header;
 	__u16 mac_header;
 	__be16 protocol;
+	__u8 pkt_type:3;
 	unsigned int tail;         /* sk_buff_data_t: an offset from head on 64-bit */
 	unsigned char *head;
 	unsigned char *data;

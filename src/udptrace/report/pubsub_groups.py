@@ -68,7 +68,9 @@ class PubSubGroups:
         valid = headers.valid
         self.unlabelled += int((~valid).sum())
         totals = total_ns(packets.records, layout)
-        sent = packets.records["fate"] == next(k for k, v in layout.fates.items() if v == "sent")
+        fates = packets.records["fate"]
+        sent = fates == layout.fates_by_name["sent"]
+        dropped = fates == layout.fates_by_name["dropped"]
         # the id's type is part of the key: a String id is a hash that could equal a number
         keys = np.stack([headers.publisher_id_type.astype(np.int64),
                          headers.publisher_id.astype(np.int64),
@@ -79,11 +81,10 @@ class PubSubGroups:
         for g, (kind, pub, group) in enumerate(unique.tolist()):
             rows = inverse == g
             entry = self.groups.setdefault((kind, pub, group), _Group())
-            ok = sent[valid][rows]
-            entry.latencies.append(totals[valid][rows][ok])
+            entry.latencies.append(totals[valid][rows][sent[valid][rows]])
             entry.writers.update(headers.dataset_writer_id[valid][rows].tolist())
             entry.packets += int(rows.sum())
-            entry.dropped += int((~ok).sum())
+            entry.dropped += int(dropped[valid][rows].sum())
         return headers
 
     def render(self, console: Console) -> None:
