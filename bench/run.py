@@ -381,15 +381,13 @@ class FakeRing:
         stride = self.reader.stride
         if len(records) * stride > self.size:
             raise ValueError("batch larger than the fake ring")
+        # the reader's own slot layout (header, record), so the two cannot drift apart
         slots = np.ndarray(len(records), self.reader._slot, buffer=self.map,
                            offset=2 * mmap.PAGESIZE)
         slots["len"] = records.dtype.itemsize
         slots["rec"] = records
-        self.rewind(len(records))
-
-    def rewind(self, count: int) -> None:
-        struct.pack_into("<Q", self.map, 0, 0)
-        struct.pack_into("<Q", self.map, mmap.PAGESIZE, count * self.reader.stride)
+        struct.pack_into("<Q", self.map, 0, 0)  # consumer position
+        struct.pack_into("<Q", self.map, mmap.PAGESIZE, len(records) * stride)  # producer
 
     def close(self) -> None:
         self.reader.close()
