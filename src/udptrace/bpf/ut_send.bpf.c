@@ -38,11 +38,16 @@ extern const void socket_file_ops __ksym __weak;
 
 __u64 next_syscall_id = 0;
 
+/*
+ * One entry per thread, rewritten in place by every send syscall (an insert and
+ * a delete per syscall cost more than the rest of the syscall hooks together).
+ */
 struct ut_call {
-	__u64 id;
+	__u64 id;                  /* 0: no traced syscall in flight on this thread */
 	__u64 entry;
-	__u64 sk;                  /* the fd's socket, resolved at the first packet */
+	__u64 sk;                  /* socket behind sk_fd, kept across syscalls */
 	__u32 fd;
+	__u32 sk_fd;
 	enum ut_syscall syscall;
 	__u16 packets;
 	__u16 sport;               /* ports of the first fragment, for the others */
@@ -76,24 +81,26 @@ struct {
 } scratch SEC(".maps");
 
 /*
- * Packets whose send record has ended at a veth/lo handoff, by skb address:
- * when the peer's receive path frees one with a drop reason (no listener:
- * NO_SOCKET), the drop is counted against the peer, not the send path.
- */
-/*
+ * Packets whose send record has ended at a veth/lo handoff: when the peer's
+ * receive path frees one with a drop reason (no listener: NO_SOCKET), the drop
+ * is counted against the peer, not the send path. Direct-mapped by skb address:
+ * no insert or delete per packet; a collision only forgets an older handoff.
  * A freed sk_buff and its data buffer are often both reused at once by the next
  * allocation, so the identity check takes the end of the data too.
  */
+#define HANDOFF_SLOTS 4096
+
 struct ut_handoff {
+	__u64 skb;
 	__u64 time;
 	__u64 head;
 	__u32 tail;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HANDOFF_SLOTS);
+	__type(key, __u32);
 	__type(value, struct ut_handoff);
 } handed_off SEC(".maps");
 
@@ -152,6 +159,14 @@ struct {
 	__type(key, struct ut_lpm_key);
 	__type(value, __u8);
 } dst_nets SEC(".maps");
+
+/* Slots hash the data buffer's address: a tp_btf skb pointer allows no arithmetic. */
+static __always_inline struct ut_handoff *handoff_slot(__u64 head)
+{
+	__u32 slot = ((head * 0x9E3779B97F4A7C15ULL) >> 52) & (HANDOFF_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&handed_off, &slot);
+}
 
 static __always_inline struct ut_counters *counts(void)
 {
@@ -223,7 +238,7 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-	struct ut_call call = {};
+	struct ut_call *call;
 
 	if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid))
 		return 0;
@@ -234,11 +249,20 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 		if (!same_name16(comm, cfg.comm))
 			return 0;
 	}
-	call.id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
-	call.entry = bpf_ktime_get_ns();
-	call.fd = fd;
-	call.syscall = syscall;
-	bpf_map_update_elem(&calls, &tid, &call, BPF_ANY);
+	call = bpf_map_lookup_elem(&calls, &tid);
+	if (!call) {
+		struct ut_call fresh = {};
+
+		bpf_map_update_elem(&calls, &tid, &fresh, BPF_NOEXIST);
+		call = bpf_map_lookup_elem(&calls, &tid);
+		if (!call)
+			return 0;
+	}
+	call->id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
+	call->entry = bpf_ktime_get_ns();
+	call->fd = fd;
+	call->syscall = syscall;
+	call->packets = 0;
 	return 0;
 }
 
@@ -249,7 +273,7 @@ static __always_inline int syscall_exit(__s64 ret)
 	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
 	__u64 now;
 
-	if (!call)
+	if (!call || !call->id)
 		return 0;
 	if (call->packets) {
 		now = bpf_ktime_get_ns();
@@ -279,7 +303,7 @@ static __always_inline int syscall_exit(__s64 ret)
 			}
 		}
 	}
-	bpf_map_delete_elem(&calls, &tid);
+	call->id = 0;
 	return 0;
 }
 
@@ -319,29 +343,24 @@ UT_SYSCALL(writev, UT_SYS_WRITEV)
 /* ---- packets -------------------------------------------------------------------- */
 
 /* The socket behind the syscall's fd, or 0 when the fd is not a socket. */
-static __always_inline __u64 call_socket(struct ut_call *call)
+static __always_inline __u64 fd_socket(__u32 fd)
 {
-	struct task_struct *task;
-	struct fdtable *fdt;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds;
 	struct file *file = 0;
 	struct socket *sock;
 
-	if (call->sk)
-		return call->sk;
-	task = (struct task_struct *)bpf_get_current_task();
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (call->fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
 		return 0;
 	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[call->fd]);
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
 		return 0;
 	if (&socket_file_ops && BPF_CORE_READ(file, f_op) != &socket_file_ops)
 		return 0;
 	sock = BPF_CORE_READ(file, private_data);
-	call->sk = (__u64)BPF_CORE_READ(sock, sk);
-	return call->sk;
+	return (__u64)BPF_CORE_READ(sock, sk);
 }
 
 /* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
@@ -351,12 +370,16 @@ static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
 	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
 	__u64 sk;
 
-	if (!call)
+	if (!call || !call->id)
 		return 0;
 	sk = (__u64)BPF_CORE_READ(skb, sk);
-	if (!sk || sk != call_socket(call))
+	if (!sk)
 		return 0;
-	return call;
+	if (sk == call->sk && call->fd == call->sk_fd)
+		return call; /* the common case: the same socket as last time, no fd walk */
+	call->sk = fd_socket(call->fd);
+	call->sk_fd = call->fd;
+	return sk == call->sk ? call : 0;
 }
 
 static __always_inline bool addr_wanted(void *lpm, __u8 *addr)
@@ -578,13 +601,15 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		if (end)
 			hist_add(UT_HIST_TOTAL, end - r->ts[UT_STAGE_SYSCALL]);
 		if (r->flags & UT_F_HANDED_OFF) {
-			struct ut_handoff h = {
-				.time = r->ts[UT_STAGE_RX_HANDOFF],
-				.head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head),
-				.tail = BPF_CORE_READ((struct sk_buff *)key, tail),
-			};
+			__u64 head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head);
+			struct ut_handoff *h = handoff_slot(head);
 
-			bpf_map_update_elem(&handed_off, &key, &h, BPF_ANY);
+			if (h) {
+				h->skb = key;
+				h->time = r->ts[UT_STAGE_RX_HANDOFF];
+				h->head = head;
+				h->tail = BPF_CORE_READ((struct sk_buff *)key, tail);
+			}
 		}
 		COUNT(sent);
 	} else {
@@ -686,7 +711,7 @@ static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb, __u6
 	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
 	struct ut_pkt_state *s;
 
-	if (!call || BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_LOOPBACK)
+	if (!call || !call->id || BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_LOOPBACK)
 		return 0;
 	s = begin_packet(key, skb, call, now);
 	if (!s)
@@ -735,17 +760,18 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 	struct ut_record *r;
 	enum ut_stage stage;
 	struct ut_handoff *handoff;
+	__u64 head;
 
 	if (!s) {
-		handoff = bpf_map_lookup_elem(&handed_off, &key);
-		if (handoff) {
+		head = (__u64)BPF_CORE_READ(skb, head);
+		handoff = handoff_slot(head);
+		if (handoff && handoff->skb == key && handoff->head == head) {
 			if (!consumed && now - handoff->time < PEER_WINDOW_NS &&
-			    handoff->head == (__u64)BPF_CORE_READ(skb, head) &&
 			    handoff->tail == BPF_CORE_READ(skb, tail)) {
 				count_drop(reason, UT_STAGE_RX_HANDOFF);
 				COUNT(peer_dropped);
 			}
-			bpf_map_delete_elem(&handed_off, &key);
+			handoff->skb = 0;
 		}
 		return 0;
 	}

@@ -40,9 +40,10 @@ class _LibbpfLog:
         lib.libbpf_set_print(self._callback)
 
     def _print(self, level: int, fmt: bytes, args: int) -> int:
-        buf = ctypes.create_string_buffer(8192)
-        libbpf.libc.vsnprintf(buf, len(buf), fmt, args)
-        self.lines.append(buf.value.decode(errors="replace"))
+        text = ctypes.c_void_p()
+        if libbpf.libc.vasprintf(ctypes.byref(text), fmt, args) >= 0 and text.value:
+            self.lines.append(ctypes.string_at(text.value).decode(errors="replace"))
+            libbpf.libc.free(text)
         return 0
 
     def take(self) -> str:

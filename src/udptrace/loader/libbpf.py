@@ -45,10 +45,13 @@ lib = _open_library()
 libc = ctypes.CDLL(None, use_errno=True)
 
 # libbpf_print_fn_t takes a va_list; on x86_64 and arm64 that is passed as a pointer,
-# which vsnprintf below turns back into text.
+# which vasprintf below turns back into text of whatever length (a verifier log can
+# run to megabytes, and its last lines are the ones that matter).
 PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
-libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-libc.vsnprintf.restype = c_int
+libc.vasprintf.argtypes = [POINTER(c_void_p), c_char_p, c_void_p]
+libc.vasprintf.restype = c_int
+libc.free.argtypes = [c_void_p]
+libc.free.restype = None
 
 
 def _bind(name: str, restype: object, *argtypes: object) -> None:
