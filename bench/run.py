@@ -381,11 +381,11 @@ class FakeRing:
         stride = self.reader.stride
         if len(records) * stride > self.size:
             raise ValueError("batch larger than the fake ring")
-        # the reader's own slot layout (header, record), so the two cannot drift apart
-        slots = np.ndarray(len(records), self.reader._slot, buffer=self.map,
+        # the kernel's layout: an 8-byte header (length, page offset), the record, padding
+        slots = np.ndarray((len(records), stride), np.uint8, buffer=self.map,
                            offset=2 * mmap.PAGESIZE)
-        slots["len"] = records.dtype.itemsize
-        slots["rec"] = records
+        slots[:, :4] = np.frombuffer(struct.pack("<I", records.dtype.itemsize), np.uint8)
+        slots[:, 8:8 + records.dtype.itemsize] = records.view(np.uint8).reshape(len(records), -1)
         struct.pack_into("<Q", self.map, 0, 0)  # consumer position
         struct.pack_into("<Q", self.map, mmap.PAGESIZE, len(records) * stride)  # producer
 

@@ -62,6 +62,7 @@ struct ut_pkt_state {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u32);        /* tid */
 	__type(value, struct ut_call);
 } calls SEC(".maps");
@@ -69,6 +70,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64);        /* skb address */
 	__type(value, struct ut_pkt_state);
 } packets SEC(".maps");
@@ -447,6 +449,9 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 		return false;
 	}
 
+	/* histogram mode without port filters needs none of what follows but the checks */
+	if (!cfg.stream && !cfg.filter_port && !cfg.netns && !cfg.ifname[0])
+		return true;
 	if (first_fragment) {
 		struct ut_udphdr udp;
 
@@ -517,7 +522,8 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->pid = pid_tgid >> 32;
 	r->tid = (__u32)pid_tgid;
 	r->cpu = bpf_get_smp_processor_id();
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	if (cfg.stream)
+		bpf_get_current_comm(r->comm, sizeof(r->comm));
 	s->last = now;
 	if (bpf_map_update_elem(&packets, &key, s, BPF_ANY)) {
 		COUNT(state_full);
