@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
+from pathlib import Path
 
-from conftest import udptrace
+from conftest import send_from, start_tracer, udptrace
+
+from udptrace.netns import VethPair
 
 
 def run(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
@@ -75,3 +79,17 @@ def test_bad_trace_input_is_a_one_line_error_with_exit_2() -> None:
         result = run("trace", "-d", "1", *args)
         assert result.returncode == 2, args
         assert result.stderr.count("\n") == 1 and text in result.stderr, (args, result.stderr)
+
+
+def test_trace_linear_histograms_have_bins_of_the_asked_width(tmp_path: Path) -> None:
+    with VethPair() as net:
+        tracer = start_tracer("--netns", net.ns_a, "-d", "3", "--linear", "5",
+                              "--json", str(tmp_path / "o.jsonl"))
+        send_from(net, 100, 0.002).wait(timeout=30)
+        report, _ = tracer.communicate(timeout=30)
+    assert tracer.returncode == 0
+    total = report[report.index("@total_ns"):].split("\n\n")[0].splitlines()[1:]
+    assert total and all(line.startswith("[") for line in total)
+    edges = [int(line[1:].split(",")[0]) for line in total]
+    assert all(b - a == 5000 for a, b in itertools.pairwise(edges))
+    assert sum(int(line.split("|")[0].split(")")[1]) for line in total) == 100

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from udptrace.errors import KernelFeatureError, UdptraceError, require_root
+from udptrace.errors import KernelFeatureError, PermissionProblem, UdptraceError, require_root
 from udptrace.kernel.features import detect
 from udptrace.kernel.plan import StagePlan, missing_core, plan_stages
 from udptrace.kernel.tracefs import tracefs
@@ -64,7 +64,11 @@ def _udptrace(*args: str) -> list[str]:
 
 def require_traceable() -> None:
     """The demo's one precondition, checked before anything is created."""
-    require_root()
+    try:
+        require_root()
+    except PermissionProblem as e:
+        raise PermissionProblem(f"{e}; 'sudo udptrace check' shows what this machine allows") \
+            from None
     features = detect()
     if not (features.btf.ok and features.tracefs.ok):
         raise KernelFeatureError(

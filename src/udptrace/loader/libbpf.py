@@ -1,9 +1,8 @@
 """ctypes prototypes for the system libbpf.so.1.
 
-Written against the libbpf 1.1 ABI (Debian bookworm's libbpf1). Functions that
-appeared later are looked up with :func:`optional` and may be ``None``.
-Everything here is a raw C call; the typed wrappers live in ``bpf_object``,
-``btf`` and ``ringbuf``.
+Written against the libbpf 1.1 ABI (Debian bookworm's libbpf1) and using
+nothing newer, so any libbpf.so.1 from 1.1 on serves. Everything here is a raw
+C call; the typed wrappers live in ``bpf_object``, ``btf`` and ``ringbuf``.
 """
 
 from __future__ import annotations
@@ -58,11 +57,6 @@ def _bind(name: str, restype: object, *argtypes: object) -> None:
     fn = getattr(lib, name)
     fn.restype = restype
     fn.argtypes = list(argtypes)
-
-
-def optional(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """A libbpf symbol newer than 1.1, or None when this libbpf lacks it."""
-    return getattr(lib, name, None)
 
 
 class BpfObjectOpenOpts(ctypes.Structure):
