@@ -83,6 +83,26 @@ struct {
 } scratch SEC(".maps");
 
 /*
+ * The packet this CPU is transmitting right now. From net_dev_queue to
+ * net_dev_xmit the kernel holds bottom halves off on one CPU, so a packet
+ * sent synchronously (veth, loopback, an idle qdisc) is followed here, with
+ * no hash insert or delete. It moves to `packets` (spills) the moment it
+ * could be seen elsewhere: queued in a qdisc, parked for ARP, or awaiting a
+ * NIC's TX completion.
+ */
+struct ut_current {
+	__u64 skb;                 /* 0: empty */
+	struct ut_pkt_state state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_current);
+} current_packet SEC(".maps");
+
+/*
  * Packets whose send record has ended at a veth/lo handoff: when the peer's
  * receive path frees one with a drop reason (no listener: NO_SOCKET), the drop
  * is counted against the peer, not the send path. Direct-mapped by skb address:
@@ -497,23 +517,40 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	return true;
 }
 
-/* Start following an skb of a traced syscall; returns its state or 0. */
+static __always_inline struct ut_current *cpu_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&current_packet, &zero);
+}
+
+/* Move this CPU's packet to the shared map, where other CPUs and contexts find it. */
+static __always_inline void spill(struct ut_current *cur)
+{
+	if (!cur->skb)
+		return;
+	if (bpf_map_update_elem(&packets, &cur->skb, &cur->state, BPF_ANY))
+		COUNT(state_full);
+	cur->skb = 0;
+}
+
+/* Start following an skb of a traced syscall in this CPU's slot; returns its state or 0. */
 static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_buff *skb,
 							 struct ut_call *call, __u64 now)
 {
-	__u32 zero = 0;
-	struct ut_pkt_state *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct ut_current *cur = cpu_slot();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct ut_record *r;
 
-	if (!s)
+	if (!cur)
 		return 0;
-	r = &s->rec;
+	if (cur->skb != key)
+		spill(cur);
+	cur->skb = 0;
+	r = &cur->state.rec;
 	__builtin_memset(r, 0, sizeof(*r));
-	if (!describe_packet(skb, call, r)) {
-		bpf_map_delete_elem(&packets, &key);
+	if (!describe_packet(skb, call, r))
 		return 0;
-	}
 	r->kind = UT_KIND_PACKET;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
 	r->syscall_id = call->id;
@@ -524,20 +561,21 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->cpu = bpf_get_smp_processor_id();
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
-	s->last = now;
-	if (bpf_map_update_elem(&packets, &key, s, BPF_ANY)) {
-		COUNT(state_full);
-		return 0;
-	}
+	cur->state.last = now;
+	cur->skb = key;
 	COUNT(packets);
-	return bpf_map_lookup_elem(&packets, &key);
+	return &cur->state;
 }
 
 /* The state of an skb we follow, or 0; stale states are dropped on sight. */
 static __always_inline struct ut_pkt_state *followed(__u64 key, __u64 now)
 {
-	struct ut_pkt_state *s = bpf_map_lookup_elem(&packets, &key);
+	struct ut_current *cur = cpu_slot();
+	struct ut_pkt_state *s;
 
+	if (cur && cur->skb == key)
+		return &cur->state;
+	s = bpf_map_lookup_elem(&packets, &key);
 	if (s && now - s->last > cfg.max_age_ns) {
 		bpf_map_delete_elem(&packets, &key);
 		COUNT(expired);
@@ -546,6 +584,15 @@ static __always_inline struct ut_pkt_state *followed(__u64 key, __u64 now)
 	if (s)
 		s->last = now;
 	return s;
+}
+
+/* The packet in this CPU's slot, if that is `key`, moves to the shared map. */
+static __always_inline void spill_if_current(__u64 key)
+{
+	struct ut_current *cur = cpu_slot();
+
+	if (cur && cur->skb == key)
+		spill(cur);
 }
 
 static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)
@@ -586,6 +633,7 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 				   __u32 reason, enum ut_stage stage)
 {
 	struct ut_record *r = &s->rec;
+	struct ut_current *cur;
 
 	r->fate = fate;
 	if (fate == UT_FATE_LOOPED) {
@@ -626,7 +674,11 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 	}
 	if (cfg.stream && bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
 		COUNT(lost);
-	bpf_map_delete_elem(&packets, &key);
+	cur = cpu_slot();
+	if (cur && cur->skb == key)
+		cur->skb = 0;
+	else
+		bpf_map_delete_elem(&packets, &key);
 }
 
 static __always_inline int on_neigh_queued(struct neighbour *n, int rc)
@@ -646,7 +698,7 @@ static __always_inline int on_neigh_queued(struct neighbour *n, int rc)
 		return 0;
 	now = bpf_ktime_get_ns();
 	key = (__u64)skb;
-	s = bpf_map_lookup_elem(&packets, &key);
+	s = followed(key, now);
 	if (s && s->rec.syscall_id == call->id)
 		return 0;
 	s = begin_packet(key, skb, call, now);
@@ -655,6 +707,7 @@ static __always_inline int on_neigh_queued(struct neighbour *n, int rc)
 	s->rec.ts[UT_STAGE_NEIGH_QUEUE] = now;
 	s->rec.flags |= UT_F_NEIGH_QUEUED;
 	COUNT(neigh_queued);
+	spill_if_current(key);
 	return 0;
 }
 
@@ -662,18 +715,15 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 {
 	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
 	struct ut_call *call = owning_call(skb);
-	struct ut_pkt_state *s = bpf_map_lookup_elem(&packets, &key);
+	struct ut_pkt_state *s = followed(key, now);
 
 	if (call) {
 		if (!s || s->rec.syscall_id != call->id)
 			s = begin_packet(key, skb, call, now);
-		if (s) {
-			s->last = now;
+		if (s)
 			reach(&s->rec, UT_STAGE_DEV_QUEUE, now);
-		}
 		return 0;
 	}
-	s = followed(key, now);
 	if (!s)
 		return 0;
 	if ((s->rec.flags & UT_F_NEIGH_QUEUED) && !s->rec.ts[UT_STAGE_DEV_QUEUE]) {
@@ -690,6 +740,7 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 		return 0;
 	}
 	/* a new packet at the address of one we lost track of: never join the two */
+	spill_if_current(key);
 	bpf_map_delete_elem(&packets, &key);
 	COUNT(expired);
 	return 0;
@@ -702,6 +753,14 @@ static __always_inline int on_stage(struct sk_buff *skb, enum ut_stage stage)
 
 	if (s)
 		reach(&s->rec, stage, now);
+	return 0;
+}
+
+/* A queueing qdisc may be run by another CPU: from here the packet lives in the map. */
+static __always_inline int on_qdisc_enqueue(struct sk_buff *skb)
+{
+	on_stage(skb, UT_STAGE_QDISC_ENQUEUE);
+	spill_if_current((__u64)skb);
 	return 0;
 }
 
@@ -756,6 +815,8 @@ static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 	/* a NIC still owns the skb until TX completion; a veth/lo has passed it on */
 	if (s->rec.flags & UT_F_HANDED_OFF)
 		finish(key, s, UT_FATE_SENT, 0, 0);
+	else
+		spill_if_current(key);
 	return 0;
 }
 
@@ -811,7 +872,7 @@ UT_HOOK(neigh_event_send_done, neigh_queue, ARGS(struct neighbour *n, int rc),
 UT_HOOK(net_dev_queue, dev_queue, ARGS(struct sk_buff *skb), on_dev_queue(skb))
 UT_HOOK(qdisc_enqueue, qdisc_enq,
 	ARGS(struct Qdisc *q, const struct netdev_queue *txq, struct sk_buff *skb),
-	on_stage(skb, UT_STAGE_QDISC_ENQUEUE))
+	on_qdisc_enqueue(skb))
 UT_HOOK(qdisc_dequeue, qdisc_deq,
 	ARGS(struct Qdisc *q, const struct netdev_queue *txq, int n, struct sk_buff *skb),
 	on_stage(skb, UT_STAGE_QDISC_DEQUEUE))
