@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import udptrace
 
+from udptrace.netns import VethPair
 from udptrace.pubsub.publisher import (
     Publisher,
     PublisherConfig,
@@ -243,80 +243,14 @@ def test_publisher_stops_on_request_within_a_period() -> None:
 
 # --- `udptrace publish` and `udptrace subscribe` in two network namespaces ---------------
 
-# The same interpreter as the tests, so the commands run the code under test wherever the
-# package's console script happens to be (or not be) on PATH.
-UDPTRACE = [sys.executable, "-m", "udptrace"]
-
-
-@dataclass(frozen=True)
-class NetnsPair:
-    """Namespace a (publisher) and b (subscriber) joined by one veth pair."""
-
-    ns_a: str
-    ns_b: str
-    if_a: str
-    if_b: str
-    addr_a: str
-    addr_b: str
-    addr6_a: str
-    addr6_b: str
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture(scope="module")
-def netns() -> Iterator[NetnsPair]:
-    if os.geteuid() != 0:
-        pytest.skip("creating network namespaces needs root")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 `ip` is not installed")
-    pid = os.getpid()
-    subnet = pid % 250 + 1  # addresses exist only inside these two namespaces
-    pair = NetnsPair(
-        ns_a=f"ut-test-{pid}-a",
-        ns_b=f"ut-test-{pid}-b",
-        if_a=f"ut{pid}a"[:15],
-        if_b=f"ut{pid}b"[:15],
-        addr_a=f"10.231.{subnet}.1",
-        addr_b=f"10.231.{subnet}.2",
-        addr6_a=f"fd00:231:{subnet:x}::1",
-        addr6_b=f"fd00:231:{subnet:x}::2",
-    )
-    try:
-        _ip("netns", "add", pair.ns_a)
-        _ip("netns", "add", pair.ns_b)
-        _ip(
-            "link",
-            "add",
-            pair.if_a,
-            "netns",
-            pair.ns_a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            pair.if_b,
-            "netns",
-            pair.ns_b,
-        )
-        for ns, ifname, addr, addr6 in (
-            (pair.ns_a, pair.if_a, pair.addr_a, pair.addr6_a),
-            (pair.ns_b, pair.if_b, pair.addr_b, pair.addr6_b),
-        ):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
-            _ip("-n", ns, "addr", "add", f"{addr6}/64", "dev", ifname, "nodad")
-            _ip("-n", ns, "link", "set", ifname, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
+def netns() -> Iterator[VethPair]:
+    with VethPair() as pair:
         yield pair
-    finally:
-        for ns in (pair.ns_a, pair.ns_b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 def in_netns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *UDPTRACE, *args]
+    return ["ip", "netns", "exec", ns, *udptrace(*args)]
 
 
 @dataclass
@@ -327,7 +261,7 @@ class Exchange:
 
 
 def exchange(
-    pair: NetnsPair,
+    pair: VethPair,
     tmp_path: Path,
     *,
     publish_url: str,
@@ -424,7 +358,7 @@ def assert_bytes_are_the_publishers(result: Exchange, fields: tuple[BuiltinType,
         assert data == publisher.encode(index, stamp), f"message {index}"
 
 
-def test_unicast_between_namespaces(netns: NetnsPair, tmp_path: Path) -> None:
+def test_unicast_between_namespaces(netns: VethPair, tmp_path: Path) -> None:
     url = f"opc.udp://{netns.addr_b}:4840/"
     result = exchange(
         netns,
@@ -441,7 +375,7 @@ def test_unicast_between_namespaces(netns: NetnsPair, tmp_path: Path) -> None:
     assert_paced(PublishSummary(**published), 5_000)
 
 
-def test_multicast_between_namespaces(netns: NetnsPair, tmp_path: Path) -> None:
+def test_multicast_between_namespaces(netns: VethPair, tmp_path: Path) -> None:
     url = "opc.udp://224.0.0.22:4840/"
     result = exchange(
         netns,
@@ -457,7 +391,7 @@ def test_multicast_between_namespaces(netns: NetnsPair, tmp_path: Path) -> None:
     assert_bytes_are_the_publishers(result, (B.DateTime,))
 
 
-def test_ipv6_unicast_with_padding(netns: NetnsPair, tmp_path: Path) -> None:
+def test_ipv6_unicast_with_padding(netns: VethPair, tmp_path: Path) -> None:
     url = f"opc.udp://[{netns.addr6_b}]:4840/"
     result = exchange(
         netns,
@@ -477,8 +411,8 @@ def test_signals_end_both_commands_with_a_summary(sig: signal.Signals, tmp_path:
     url = f"opc.udp://127.0.0.1:{40000 + (os.getpid() + 1) % 20000}/"
     ready = tmp_path / "ready"
     # Both commands also end by themselves after 30 s.
-    subscribe = [*UDPTRACE, "subscribe", url, "--json", "-d", "30", "--ready-file", str(ready)]
-    publish = [*UDPTRACE, "publish", url, "--json", "-d", "30", "--interval-ms", "10"]
+    subscribe = [*udptrace("subscribe"), url, "--json", "-d", "30", "--ready-file", str(ready)]
+    publish = [*udptrace("publish"), url, "--json", "-d", "30", "--interval-ms", "10"]
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
         procs["subscribe"] = subprocess.Popen(subscribe, stdout=subprocess.PIPE, text=True)
@@ -504,7 +438,7 @@ def test_signals_end_both_commands_with_a_summary(sig: signal.Signals, tmp_path:
     assert received["datagrams"] >= 5
 
 
-def test_ipv6_link_local_multicast(netns: NetnsPair, tmp_path: Path) -> None:
+def test_ipv6_link_local_multicast(netns: VethPair, tmp_path: Path) -> None:
     url = "opc.udp://[ff02::1:2234]:4840/"
     result = exchange(
         netns,
