@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import socket
 import subprocess
@@ -13,7 +14,9 @@ import pytest
 from conftest import records, tracing
 
 from udptrace.errors import UsageError
+from udptrace.kernel import features as kernel_features
 from udptrace.netns import VethPair, inside
+from udptrace.trace import session as trace_session
 
 PORT = 4840
 
@@ -283,3 +286,22 @@ def test_multicast_looped_back_to_a_local_member_is_its_own_record(net: VethPair
         assert sorted(pair["packet_index"]) == [0, 1]
     assert snap.counters["looped"] == 10 and snap.counters["sent"] == 10
     assert member.recv(16) == b"mc"
+
+
+def test_the_raw_tp_fallback_follows_packets_like_tp_btf(
+        net: VethPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kernels without tp_btf (or without a tracepoint's BTF) get the raw_tp variants
+    refused = dataclasses.replace(kernel_features.detect(),
+                                  tp_btf=kernel_features.Probe(False, "refused for the test"))
+    monkeypatch.setattr(trace_session, "detect", lambda: refused)
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        chosen = {str(h.kind) for p in session.plans for h in p.hooks}
+        for _ in range(200):
+            s.sendto(b"raw", (net.addr_b, PORT))
+        time.sleep(0.05)
+        snap = session.snapshot()
+    assert chosen == {"raw_tp", "tracepoint"}
+    recs = records(batches)
+    assert len(recs) == 200 and (recs["fate"] == session.layout.fates_by_name["sent"]).all()
+    assert snap.counters["peer_dropped"] == 200
