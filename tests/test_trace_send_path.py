@@ -17,6 +17,7 @@ from udptrace.errors import UsageError
 from udptrace.kernel import features as kernel_features
 from udptrace.netns import VethPair, inside
 from udptrace.trace import session as trace_session
+from udptrace.trace.options import TraceOptions
 
 PORT = 4840
 
@@ -171,16 +172,13 @@ def test_filters_keep_only_the_asked_for_traffic(net: VethPair) -> None:
 
 
 def test_unknown_pid_interface_and_bad_cidr_are_refused_before_loading() -> None:
-    from udptrace.trace.options import TraceOptions
-    from udptrace.trace.session import TraceSession
-
     for options, text in ((TraceOptions(pids=(2**22 + 7,)), "no process"),
                           (TraceOptions(ifname="nosuchif0"), "no interface"),
                           (TraceOptions(dst=("10.0.0.0/33",)), "not an address"),
                           (TraceOptions(ports=(70000,)), "out of range"),
                           (TraceOptions(netns="nosuchns"), "no network namespace")):
         with pytest.raises(UsageError, match=text):
-            TraceSession(options)
+            trace_session.TraceSession(options)
 
 
 class _Iovec(ctypes.Structure):
