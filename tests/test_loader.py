@@ -101,3 +101,19 @@ def test_btf_reads_kernel_prototypes_and_drop_reasons() -> None:
         "struct sockaddr *addr, int addr_len)")
     reasons = btf.enum_values("skb_drop_reason")
     assert "SKB_DROP_REASON_NO_SOCKET" in reasons and "SKB_DROP_REASON_QDISC_DROP" in reasons
+
+
+def test_explicit_tracepoint_and_raw_tracepoint_attach_count_the_same_events() -> None:
+    for program, attach in (
+            ("ut_probe_tp", lambda p: p.attach_tracepoint("syscalls", "sys_enter_getppid")),
+            ("ut_probe_raw_tp", lambda p: p.attach_raw_tracepoint("sys_enter"))):
+        with probe_object(program) as obj:
+            obj.load()
+            link = attach(obj.programs[program])
+            assert program in link.program
+            before = struct.unpack("<Q", obj.maps["hits"].lookup(struct.pack("<I", 0)))[0]
+            for _ in range(20):
+                os.getppid()
+            after = struct.unpack("<Q", obj.maps["hits"].lookup(struct.pack("<I", 0)))[0]
+        # raw sys_enter also sees this process's other syscalls: at least the 20 getppid
+        assert after - before >= 20 if program == "ut_probe_raw_tp" else after - before == 20

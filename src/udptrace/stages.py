@@ -114,9 +114,3 @@ STAGES: tuple[Stage, ...] = (
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 TOTAL = "total"  # syscall entry until the packet left the device (xmit_done)
 
-
-def stage(name: str) -> Stage:
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise KeyError(name)

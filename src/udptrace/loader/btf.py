@@ -169,9 +169,6 @@ class Btf:
             t = self.type(t.size_or_type)
         return t
 
-    def size_of(self, type_id: int) -> int:
-        return lib.btf__resolve_size(self.ptr, type_id)
-
     # ---- structured queries -----------------------------------------------------------
     def members(self, type_id: int) -> list[Member]:
         t = self.skip_modifiers(type_id)

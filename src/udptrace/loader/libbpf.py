@@ -16,7 +16,6 @@ from ctypes import (
     c_bool,
     c_char_p,
     c_int,
-    c_long,
     c_size_t,
     c_uint32,
     c_void_p,
@@ -152,7 +151,6 @@ _bind("btf__type_cnt", c_uint32, c_void_p)
 _bind("btf__type_by_id", POINTER(BtfType), c_void_p, c_uint32)
 _bind("btf__name_by_offset", c_char_p, c_void_p, c_uint32)
 _bind("btf__find_by_name_kind", c_int, c_void_p, c_char_p, c_uint32)
-_bind("btf__resolve_size", c_long, c_void_p, c_uint32)
 
 # feature probes (libbpf >= 1.0)
 _bind("libbpf_probe_bpf_prog_type", c_int, c_int, c_void_p)

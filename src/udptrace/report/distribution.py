@@ -41,15 +41,6 @@ class Distribution:
         return cls(int(hist["count"]), int(hist["sum"]), int(hist["min"]), int(hist["max"]),
                    buckets.reshape(-1).astype(np.int64), low, width)
 
-    @classmethod
-    def from_values(cls, values: np.ndarray, like: Distribution) -> Distribution:
-        """The same bucketing applied to exact values (for per-group tables from records)."""
-        values = np.asarray(values, dtype=np.int64)
-        edges = np.append(like.low, like.low[-1] + like.width[-1])
-        counts, _ = np.histogram(values, bins=edges)
-        return cls(len(values), int(values.sum()), int(values.min(initial=0)),
-                   int(values.max(initial=0)), counts.astype(np.int64), like.low, like.width)
-
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0

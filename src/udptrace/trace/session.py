@@ -105,10 +105,6 @@ class TraceSession:
             for hook in plan.hooks:
                 self.obj.programs[hook.program].attach()
 
-    @property
-    def stage_plans(self) -> dict[str, StagePlan]:
-        return {p.stage.name: p for p in self.plans}
-
     def read(self) -> np.ndarray:
         """The records streamed since the last read (empty unless options.stream)."""
         if self.reader is None:
