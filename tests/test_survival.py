@@ -49,7 +49,11 @@ def test_two_tracers_at_once_each_see_every_datagram(net: VethPair, tmp_path: Pa
         lines = path.read_text().splitlines()
         packets = [json.loads(line) for line in lines if '"type":"packet"' in line]
         assert len(packets) == 500
-        assert summary_of(path)["counters"]["sent"] == 500
+        summary = summary_of(path)
+        assert summary["counters"]["sent"] == 500
+        # nobody listens in the peer namespace: each datagram dies there, after leaving ours
+        assert summary["drops"] == [
+            {"reason": "NO_SOCKET", "after_stage": "rx_handoff", "packets": 500}]
 
 
 def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(

@@ -28,7 +28,7 @@ from udptrace.kernel.tracefs import tracefs
 from udptrace.loader.btf import Btf
 from udptrace.netns import VethPair
 from udptrace.pubsub.url import DEFAULT_URL
-from udptrace.report.jsonl import JsonLines
+from udptrace.report.jsonl import JsonLines, summary_object
 from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
@@ -153,8 +153,8 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         interrupted = publisher_summary.get("messages_sent") != count
         trace = run.TraceResult(result.snapshot, result.records, result.elapsed_s, interrupted)
         if json_out is not None:
-            json_out.write_summary({"counters": trace.snapshot.counters, "records": trace.records,
-                                    "publisher": publisher_summary,
-                                    "subscriber": subscriber_summary})
+            json_out.write_summary(summary_object(
+                trace.snapshot, session.layout, drop_names, trace.records,
+                publisher=publisher_summary, subscriber=subscriber_summary))
         return DemoResult(trace, groups, publisher_summary, subscriber_summary, session.layout,
                           session.plans, drop_names)

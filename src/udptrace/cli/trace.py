@@ -11,7 +11,7 @@ from typing import IO
 
 from udptrace.cli import help_formatter
 from udptrace.report import terminal
-from udptrace.report.jsonl import JsonLines, OutputError
+from udptrace.report.jsonl import JsonLines, OutputError, summary_object
 from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
@@ -127,8 +127,8 @@ def main(args: argparse.Namespace) -> int:
                         step, histograms=not args.no_hist)
         if groups is not None:
             groups.render(console)
-        summary = {"counters": result.snapshot.counters, "records": result.records,
-                   "lost": result.snapshot.counters["lost"], "elapsed_s": result.elapsed_s}
+        summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
+                                 elapsed_s=result.elapsed_s)
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")
             if to_stdout:  # nothing more can reach the closed pipe, not even at exit

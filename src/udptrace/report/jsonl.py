@@ -15,9 +15,23 @@ import numpy as np
 from udptrace.errors import UdptraceError
 from udptrace.trace.decode import Packets, address_strings, stage_offsets, total_ns
 from udptrace.trace.layout import Layout
+from udptrace.trace.session import Snapshot
 
 FAMILIES = {2: "ipv4", 10: "ipv6"}
 UNKNOWN = '"unknown"'
+
+
+def drops_summary(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> list[dict]:
+    """Drops by kernel reason and the stage they followed, for the summary object."""
+    return [{"reason": names.get(reason, str(reason)), "after_stage": layout.stages[stage],
+             "packets": n} for (reason, stage), n in sorted(snapshot.drops.items())]
+
+
+def summary_object(snapshot: Snapshot, layout: Layout, names: dict[int, str], records: int,
+                   **extra: object) -> dict[str, object]:
+    return {"counters": snapshot.counters, "records": records,
+            "lost": snapshot.counters["lost"], "drops": drops_summary(snapshot, layout, names),
+            **extra}
 
 
 class OutputError(UdptraceError):
