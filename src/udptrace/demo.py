@@ -9,6 +9,7 @@ out, including Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -21,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from udptrace.errors import KernelFeatureError, PermissionProblem, UdptraceError, require_root
+from udptrace.errors import PermissionProblem, UdptraceError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, missing_core, plan_stages
-from udptrace.kernel.tracefs import tracefs
-from udptrace.loader.btf import Btf
+from udptrace.kernel.plan import StagePlan, send_path_plans
 from udptrace.netns import VethPair
 from udptrace.pubsub.url import DEFAULT_URL
 from udptrace.report.jsonl import JsonLines, summary_object
@@ -69,15 +68,7 @@ def require_traceable() -> None:
     except PermissionProblem as e:
         raise PermissionProblem(f"{e}; 'sudo udptrace check' shows what this machine allows") \
             from None
-    features = detect()
-    if not (features.btf.ok and features.tracefs.ok):
-        raise KernelFeatureError(
-            "this kernel cannot run the demo (no BTF or tracefs): run 'udptrace check'")
-    missing = missing_core(plan_stages(features, Btf.vmlinux(), tracefs()))
-    if missing:
-        raise KernelFeatureError(
-            f"this kernel cannot trace the send path ({', '.join(missing)}): "
-            "run 'udptrace check' for the reasons")
+    send_path_plans(detect())
 
 
 def _last_json(text: str) -> dict[str, object]:
@@ -151,7 +142,7 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         time.sleep(DRAIN_S)
         subscriber_summary = _summary(subscriber, sub_out).get("summary", {})
         interrupted = publisher_summary.get("messages_sent") != count
-        trace = run.TraceResult(result.snapshot, result.records, result.elapsed_s, interrupted)
+        trace = dataclasses.replace(result, interrupted=interrupted)
         if json_out is not None:
             json_out.write_summary(summary_object(
                 trace.snapshot, session.layout, drop_names, trace.records,

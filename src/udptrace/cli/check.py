@@ -9,10 +9,8 @@ from rich.table import Table
 
 from udptrace.cli import help_formatter
 from udptrace.errors import require_root
-from udptrace.kernel.features import Features, detect
-from udptrace.kernel.plan import StagePlan, missing_core, plan_stages
-from udptrace.kernel.tracefs import tracefs
-from udptrace.loader.btf import Btf
+from udptrace.kernel.features import detect
+from udptrace.kernel.plan import missing_core, plans_for
 from udptrace.report.terminal import report_console
 
 EXAMPLES = """\
@@ -37,12 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=main)
-
-
-def plans_for(features: Features) -> list[StagePlan]:
-    btf = Btf.vmlinux() if features.btf.ok else None
-    fs = tracefs() if features.tracefs.ok else None
-    return plan_stages(features, btf, fs)
 
 
 def main(args: argparse.Namespace) -> int:

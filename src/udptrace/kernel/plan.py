@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from udptrace.errors import KernelFeatureError
 from udptrace.kernel.features import Features
-from udptrace.kernel.tracefs import Tracefs
+from udptrace.kernel.tracefs import Tracefs, tracefs
 from udptrace.loader.btf import Btf
 from udptrace.stages import STAGES, Hook, HookKind, HookPoint, Stage
 
@@ -87,3 +88,25 @@ def plan_stages(features: Features, btf: Btf | None, fs: Tracefs | None) -> list
 def missing_core(plans: list[StagePlan]) -> list[str]:
     """Core send-path stages this kernel cannot trace (empty: the send path is traceable)."""
     return [p.stage.name for p in plans if p.stage.core and not p.available]
+
+
+def plans_for(features: Features) -> list[StagePlan]:
+    """The plan on this kernel; without BTF or tracefs the stages needing them are out."""
+    btf = Btf.vmlinux() if features.btf.ok else None
+    fs = tracefs() if features.tracefs.ok else None
+    return plan_stages(features, btf, fs)
+
+
+def send_path_plans(features: Features) -> list[StagePlan]:
+    """The plan for tracing, or one actionable error when the core send path is out of reach."""
+    for probe in (features.btf, features.tracefs):
+        if not probe.ok:
+            raise KernelFeatureError(f"{probe.detail} (see 'udptrace check')")
+    plans = plans_for(features)
+    missing = missing_core(plans)
+    if missing:
+        raise KernelFeatureError(
+            f"this kernel cannot trace the send path ({', '.join(missing)} unavailable): "
+            "run 'udptrace check' for the reasons"
+        )
+    return plans

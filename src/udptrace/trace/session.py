@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from udptrace import bpf
-from udptrace.errors import KernelFeatureError, require_root
+from udptrace.errors import require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, missing_core, plan_stages
-from udptrace.kernel.tracefs import tracefs
+from udptrace.kernel.plan import StagePlan, send_path_plans
 from udptrace.loader.bpf_object import BpfObject, Map, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
@@ -55,19 +54,8 @@ class TraceSession:
         require_root()
         validate(options)
         self.options = options
-        features = detect()
-        if not features.btf.ok:
-            raise KernelFeatureError(features.btf.detail)
-        if not features.tracefs.ok:
-            raise KernelFeatureError(features.tracefs.detail)
+        self.plans: list[StagePlan] = send_path_plans(detect())
         self.vmlinux = Btf.vmlinux()
-        self.plans: list[StagePlan] = plan_stages(features, self.vmlinux, tracefs())
-        missing = missing_core(self.plans)
-        if missing:
-            raise KernelFeatureError(
-                f"this kernel cannot trace the send path ({', '.join(missing)} unavailable): "
-                "run 'udptrace check' for the reasons"
-            )
         self.obj = BpfObject(bpf.object_bytes("ut_send"), "ut_send")
         self.reader: RingBufferReader | None = None
         try:
