@@ -60,12 +60,10 @@ class SyscallJoin:
         self.call_ids = np.empty(0, np.uint64)
         self.call_exit = np.empty(0, np.uint64)
         self.call_ret = np.empty(0, np.int64)
-        self.syscalls_seen = 0
 
     def add(self, records: np.ndarray, now_ns: int | None = None) -> Packets:
         kind = records["kind"]
         calls = _select(records, kind == self.syscall_kind)
-        self.syscalls_seen += len(calls)
         if len(calls):
             ids = np.concatenate([self.call_ids, calls["syscall_id"]])
             order = np.argsort(ids, kind="stable")[-KEEP_SYSCALLS:]
@@ -75,26 +73,26 @@ class SyscallJoin:
         candidates = _join(self.pending, _select(records, kind == self.packet_kind))
         if not len(candidates):
             return Packets.empty(self.layout)
-        where = np.searchsorted(self.call_ids, candidates["syscall_id"])
-        where = np.minimum(where, max(len(self.call_ids) - 1, 0))
-        found = (self.call_ids[where] == candidates["syscall_id"]) if len(self.call_ids) else \
-            np.zeros(len(candidates), bool)
+        ids = candidates["syscall_id"]
+        found = np.zeros(len(candidates), bool)
+        exits = np.zeros(len(candidates), np.uint64)
+        rets = np.zeros(len(candidates), np.int64)
+        if len(self.call_ids):
+            where = np.minimum(np.searchsorted(self.call_ids, ids), len(self.call_ids) - 1)
+            found = self.call_ids[where] == ids
+            exits[found] = self.call_exit[where[found]]
+            rets[found] = self.call_ret[where[found]]
         now = time.monotonic_ns() if now_ns is None else now_ns
         ended = candidates["ts"].max(axis=1)
         ready = found | (now - ended.astype(np.int64) > self.hold_ns)
         self.pending = _select(candidates, ~ready)
-        return self._packets(_select(candidates, ready), where[ready], found[ready])
+        done = _select(candidates, ready)
+        order = np.lexsort((done["packet_index"], done["ts"][:, 0]))
+        return Packets(_select(done, order), exits[ready][order], rets[ready][order])
 
     def flush(self) -> Packets:
         """Everything still waiting (their syscalls never returned while we watched)."""
         return self.add(np.empty(0, self.layout.record), now_ns=np.iinfo(np.int64).max)
-
-    def _packets(self, records: np.ndarray, where: np.ndarray, found: np.ndarray) -> Packets:
-        order = np.lexsort((records["packet_index"], records["ts"][:, 0]))
-        records, where, found = _select(records, order), where[order], found[order]
-        exit_ = np.where(found, self.call_exit[where] if len(self.call_ids) else 0, 0)
-        ret = np.where(found, self.call_ret[where] if len(self.call_ids) else 0, 0)
-        return Packets(records, exit_.astype(np.uint64), ret.astype(np.int64))
 
 
 def address_strings(raw: np.ndarray) -> list[str]:
