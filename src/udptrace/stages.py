@@ -79,7 +79,7 @@ def _syscall_points() -> tuple[HookPoint, ...]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("syscall", "syscall",
+    Stage("syscall", "whole syscall",
           "time zero: the send syscall's entry; its own histogram is the whole syscall",
           _syscall_points(), core=True),
     Stage("neigh_queue", "neighbour wait",
@@ -112,5 +112,6 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
-TOTAL = "total"  # syscall entry until the packet left the device (xmit_done)
+# Not a hook of its own: the kernel's histogram slot after the stages (UT_HIST_TOTAL).
+TOTAL = Stage("total", "sendto→wire", "syscall entry until the packet left the device", ())
 

@@ -59,13 +59,10 @@ def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -
     for index, name in enumerate(layout.stages):
         dist = Distribution.from_hist(snapshot.hists[index])
         if dist.count and name in by_name:
-            s = by_name[name]
-            title = "whole syscall" if name == "syscall" else s.title
-            rows.append(Row(name, title, s.meaning, dist))
+            rows.append(Row(name, by_name[name].title, by_name[name].meaning, dist))
     total = Distribution.from_hist(snapshot.hists[layout.total_slot])
     if total.count:
-        rows.append(Row(TOTAL, "sendto→wire", "syscall entry until the packet left the device",
-                        total))
+        rows.append(Row(TOTAL.name, TOTAL.title, TOTAL.meaning, total))
     return rows
 
 
@@ -90,7 +87,7 @@ def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table
         table.add_row(
             row.name, row.title, str(d.count), duration(d.min),
             *(duration(d.percentile(q)) for q in PERCENTILES), duration(d.max),
-            duration(d.mean), style="bold" if row.name == TOTAL else None,
+            duration(d.mean), style="bold" if row.name == TOTAL.name else None,
         )
     return table
 
