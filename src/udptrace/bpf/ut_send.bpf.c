@@ -75,13 +75,6 @@ struct {
 	__type(value, struct ut_pkt_state);
 } packets SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ut_pkt_state);
-} scratch SEC(".maps");
-
 /*
  * The packet this CPU is transmitting right now. From net_dev_queue to
  * net_dev_xmit the kernel holds bottom halves off on one CPU, so a packet
@@ -288,6 +281,31 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	return 0;
 }
 
+/* The syscall's own record, written straight into the ring buffer. */
+static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now, __s64 ret,
+						__u64 pid_tgid)
+{
+	struct ut_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		COUNT(lost_syscalls);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = UT_KIND_SYSCALL;
+	r->ts[UT_STAGE_SYSCALL] = call->entry;
+	r->syscall_exit = now;
+	r->syscall_ret = ret;
+	r->syscall_id = call->id;
+	r->syscall = call->syscall;
+	r->packet_index = call->packets;
+	r->pid = pid_tgid >> 32;
+	r->tid = (__u32)pid_tgid;
+	r->cpu = bpf_get_smp_processor_id();
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline int syscall_exit(__s64 ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -301,29 +319,8 @@ static __always_inline int syscall_exit(__s64 ret)
 		now = bpf_ktime_get_ns();
 		COUNT(syscalls);
 		hist_add(UT_STAGE_SYSCALL, now - call->entry);
-		if (cfg.stream) {
-			__u32 zero = 0;
-			struct ut_pkt_state *s = bpf_map_lookup_elem(&scratch, &zero);
-
-			if (s) {
-				struct ut_record *r = &s->rec;
-
-				__builtin_memset(r, 0, sizeof(*r));
-				r->kind = UT_KIND_SYSCALL;
-				r->ts[UT_STAGE_SYSCALL] = call->entry;
-				r->syscall_exit = now;
-				r->syscall_ret = ret;
-				r->syscall_id = call->id;
-				r->syscall = call->syscall;
-				r->packet_index = call->packets;
-				r->pid = pid_tgid >> 32;
-				r->tid = tid;
-				r->cpu = bpf_get_smp_processor_id();
-				bpf_get_current_comm(r->comm, sizeof(r->comm));
-				if (bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
-					COUNT(lost_syscalls);
-			}
-		}
+		if (cfg.stream)
+			emit_syscall_record(call, now, ret, pid_tgid);
 	}
 	call->id = 0;
 	return 0;
