@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from udptrace.kernel.plan import StagePlan
 from udptrace.report.distribution import PERCENTILES, Distribution
-from udptrace.stages import TOTAL
+from udptrace.stages import SPANS
 from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
@@ -60,19 +60,21 @@ def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -
         dist = Distribution.from_hist(snapshot.hists[index])
         if dist.count and name in by_name:
             rows.append(Row(name, by_name[name].title, by_name[name].meaning, dist))
-    total = Distribution.from_hist(snapshot.hists[layout.total_slot])
-    if total.count:
-        rows.append(Row(TOTAL.name, TOTAL.title, TOTAL.meaning, total))
+    for span in SPANS:
+        dist = Distribution.from_hist(snapshot.hists[layout.span_slot(span.name)])
+        if dist.count:
+            rows.append(Row(span.name, span.title, span.meaning, dist))
     return rows
 
 
-def histogram_lines(dist: Distribution, linear_step: int | None = None) -> list[str]:
-    rows = dist.linear_rows(linear_step) if linear_step else dist.log2_rows()
+def histogram_lines(rows: list[tuple[int, int, int]],
+                    bound: Callable[[int], str] = _bound) -> list[str]:
+    """bpftrace's picture of (low, high, count) rows."""
     peak = max((n for _, _, n in rows), default=0) or 1
     lines = []
     for low, high, n in rows:
         bar = "@" * round(n / peak * BAR_WIDTH)
-        lines.append(f"[{_bound(low)}, {_bound(high)})".ljust(20) + f"{n:>9} |{bar:<{BAR_WIDTH}}|")
+        lines.append(f"[{bound(low)}, {bound(high)})".ljust(22) + f"{n:>9} |{bar:<{BAR_WIDTH}}|")
     return lines
 
 
@@ -87,7 +89,7 @@ def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table
         table.add_row(
             row.name, row.title, str(d.count), duration(d.min),
             *(duration(d.percentile(q)) for q in PERCENTILES), duration(d.max),
-            duration(d.mean), style="bold" if row.name == TOTAL.name else None,
+            duration(d.mean), style="bold" if row.name == "total" else None,
         )
     return table
 
@@ -124,7 +126,8 @@ def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[Sta
     if histograms:
         for row in rows:
             console.print(f"[bold]@{row.name}_ns[/]: {row.meaning}", highlight=False)
-            for line in histogram_lines(row.dist, linear_step):
+            bins = row.dist.linear_rows(linear_step) if linear_step else row.dist.log2_rows()
+            for line in histogram_lines(bins):
                 console.print(line, highlight=False, markup=False)
             console.print()
     if rows:
