@@ -7,11 +7,15 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from typing import IO
 
 from udptrace.cli import help_formatter
-from udptrace.report import terminal
-from udptrace.report.jsonl import JsonLines, OutputError, summary_object
+from udptrace.errors import UsageError
+from udptrace.report import intervals, terminal
+from udptrace.report.events import EventLog
+from udptrace.report.jsonl import JsonLines, summary_object
+from udptrace.report.output import OutputError
 from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
@@ -22,6 +26,9 @@ from udptrace.trace.session import TraceSession
 EXAMPLES = """\
 examples:
   udptrace trace -p 4242 -d 10              per-stage histograms for one publisher
+  udptrace trace -p 4242 --uprobe ./pub:publish_cb --interval --events
+                                            callback → wire per datagram, the send period
+                                            and its jitter, and a live line per datagram
   udptrace trace --port 4840 --json -       one JSON object per datagram on stdout
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
@@ -55,6 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--linear", type=float, metavar="STEP_US",
                    help="linear histograms with this bin width in µs (default: log2)")
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
+    o.add_argument("--uprobe", metavar="BINARY:SYMBOL", default="",
+                   help="a stage 'app' at this function's entry: every datagram a thread sends "
+                        "inside it carries it (also BINARY:SYMBOL+OFFSET, BINARY:0xADDRESS; "
+                        "BINARY may be a library, found in the -p process's mappings)")
+    o.add_argument("--interval", action="store_true",
+                   help="time between successive sends per flow (and per --uprobe callback): "
+                        "period, jitter, missed periods")
+    o.add_argument("--events", action="store_true",
+                   help="a live line per datagram on stdout as its record completes")
     o.add_argument("--pubsub", action="store_true",
                    help="decode OPC UA PubSub (UADP) headers; latency per writer group")
     o.add_argument("--uadp-port", type=int, default=UADP_PORT,
@@ -70,7 +86,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         pids=tuple(args.pid), comm=args.comm, ports=tuple(args.port), src=tuple(args.src),
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
-        ringbuf_bytes=args.ringbuf_kb * 1024,
+        ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
     )
 
 
@@ -87,8 +103,10 @@ def status_printer(out: IO[str]) -> run.StatusCallback:
 
 def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
+    if to_stdout and args.events:
+        raise UsageError("--events and --json - both write to stdout: give --json a FILE")
     console = report_console(stderr=to_stdout)
-    stream = bool(args.json or args.pubsub)
+    stream = bool(args.json or args.pubsub or args.events)
     options = options_from(args, stream)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
@@ -100,22 +118,30 @@ def main(args: argparse.Namespace) -> int:
                   "tracing it once it starts", file=sys.stderr)
         drop_names = session.drop_reason_names()
         writer = JsonLines(out, session.layout, drop_names) if out else None
+        events = EventLog(sys.stdout, session.layout, drop_names,
+                          time.monotonic_ns()) if args.events else None
         groups = PubSubGroups() if args.pubsub else None
         failure: list[OutputError] = []
 
         def on_packets(packets: Packets) -> None:
             headers = groups.add(packets, session.layout) if groups is not None else None
-            if writer is not None and not failure:
-                try:
+            if failure:
+                return
+            try:
+                if events is not None:
+                    events.write(packets)
+                if writer is not None:
                     writer.write_packets(packets, labels(headers) if headers is not None else None)
-                except OutputError as e:
-                    failure.append(e)
-                    stop.set()
+            except OutputError as e:
+                failure.append(e)
+                stop.set()
 
         targets = ", ".join(filter(None, [
             f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
             f"comm {args.comm}" if args.comm else "",
             f"port {' '.join(map(str, args.port))}" if args.port else ""])) or "all processes"
+        if session.uprobe is not None:
+            targets += f", from {session.uprobe}"
         console.print(f"tracing UDP sends of {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         result = run.run(session, args.duration, stop, on_packets,
@@ -125,10 +151,18 @@ def main(args: argparse.Namespace) -> int:
         step = int(args.linear * 1000) if args.linear else None
         terminal.render(console, result.snapshot, session.layout, session.plans, drop_names,
                         step, histograms=not args.no_hist)
+        flows = (intervals.kernel_flows(*session.intervals(), session.layout)
+                 if args.interval else [])
+        if args.interval:
+            intervals.render(console, flows, step, histograms=not args.no_hist)
         if groups is not None:
             groups.render(console)
+            if args.interval:
+                intervals.render(console, groups.interval_flows(), step, histograms=False,
+                                 title="send intervals per PubSub writer group")
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
-                                 elapsed_s=result.elapsed_s)
+                                 elapsed_s=result.elapsed_s,
+                                 **({"intervals": intervals.summaries(flows)} if flows else {}))
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")
             if to_stdout:  # nothing more can reach the closed pipe, not even at exit
