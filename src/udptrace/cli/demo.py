@@ -12,7 +12,7 @@ from rich.table import Table
 from udptrace.cli import help_formatter
 from udptrace.cli.trace import status_printer
 from udptrace.demo import DemoResult, DemoSettings, require_traceable, run_demo
-from udptrace.report import terminal
+from udptrace.report import intervals, terminal
 from udptrace.report.terminal import duration, report_console
 
 EXAMPLES = """\
@@ -77,7 +77,9 @@ def main(args: argparse.Namespace) -> int:
     console.print(
         f"udptrace demo: OPC UA PubSub publisher ({settings.url}, every "
         f"{settings.interval_ms:g} ms for {settings.duration_s:g} s) in a private network "
-        "namespace, every datagram followed from sendto() to the wire")
+        "namespace, every datagram followed from its publish cycle's entry (a uprobe on "
+        "udptrace_publish_cycle, the native function the publisher runs each cycle "
+        "through) via sendto() to the wire")
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.json, "w")) if args.json else None
         result = run_demo(settings, threading.Event(), status_printer(sys.stderr), out)
@@ -85,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     trace = result.trace
     terminal.render(console, trace.snapshot, result.layout, result.plans, result.drop_names)
+    intervals.render(console, result.intervals, histograms=False,
+                     title="send intervals of the publisher's socket and cycle function")
     result.groups.render(console)
     console.print(_endpoints(result))
     counters = trace.snapshot.counters
