@@ -2,9 +2,10 @@
 
 Two namespaces joined by a veth; `udptrace subscribe` in one, `udptrace
 publish` (the tutorial publisher's defaults, multicast) in the other, and
-the send path of the publisher's namespace traced from before its first
-datagram until after its last. Everything created is removed on every way
-out, including Ctrl-C.
+every datagram of the publisher's namespace followed end to end, from its
+publish cycle through sendto() and the wire to the subscriber's recvfrom(),
+from before its first datagram until after its last. Everything created is
+removed on every way out, including Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from typing import IO
 
 from udptrace.errors import PermissionProblem, UdptraceError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, send_path_plans
+from udptrace.kernel.plan import StagePlan, plans_to_trace
 from udptrace.netns import VethPair
 from udptrace.pubsub import cycle
 from udptrace.pubsub.url import DEFAULT_URL
 from udptrace.report.intervals import Flow, kernel_flows
 from udptrace.report.jsonl import JsonLines, summary_object
 from udptrace.report.pubsub_groups import PubSubGroups, labels
+from udptrace.stages import BOTH
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
@@ -71,7 +73,7 @@ def require_traceable() -> None:
     except PermissionProblem as e:
         raise PermissionProblem(f"{e}; 'sudo udptrace check' shows what this machine allows") \
             from None
-    send_path_plans(detect())
+    plans_to_trace(detect(), BOTH)
 
 
 def _last_json(text: str) -> dict[str, object]:
@@ -120,7 +122,7 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         # the publisher runs each cycle through a native function: the app stage's hook
         session = stack.enter_context(TraceSession(TraceOptions(
             netns=net.ns_a, ports=(UADP_PORT,), stream=True, payload_port=UADP_PORT,
-            uprobe=cycle.UPROBE, intervals=True)))
+            uprobe=cycle.UPROBE, intervals=True, e2e=True)))
         groups = PubSubGroups()
         drop_names = session.drop_reason_names()
         json_out = JsonLines(json_file, session.layout, drop_names) if json_file else None

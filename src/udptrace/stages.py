@@ -48,14 +48,25 @@ class HookPoint:
     hooks: tuple[Hook, ...]
 
 
+class TracePath(StrEnum):
+    SEND = "send"  # from the send syscall to the wire
+    RECEIVE = "receive"  # from the driver (or a veth/lo handoff) to the reader
+
+
+SEND = frozenset({TracePath.SEND})
+RECEIVE = frozenset({TracePath.RECEIVE})
+BOTH = frozenset(TracePath)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     title: str
     meaning: str  # what the time spent before reaching this stage is
     points: tuple[HookPoint, ...]
-    core: bool = False  # without it the send path cannot be followed
+    core: bool = False  # without it its paths cannot be followed
     needs: str = ""  # the option that asks for it; empty: always traced when available
+    paths: frozenset[TracePath] = SEND  # the paths it belongs to
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,18 @@ def _typed_tracepoint(target: str, short: str) -> HookPoint:
 SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev")
 
 
-def _syscall_points() -> tuple[HookPoint, ...]:
+# what a reader's datagram returns through (recv(2) is recvfrom(2) on x86_64)
+RECEIVE_SYSCALLS = ("recvfrom", "recvmsg", "recvmmsg", "read", "readv")
+
+
+def _syscall_points(syscalls: tuple[str, ...], edges: dict[str, str]) -> tuple[HookPoint, ...]:
+    """Syscall tracepoints; `edges` maps enter/exit to the program name's prefix."""
     points = []
-    for syscall in SEND_SYSCALLS:
-        for edge in ("enter", "exit"):
+    for syscall in syscalls:
+        for edge, prefix in edges.items():
             tracepoint = f"sys_{edge}_{syscall}"
             points.append(HookPoint(tracepoint, (
-                Hook(HookKind.TRACEPOINT, f"syscalls:{tracepoint}", f"ut_{edge}_{syscall}"),)))
+                Hook(HookKind.TRACEPOINT, f"syscalls:{tracepoint}", f"{prefix}_{syscall}"),)))
     return tuple(points)
 
 
@@ -103,13 +119,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("syscall", "to syscall",
           "until the send syscall's entry (from the callback's entry with --uprobe); "
           "time zero of the send path",
-          _syscall_points(), core=True),
+          _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"}), core=True),
+    Stage("neigh_parked", "to neighbour",
+          "until it was parked on the neighbour entry to await ARP/ND (first packet to a "
+          "host)",
+          (_typed_tracepoint("neigh:neigh_event_send_done", "neigh_queue"),
+           _typed_tracepoint("neigh:neigh_create", "neigh_create"),
+           _typed_tracepoint("neigh:neigh_update", "neigh_update"))),
     Stage("neigh_queue", "neighbour wait",
-          "parked on the neighbour entry until ARP/ND resolves (first packet to a host)",
+          "parked until ARP/ND resolved and it went on, whether later from softirq or at "
+          "once within the syscall",
           (_typed_tracepoint("neigh:neigh_event_send_done", "neigh_queue"),)),
     Stage("dev_queue", "socket+UDP+IP",
-          "syscall entry (or neighbour wait) until the device queue: socket, UDP, IP, "
-          "routing, netfilter",
+          "until the device queue: socket, UDP, IP, routing, netfilter (after a neighbour "
+          "wait: nothing)",
           (_typed_tracepoint("net:net_dev_queue", "dev_queue"),), core=True),
     Stage("qdisc_enqueue", "qdisc enqueue",
           "device queue until a queueing qdisc accepted it",
@@ -128,9 +151,30 @@ STAGES: tuple[Stage, ...] = (
           "the driver's transmit function: the packet has left the device",
           (_typed_tracepoint("net:net_dev_xmit", "xmit_done"),), core=True),
     Stage("free", "TX completion",
-          "a NIC's TX completion freeing the skb, or the free that dropped it",
+          "a NIC's TX completion freeing the skb, or the free that dropped it (on the "
+          "receive path: the drop, with its reason)",
           (_typed_tracepoint("skb:consume_skb", "consume"),
-           _typed_tracepoint("skb:kfree_skb", "kfree")), core=True),
+           _typed_tracepoint("skb:kfree_skb", "kfree")), core=True, paths=BOTH),
+    Stage("rx_driver", "to receive",
+          "until a driver handed it to the stack (NAPI, or netif_rx for veth/lo); with "
+          "--e2e on veth/lo this is the handoff",
+          (_typed_tracepoint("net:napi_gro_receive_entry", "napi_rx"),
+           _typed_tracepoint("net:netif_rx", "netif_rx")), paths=RECEIVE),
+    Stage("rx_stack", "receive backlog",
+          "until the stack took it from the receive queue (net:netif_receive_skb)",
+          (_typed_tracepoint("net:netif_receive_skb", "netif_recv"),), core=True,
+          paths=RECEIVE),
+    Stage("sock_queue", "IP+UDP receive",
+          "until it was queued on a socket: IP, netfilter, UDP, socket lookup",
+          (_typed_tracepoint("sock:sk_data_ready", "sock_queue"),), paths=RECEIVE),
+    Stage("rx_read", "socket queue wait",
+          "until the reader's recvmsg took it (sock:sock_recv_length): how long it sat in "
+          "the socket's queue, how late the application read it",
+          (_typed_tracepoint("sock:sock_recv_length", "sock_read"),), core=True,
+          paths=RECEIVE),
+    Stage("rx_done", "to recv return",
+          "until the reader's receive syscall returned",
+          _syscall_points(RECEIVE_SYSCALLS, {"exit": "ut_rxexit"}), paths=RECEIVE),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -140,6 +184,10 @@ SPANS: tuple[Span, ...] = (
     Span("send_syscall", "whole syscall", "the send syscall, from its entry to its return"),
     Span("total", "sendto→wire", "send syscall entry until the packet left the device"),
     Span("app_to_wire", "app→wire", "callback entry (--uprobe) until the packet left the device"),
+    Span("rx", "wire→app", "entering the receive path until the reader's receive syscall "
+         "returned"),
+    Span("e2e", "sendto→recv", "the sender's syscall entry until the reader's receive syscall "
+         "returned (--e2e)"),
 )
 SPAN_NAMES: tuple[str, ...] = tuple(s.name for s in SPANS)
 

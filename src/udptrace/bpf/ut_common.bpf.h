@@ -71,6 +71,11 @@ struct {
 	__type(value, __u8);
 } dst_nets SEC(".maps");
 
+struct ut_pkt_state {
+	struct ut_record rec;
+	__u64 last;                /* time of the latest event, to spot stale entries */
+};
+
 static __always_inline struct ut_counters *counts(void)
 {
 	__u32 zero = 0;
@@ -162,6 +167,103 @@ static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
 		(*n)++;
 	else
 		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
+}
+
+/*
+ * The IP and UDP identity of a packet whose IP header starts at head + nh:
+ * family, addresses, fragment flag; `l4` is the UDP header's offset from head
+ * and `first` whether this fragment carries it. False when it is not UDP.
+ */
+static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct ut_record *r,
+					 __u32 *l4, bool *first)
+{
+	__u8 version = 0;
+
+	*first = true;
+	bpf_probe_read_kernel(&version, 1, head + nh);
+	version >>= 4;
+	if (version == 4) {
+		struct ut_iphdr ip;
+		__u16 frag;
+
+		bpf_probe_read_kernel(&ip, sizeof(ip), head + nh);
+		if (ip.protocol != IPPROTO_UDP)
+			return false;
+		r->family = AF_INET;
+		r->saddr[10] = r->saddr[11] = r->daddr[10] = r->daddr[11] = 0xff;
+		__builtin_memcpy(&r->saddr[12], ip.saddr, 4);
+		__builtin_memcpy(&r->daddr[12], ip.daddr, 4);
+		frag = bpf_ntohs(ip.frag_off);
+		if (frag & 0x3FFF) /* MF flag or an offset */
+			r->flags |= UT_F_FRAGMENT;
+		*first = (frag & 0x1FFF) == 0;
+		*l4 = nh + (ip.ver_ihl & 0xF) * 4;
+		return true;
+	}
+	if (version == 6) {
+		struct ut_ipv6hdr ip6;
+		__u8 next;
+
+		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
+		next = ip6.nexthdr;
+		*l4 = nh + sizeof(ip6);
+		if (next == IPV6_FRAGMENT) {
+			struct ut_frag6hdr fh;
+
+			bpf_probe_read_kernel(&fh, sizeof(fh), head + *l4);
+			next = fh.nexthdr;
+			r->flags |= UT_F_FRAGMENT;
+			*first = (bpf_ntohs(fh.frag_off) & 0xFFF8) == 0;
+			*l4 += sizeof(fh);
+		}
+		if (next != IPPROTO_UDP)
+			return false;
+		r->family = AF_INET6;
+		__builtin_memcpy(r->saddr, ip6.saddr, 16);
+		__builtin_memcpy(r->daddr, ip6.daddr, 16);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)
+{
+	if (!r->ts[stage])
+		r->ts[stage] = now;
+}
+
+/* The stage the packet reached last (by time), for a drop's attribution. */
+static __always_inline enum ut_stage last_stage(struct ut_record *r)
+{
+	enum ut_stage last = UT_STAGE_SYSCALL;
+	__u64 latest = 0;
+
+#pragma unroll
+	for (int i = 0; i < UT_STAGE_COUNT; i++) {
+		if (r->ts[i] && r->ts[i] >= latest) {
+			latest = r->ts[i];
+			last = i;
+		}
+	}
+	return last;
+}
+
+/* Each stage's histogram holds the time since the stage reached before it; stages before
+ * `first` are left out (the send side counted them when it ended). */
+static __always_inline void add_stage_hists(struct ut_record *r, int first)
+{
+	__u64 prev = 0;
+
+#pragma unroll
+	for (int i = 0; i < UT_STAGE_COUNT; i++) {
+		__u64 t = r->ts[i];
+
+		if (t && t >= prev) {
+			if (prev && i >= first)
+				hist_add(i, t - prev);
+			prev = t;
+		}
+	}
 }
 
 #endif /* UT_COMMON_BPF_H */

@@ -61,6 +61,8 @@ struct net_device {
 struct sock;
 
 struct sk_buff {
+	struct sk_buff *next;      /* on a queue (inside anonymous unions in the kernel) */
+	struct sk_buff *prev;
 	unsigned int len;
 	unsigned int data_len;
 	__u16 transport_header;
@@ -83,6 +85,10 @@ struct sk_buff_head {
 
 struct neighbour {
 	struct sk_buff_head arp_queue;
+};
+
+struct sock {
+	struct sk_buff_head sk_receive_queue;
 };
 
 struct socket {
@@ -111,6 +117,7 @@ struct task_struct {
 
 struct Qdisc;
 struct netdev_queue;
+struct neigh_table;
 
 #pragma clang attribute pop
 

@@ -12,6 +12,7 @@ from udptrace.errors import require_root
 from udptrace.kernel.features import detect
 from udptrace.kernel.plan import missing_core, plans_for
 from udptrace.report.terminal import report_console
+from udptrace.stages import RECEIVE
 
 EXAMPLES = """\
 examples:
@@ -42,8 +43,11 @@ def main(args: argparse.Namespace) -> int:
     features = detect()
     plans = plans_for(features)
     missing = missing_core(plans)
+    missing_rx = missing_core(plans, RECEIVE)
     verdict = ("the core send path is traceable" if not missing else
                f"cannot trace the send path: {', '.join(missing)} unavailable")
+    verdict += ("; the receive path too" if not missing_rx else
+                f"; cannot trace the receive path: {', '.join(missing_rx)} unavailable")
     if args.json:
         print(json.dumps({
             "kernel": features.kernel,
@@ -53,8 +57,10 @@ def main(args: argparse.Namespace) -> int:
                 "hooks": [str(h) for h in p.hooks],
                 "unavailable": {pp.point.name: pp.why_not for pp in p.points if not pp.hook},
                 "core": p.stage.core,
+                "paths": sorted(p.stage.paths),
             } for p in plans},
             "send_path_traceable": not missing,
+            "receive_path_traceable": not missing_rx,
             "verdict": verdict,
         }, indent=2))
         return 0 if not missing else 1
@@ -69,11 +75,13 @@ def main(args: argparse.Namespace) -> int:
     console.print(table)
     stages = Table(title="stages", title_justify="left", header_style="bold")
     stages.add_column("stage")
+    stages.add_column("path")
     stages.add_column("hook on this kernel")
     for plan in plans:
         text = plan.describe()
         style = None if plan.available else ("bold red" if plan.stage.core else "yellow")
-        stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""), text, style=style)
+        stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""),
+                       "/".join(sorted(plan.stage.paths)), text, style=style)
     console.print(stages)
-    console.print("* core send path. " + verdict)
+    console.print("* core stage of its path. " + verdict)
     return 0 if not missing else 1

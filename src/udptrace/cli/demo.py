@@ -17,14 +17,15 @@ from udptrace.report.terminal import duration, report_console
 
 EXAMPLES = """\
 examples:
-  udptrace demo                    10 s of the tutorial publisher every 10 ms, traced
+  udptrace demo                    10 s of the tutorial publisher every 10 ms, traced end to end
   udptrace demo -d 30 --interval-ms 1 --json demo.jsonl
                                    1 kHz for 30 s, every datagram also as JSON
 
 What it does: two network namespaces joined by a veth pair (removed afterwards),
 `udptrace subscribe` in one, `udptrace publish` (OPC UA PubSub, UADP multicast to
 opc.udp://224.0.0.22:4840/) in the other, and every datagram of the publisher
-followed from sendto() to the wire.
+followed from its publish cycle via sendto() and the wire to the subscriber's
+recvfrom().
 """
 
 
@@ -79,14 +80,15 @@ def main(args: argparse.Namespace) -> int:
         f"{settings.interval_ms:g} ms for {settings.duration_s:g} s) in a private network "
         "namespace, every datagram followed from its publish cycle's entry (a uprobe on "
         "udptrace_publish_cycle, the native function the publisher runs each cycle "
-        "through) via sendto() to the wire")
+        "through) via sendto() and the wire to the subscriber's recvfrom()")
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.json, "w")) if args.json else None
         result = run_demo(settings, threading.Event(), status_printer(sys.stderr), out)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     trace = result.trace
-    terminal.render(console, trace.snapshot, result.layout, result.plans, result.drop_names)
+    terminal.render(console, trace.snapshot, result.layout, result.plans, result.drop_names,
+                    unread=trace.unread)
     intervals.render(console, result.intervals, histograms=False,
                      title="send intervals of the publisher's socket and cycle function")
     result.groups.render(console)
@@ -95,7 +97,9 @@ def main(args: argparse.Namespace) -> int:
     sent = result.publisher.get("messages_sent")
     console.print(
         f"traced {counters['packets']} of {sent} published datagrams "
-        f"({trace.records} records, {counters['lost']} lost); the subscriber received "
+        f"({trace.records} records, {counters['lost']} lost): {counters['received']} reached "
+        f"the subscriber's recvfrom(), {counters['rx_dropped'] + counters['dropped']} were "
+        f"dropped, {trace.unread} unread at the end; the subscriber counted "
         f"{result.subscriber.get('datagrams', '?')}. How to read this: README.md, "
         "'Reading the report'.", highlight=False)
     if trace.interrupted:

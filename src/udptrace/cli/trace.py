@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--interval", action="store_true",
                    help="time between successive sends per flow (and per --uprobe callback): "
                         "period, jitter, missed periods")
+    o.add_argument("--rx", action="store_true",
+                   help="receive records only: every UDP datagram from the wire (or a veth/lo "
+                        "peer) to the reader's receive syscall; -p/-c select the reader")
+    o.add_argument("--e2e", action="store_true",
+                   help="follow each traced send on into this host's receive path: one record "
+                        "per receiving socket, from sendto() to the reader's recv return")
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
     o.add_argument("--pubsub", action="store_true",
@@ -87,6 +93,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
+        rx=args.rx, e2e=args.e2e,
     )
 
 
@@ -140,17 +147,22 @@ def main(args: argparse.Namespace) -> int:
             f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
             f"comm {args.comm}" if args.comm else "",
             f"port {' '.join(map(str, args.port))}" if args.port else ""])) or "all processes"
+        what = "receives by" if args.rx else "sends of"
+        if args.e2e:
+            targets += " to their receivers"
         if session.uprobe is not None:
             targets += f", from {session.uprobe}"
-        console.print(f"tracing UDP sends of {targets}"
+        console.print(f"tracing UDP {what} {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         result = run.run(session, args.duration, stop, on_packets,
                          status_printer(sys.stderr))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         step = int(args.linear * 1000) if args.linear else None
+        receiving = args.rx or args.e2e
         terminal.render(console, result.snapshot, session.layout, session.plans, drop_names,
-                        step, histograms=not args.no_hist)
+                        step, histograms=not args.no_hist,
+                        unread=result.unread if receiving else None)
         flows = (intervals.kernel_flows(*session.intervals(), session.layout)
                  if args.interval else [])
         if args.interval:
@@ -162,6 +174,7 @@ def main(args: argparse.Namespace) -> int:
                                  title="send intervals per PubSub writer group")
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
                                  elapsed_s=result.elapsed_s,
+                                 **({"unread": result.unread} if receiving else {}),
                                  **({"intervals": intervals.summaries(flows)} if flows else {}))
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")

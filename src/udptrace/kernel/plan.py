@@ -8,7 +8,7 @@ from udptrace.errors import KernelFeatureError
 from udptrace.kernel.features import Features
 from udptrace.kernel.tracefs import Tracefs, tracefs
 from udptrace.loader.btf import Btf
-from udptrace.stages import STAGES, Hook, HookKind, HookPoint, Stage
+from udptrace.stages import SEND, STAGES, Hook, HookKind, HookPoint, Stage, TracePath
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,10 @@ def plan_stages(features: Features, btf: Btf | None, fs: Tracefs | None) -> list
     return plans
 
 
-def missing_core(plans: list[StagePlan]) -> list[str]:
-    """Core send-path stages this kernel cannot trace (empty: the send path is traceable)."""
-    return [p.stage.name for p in plans if p.stage.core and not p.available]
+def missing_core(plans: list[StagePlan], paths: frozenset[TracePath] = SEND) -> list[str]:
+    """Core stages of these paths this kernel cannot trace (empty: the paths are traceable)."""
+    return [p.stage.name for p in plans
+            if p.stage.core and p.stage.paths & paths and not p.available]
 
 
 def plans_for(features: Features) -> list[StagePlan]:
@@ -101,16 +102,17 @@ def plans_for(features: Features) -> list[StagePlan]:
     return plan_stages(features, btf, fs)
 
 
-def send_path_plans(features: Features) -> list[StagePlan]:
-    """The plan for tracing, or one actionable error when the core send path is out of reach."""
+def plans_to_trace(features: Features, paths: frozenset[TracePath] = SEND) -> list[StagePlan]:
+    """The plan for tracing these paths, or one actionable error when one is out of reach."""
     for probe in (features.btf, features.tracefs):
         if not probe.ok:
             raise KernelFeatureError(f"{probe.detail} (see 'udptrace check')")
     plans = plans_for(features)
-    missing = missing_core(plans)
+    missing = missing_core(plans, paths)
     if missing:
+        which = " and ".join(sorted(paths))
         raise KernelFeatureError(
-            f"this kernel cannot trace the send path ({', '.join(missing)} unavailable): "
+            f"this kernel cannot trace the {which} path ({', '.join(missing)} unavailable): "
             "run 'udptrace check' for the reasons"
         )
-    return plans
+    return [p for p in plans if p.stage.paths & paths]

@@ -14,7 +14,7 @@ import numpy as np
 
 from udptrace.report.output import write_or_fail
 from udptrace.report.terminal import duration
-from udptrace.trace.decode import Packets, address_strings, origin_ns, total_ns
+from udptrace.trace.decode import Packets, address_strings, e2e_ns, origin_ns, total_ns
 from udptrace.trace.layout import Layout
 
 
@@ -40,7 +40,9 @@ class EventLog:
         totals = total_ns(r, layout).tolist()
         saddr, daddr = address_strings(r["saddr"]), address_strings(r["daddr"])
         comm = [c.decode(errors="replace") for c in r["comm"].tolist()]
-        cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate",
+        rx_comm = [c.decode(errors="replace") for c in r["rx_comm"].tolist()]
+        e2e = e2e_ns(r, layout).tolist()
+        cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate", "rx_pid",
                                            "drop_reason", "drop_stage", "interval_ns")}
         dropped = layout.fates_by_name["dropped"]
         lines = []
@@ -55,12 +57,17 @@ class EventLog:
             if cols["fate"][i] == dropped:
                 reason = self.drop_names.get(cols["drop_reason"][i], str(cols["drop_reason"][i]))
                 fate += f" {reason} after {layout.stages[cols['drop_stage'][i]]}"
+            elif e2e[i] >= 0:
+                fate = f"e2e {duration(e2e[i])} {fate}"
             elif totals[i] >= 0:
                 fate = f"total {duration(totals[i])} {fate}"
+            if cols["rx_pid"][i]:
+                fate += f" by {rx_comm[i]}/{cols['rx_pid'][i]}"
+            sender = f"{comm[i]}/{cols['pid'][i]}" if cols["pid"][i] else "-"
             interval = (f"  interval {duration(cols['interval_ns'][i])}"
                         if cols["interval_ns"][i] else "")
             lines.append(
-                f"{since[i]:12.6f}  {comm[i]}/{cols['pid'][i]}  "
+                f"{since[i]:12.6f}  {sender}  "
                 f"{_endpoint(saddr[i], cols['sport'][i])} → {_endpoint(daddr[i], cols['dport'][i])}"
                 f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{interval}\n")
         return lines

@@ -16,7 +16,7 @@ from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
 BAR_WIDTH = 40
-REPORT_WIDTH = 120  # when not on a terminal: wide enough for the percentile table
+REPORT_WIDTH = 132  # when not on a terminal: wide enough for the percentile table
 
 
 def report_console(stderr: bool = False) -> Console:
@@ -109,6 +109,8 @@ def drops_table(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> Ta
 def status_line(counters: dict[str, int], elapsed: float, records: int | None) -> str:
     text = (f"{elapsed:6.1f}s  packets {counters['packets']}  sent {counters['sent']}  "
             f"dropped {counters['dropped']}  lost events {counters['lost']}")
+    if counters["queued"]:
+        text += f"  received {counters['received']}  rx dropped {counters['rx_dropped']}"
     if records is not None:
         text += f"  records {records}"
     return text
@@ -119,9 +121,15 @@ def counters_line(counters: dict[str, int]) -> str:
     return "counters: " + ", ".join(parts)
 
 
+def receive_line(counters: dict[str, int], unread: int) -> str:
+    """Where every datagram that reached a receive path ended, one copy per socket."""
+    return (f"receive side: {counters['queued']} queued on sockets, {counters['received']} "
+            f"received, {counters['rx_dropped']} dropped, {unread} unread at the end")
+
+
 def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[StagePlan],
            drop_names: dict[int, str], linear_step: int | None = None,
-           histograms: bool = True) -> None:
+           histograms: bool = True, unread: int | None = None) -> None:
     rows = stage_rows(snapshot, layout, plans)
     if histograms:
         for row in rows:
@@ -137,6 +145,8 @@ def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[Sta
     drops = drops_table(snapshot, layout, drop_names)
     console.print(drops if drops is not None else "drops: none")
     console.print(counters_line(snapshot.counters), highlight=False)
+    if unread is not None:
+        console.print(receive_line(snapshot.counters, unread), highlight=False)
     if snapshot.counters["lost"]:
         console.print(f"[bold red]{snapshot.counters['lost']} records were lost: the ring buffer "
                       "was full (raise --ringbuf-kb); histograms and counters are complete[/]")

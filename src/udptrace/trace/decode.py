@@ -84,7 +84,8 @@ class SyscallJoin:
             rets[found] = self.call_ret[where[found]]
         now = time.monotonic_ns() if now_ns is None else now_ns
         ended = candidates["ts"].max(axis=1)
-        ready = found | (now - ended.astype(np.int64) > self.hold_ns)
+        # a datagram that came from elsewhere (--rx) has no send syscall to wait for
+        ready = found | (ids == 0) | (now - ended.astype(np.int64) > self.hold_ns)
         self.pending = _select(candidates, ~ready)
         done = _select(candidates, ready)
         order = np.lexsort((done["packet_index"], origin_ns(done, self.layout)))
@@ -136,6 +137,33 @@ def span_ns(records: np.ndarray, layout: Layout, start: str) -> np.ndarray:
     ts = records["ts"].astype(np.int64)
     begin, end = ts[:, layout.stage_index(start)], wire_ns(records, layout)
     return np.where((begin > 0) & (end > 0), end - begin, -1)
+
+
+def _first_reached(records: np.ndarray, layout: Layout, stages: tuple[str, ...]) -> np.ndarray:
+    ts = records["ts"].astype(np.int64)
+    out = np.zeros(len(records), np.int64)
+    for name in reversed(stages):
+        t = ts[:, layout.stage_index(name)]
+        out = np.where(t > 0, t, out)
+    return out
+
+
+def _between(begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    return np.where((begin > 0) & (end > 0), end - begin, -1)
+
+
+def rx_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """Entering the receive path until the reader's syscall returned (its copy, without the
+    return); -1 for records that did not reach a reader."""
+    return _between(_first_reached(records, layout, ("rx_handoff", "rx_driver", "rx_stack")),
+                    _first_reached(records, layout, ("rx_done", "rx_read")))
+
+
+def e2e_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """The sender's syscall entry until the reader's syscall returned; -1 where not both."""
+    ts = records["ts"].astype(np.int64)
+    return _between(ts[:, layout.stage_index("syscall")],
+                    _first_reached(records, layout, ("rx_done", "rx_read")))
 
 
 def total_ns(records: np.ndarray, layout: Layout) -> np.ndarray:

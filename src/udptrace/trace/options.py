@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from udptrace.errors import UsageError
+from udptrace.stages import BOTH, RECEIVE, SEND, TracePath
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RINGBUF_BYTES = 8 << 20
@@ -37,6 +38,14 @@ class TraceOptions:
     max_age_s: float = DEFAULT_MAX_AGE_S
     uprobe: str = ""  # BINARY:SYMBOL whose entry starts the records of its sends
     intervals: bool = False  # per-flow send intervals, aggregated in the kernel
+    rx: bool = False  # receive records only: every UDP datagram a receive path sees
+    e2e: bool = False  # followed sends go on into this host's receive path
+
+    @property
+    def paths(self) -> frozenset[TracePath]:
+        if self.rx:
+            return RECEIVE
+        return BOTH if self.e2e else SEND
 
 
 def _check_pid(pid: int) -> None:
@@ -140,6 +149,11 @@ def validate(options: TraceOptions) -> None:
         raise UsageError("ring buffer size must be a power of two of at least one page")
     for text in (*options.src, *options.dst):
         parse_network(text)
+    if options.rx and options.e2e:
+        raise UsageError("--rx (receive records only) and --e2e (send joined to receive) "
+                         "exclude each other: choose one")
+    if options.rx and (options.uprobe or options.intervals):
+        raise UsageError("--uprobe and --interval follow sends: they do not combine with --rx")
 
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool) -> bytes:
@@ -154,6 +168,9 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["stream"] = options.stream
     cfg["kfree_has_reason"] = kfree_has_reason
     cfg["intervals"] = options.intervals
+    cfg["send"] = TracePath.SEND in options.paths
+    cfg["rx"] = options.rx
+    cfg["e2e"] = options.e2e
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()
     cfg["ifname"] = options.ifname.encode()

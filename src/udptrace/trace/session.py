@@ -15,11 +15,11 @@ import numpy as np
 from udptrace import bpf
 from udptrace.errors import KernelFeatureError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, send_path_plans
+from udptrace.kernel.plan import StagePlan, plans_to_trace
 from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
-from udptrace.stages import HookKind, Stage
+from udptrace.stages import HookKind, Stage, TracePath
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions, config_bytes, parse_network, validate
 from udptrace.trace.uprobe_target import UprobeTarget, resolve
@@ -42,6 +42,12 @@ def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
     return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
 
 
+def _values(m: Map, dtype: np.dtype) -> np.ndarray:
+    """Every value of a (non-per-CPU) map, as one array."""
+    raw = [v for k in m.iter_keys() if (v := m.lookup(k)) is not None]
+    return np.frombuffer(b"".join(raw), dtype) if raw else np.empty(0, dtype)
+
+
 def _kfree_has_reason(btf: Btf) -> bool:
     """Since 5.17 the kfree_skb tracepoint passes a drop reason as its third argument."""
     typedef = btf.find("btf_trace_kfree_skb", Kind.TYPEDEF)
@@ -58,7 +64,7 @@ class TraceSession:
         self.options = options
         self.uprobe: UprobeTarget | None = (
             resolve(options.uprobe, options.pids) if options.uprobe else None)
-        self.plans: list[StagePlan] = [p for p in send_path_plans(detect())
+        self.plans: list[StagePlan] = [p for p in plans_to_trace(detect(), options.paths)
                                        if self._asked_for(p.stage)]
         for plan in self.plans:
             if plan.stage.needs and not plan.available:
@@ -101,8 +107,12 @@ class TraceSession:
                                            self.layout.record)
 
     def _attach(self) -> None:
+        attached = set()  # a tracepoint shared by stages (netif_rx, the frees) runs one program
         for plan in self.plans:
             for hook in plan.hooks:
+                if hook.program in attached:
+                    continue
+                attached.add(hook.program)
                 program = self.obj.programs[hook.program]
                 if hook.kind == HookKind.UPROBE:
                     self._attach_uprobe(program, retprobe=hook.target == "return")
@@ -150,6 +160,27 @@ class TraceSession:
         entries = [(k, v) for k in m.iter_keys() if (v := m.lookup(k)) is not None]
         return (np.frombuffer(b"".join(k for k, _ in entries), self.layout.flow_key),
                 np.frombuffer(b"".join(v for _, v in entries), self.layout.interval))
+
+    def unfinished(self) -> np.ndarray:
+        """Receive records still open at the end: queued on a socket or still on the way to
+        one (fate unread), or read by a syscall that has not returned yet (received).
+        Call once, after the last read."""
+        if TracePath.RECEIVE not in self.options.paths:
+            return np.empty(0, self.layout.record)
+        btf = self.obj.btf()
+        state, datagram, reads = (btf.struct_dtype(n) for n in (
+            "ut_pkt_state", "ut_rx_datagram", "ut_rx_reads"))
+        unread = self.layout.fates_by_name["unread"]
+        maps = self.obj.maps
+        queued = _values(maps["rx_queued"], state)["rec"]
+        on_the_way = _values(maps["rx_datagrams"], datagram)
+        on_the_way = on_the_way[on_the_way["delivered"] == 0]["state"]["rec"]
+        taken = [r["recs"][:r["count"]] for r in _values(maps["rx_reads"], reads)]
+        out = np.concatenate([queued, on_the_way, *taken]).astype(self.layout.record)
+        out["fate"][:len(queued) + len(on_the_way)] = unread
+        out["fate"][len(queued) + len(on_the_way):] = self.layout.fates_by_name["received"]
+        # --e2e also follows untraced datagrams, only to keep the sockets' queues in step
+        return out[out["syscall_id"] > 0] if self.options.e2e else out
 
     def drop_reason_names(self) -> dict[int, str]:
         """The running kernel's drop reasons; their numbers differ between versions."""
