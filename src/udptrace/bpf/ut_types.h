@@ -89,10 +89,12 @@ struct socket {
 	struct sock *sk;
 };
 
-struct file_operations;
+struct inode {
+	unsigned short i_mode;
+};
 
 struct file {
-	const struct file_operations *f_op;
+	struct inode *f_inode;
 	void *private_data;
 };
 
