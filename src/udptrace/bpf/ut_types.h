@@ -58,7 +58,25 @@ struct net_device {
 	possible_net_t nd_net;
 };
 
-struct sock;
+struct in6_addr {
+	__u8 u6_addr8[16];         /* a union in the kernel; only ever copied whole */
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_type;
+	__u16 sk_protocol;
+};
 
 struct sk_buff {
 	unsigned int len;
