@@ -23,7 +23,7 @@ examples:
                                              perf trace -s
 
 A line: start (ms since tracing began), duration, thread id, the syscall with its
-descriptor's socket (family/type, local -> peer), length, flags and the address given
+descriptor's socket (family/type, local → peer), length, flags and the address given
 in the call, then its return value or -errno and its name.
 """
 

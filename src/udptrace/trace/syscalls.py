@@ -77,16 +77,17 @@ class InFlight:
     start: int  # CLOCK_MONOTONIC ns
 
 
-def open_process(pid: int) -> int:
-    """A pidfd for the process, which also tells when it ends; bad pids are one-line errors."""
+def open_process(pid: int) -> tuple[int, str]:
+    """A pidfd for the process (it also tells when the process ends) and its name; a bad
+    pid is a one-line error."""
     check_pid(pid)
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        tgid = int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("Tgid:")))
+        status = {key: value.strip() for key, _, value in (
+            line.partition(":") for line in Path(f"/proc/{pid}/status").read_text().splitlines())}
+        tgid = int(status["Tgid"])
         if tgid != pid:
             raise UsageError(f"{pid} is a thread of process {tgid}: trace the process, -p {tgid}")
-        return os.pidfd_open(pid)
+        return os.pidfd_open(pid), status["Name"]
     except (FileNotFoundError, ProcessLookupError):
         check_pid(pid)  # it ended since the first check: the same one-line error
         raise
@@ -109,15 +110,14 @@ class SyscallSession:
         if options.stream:
             check_ringbuf_bytes(options.ringbuf_bytes)
         self.options = options
-        self.pidfd = open_process(options.pid)
         self.reader: RingBufferReader | None = None
-        self.obj: BpfObject | None = None
+        self.pidfd = -1
+        self.obj = BpfObject(bpf.object_bytes("ut_syscalls"), "ut_syscalls")
         try:
-            self.comm = Path(f"/proc/{options.pid}/comm").read_text().strip()
+            self.pidfd, self.comm = open_process(options.pid)
             features = detect()
             self.table = SyscallTable.load(
                 tracefs() if options.stream and features.tracefs.ok else None)
-            self.obj = BpfObject(bpf.object_bytes("ut_syscalls"), "ut_syscalls")
             self.layout = SyscallLayout.from_object(self.obj)
             self.plan: StagePlan = syscall_view_plan(features, self.obj.programs)
             unserved = [p for p in self.plan.points if not p.hook]
@@ -135,7 +135,6 @@ class SyscallSession:
             raise
 
     def _load(self) -> None:
-        assert self.obj is not None
         chosen = {h.program for h in self.plan.hooks}
         for name, prog in self.obj.programs.items():
             prog.autoload = name in chosen
@@ -163,14 +162,12 @@ class SyscallSession:
         return self.reader.read()
 
     def counters(self) -> dict[str, int]:
-        assert self.obj is not None
         per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
                                 self.layout.counters)
         return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
 
     def counts(self) -> dict[int, SyscallCount]:
         """Per syscall number: errors and the duration histogram, exact whatever was lost."""
-        assert self.obj is not None
         stats = self.obj.maps["stats"]
         out = {}
         for key in stats.iter_keys():
@@ -180,7 +177,6 @@ class SyscallSession:
         return out
 
     def in_flight(self) -> list[InFlight]:
-        assert self.obj is not None
         threads = self.obj.maps["inflight"]
         out = []
         for key in threads.iter_keys():
@@ -201,9 +197,7 @@ class SyscallSession:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None
+        self.obj.close()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
