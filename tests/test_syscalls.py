@@ -178,10 +178,23 @@ def run_syscalls(*args: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-def test_an_unknown_pid_is_one_line_and_exit_2() -> None:
-    result = run_syscalls("-p", "4194000")
+@pytest.mark.parametrize(("args", "text"), [
+    (("-p", "4194000"), "no process with pid 4194000"),
+    (("-p", "0"), "no process with pid 0"),
+    (("-p", "1", "--ringbuf-kb", "3"), "power of two"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], text: str) -> None:
+    result = run_syscalls(*args)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "no process with pid 4194000" in result.stderr
+    assert result.stderr.count("\n") == 1 and text in result.stderr, result.stderr
+
+
+def test_not_root_is_one_line_and_exit_2() -> None:
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             *udptrace("syscalls", "-p", "1", "-d", "1")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "root" in result.stderr, result.stderr
 
 
 def test_a_thread_id_names_its_process_in_one_line() -> None:
