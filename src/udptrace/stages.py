@@ -191,3 +191,12 @@ SPANS: tuple[Span, ...] = (
 )
 SPAN_NAMES: tuple[str, ...] = tuple(s.name for s in SPANS)
 
+
+# Not a stage of a packet: the hooks of `udptrace syscalls`, every syscall of one process.
+SYSCALL_VIEW = Stage(
+    "syscalls", "every syscall", "entry to exit of each syscall of the traced process",
+    tuple(HookPoint(edge, (Hook(HookKind.TP_BTF, f"raw_syscalls:{edge}", f"ut_sc_btf_{short}"),
+                           Hook(HookKind.RAW_TP, f"raw_syscalls:{edge}", f"ut_sc_raw_{short}"),
+                           Hook(HookKind.TRACEPOINT, f"raw_syscalls:{edge}", f"ut_sc_tp_{short}")))
+          for edge, short in (("sys_enter", "enter"), ("sys_exit", "exit"))),
+)

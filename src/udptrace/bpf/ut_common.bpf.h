@@ -6,6 +6,8 @@
 #ifndef UT_COMMON_BPF_H
 #define UT_COMMON_BPF_H
 
+#include "ut_hist.bpf.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_UDP 17
@@ -88,42 +90,6 @@ static __always_inline struct ut_counters *counts(void)
 		if (c__)                                       \
 			c__->field++;                              \
 	} while (0)
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	return r | (v >> 1);
-}
-
-/* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
-static __always_inline void hist_put(struct ut_hist *h, __u64 value)
-{
-	__u32 row, sub, lg;
-
-	if (value < UT_HIST_SUB_BUCKETS) {
-		row = 0;
-		sub = value;
-	} else {
-		lg = log2_u64(value);
-		row = lg - 2;
-		sub = (value >> (lg - 3)) & (UT_HIST_SUB_BUCKETS - 1);
-	}
-	if (row >= UT_HIST_ROWS)
-		row = UT_HIST_ROWS - 1;
-	h->buckets[row][sub & (UT_HIST_SUB_BUCKETS - 1)]++;
-	if (!h->count || value < h->min)
-		h->min = value;
-	if (value > h->max)
-		h->max = value;
-	h->count++;
-	h->sum += value;
-}
 
 /* Into the report's histogram `slot`: a stage, or UT_STAGE_COUNT + a span. */
 static __always_inline void hist_add(__u32 slot, __u64 value)

@@ -5,8 +5,7 @@
 #ifndef UT_SYSCALL_BPF_H
 #define UT_SYSCALL_BPF_H
 
-/* Used only to recognise a socket file; weak so a kernel without it still loads. */
-extern const void socket_file_ops __ksym __weak;
+#include "ut_sock.bpf.h"
 
 __u64 next_syscall_id = 0;
 
@@ -161,27 +160,6 @@ UT_SYSCALL(sendmmsg, UT_SYS_SENDMMSG)
 UT_SYSCALL(write, UT_SYS_WRITE)
 UT_SYSCALL(writev, UT_SYS_WRITEV)
 
-/* The socket behind the syscall's fd, or 0 when the fd is not a socket. */
-static __always_inline __u64 fd_socket(__u32 fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *file = 0;
-	struct socket *sock;
-
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	if (!file)
-		return 0;
-	if (&socket_file_ops && BPF_CORE_READ(file, f_op) != &socket_file_ops)
-		return 0;
-	sock = BPF_CORE_READ(file, private_data);
-	return (__u64)BPF_CORE_READ(sock, sk);
-}
-
 /* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
 static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
 {
@@ -196,7 +174,7 @@ static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
 		return 0;
 	if (sk == call->sk && call->fd == call->sk_fd)
 		return call; /* the common case: the same socket as last time, no fd walk */
-	call->sk = fd_socket(call->fd);
+	call->sk = (__u64)ut_fd_sock(call->fd);
 	call->sk_fd = call->fd;
 	return sk == call->sk ? call : 0;
 }

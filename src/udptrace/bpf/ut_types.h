@@ -58,7 +58,19 @@ struct net_device {
 	possible_net_t nd_net;
 };
 
-struct sock;
+struct in6_addr {
+	__u8 u6_addr8[16];         /* a union in the kernel; only ever copied whole */
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
 
 struct sk_buff {
 	struct sk_buff *next;      /* on a queue (inside anonymous unions in the kernel) */
@@ -88,17 +100,22 @@ struct neighbour {
 };
 
 struct sock {
+	struct sock_common __sk_common;
 	struct sk_buff_head sk_receive_queue;
+	__u16 sk_type;
+	__u16 sk_protocol;
 };
 
 struct socket {
 	struct sock *sk;
 };
 
-struct file_operations;
+struct inode {
+	unsigned short i_mode;
+};
 
 struct file {
-	const struct file_operations *f_op;
+	struct inode *f_inode;
 	void *private_data;
 };
 

@@ -7,10 +7,12 @@ import json
 
 from rich.table import Table
 
+from udptrace import bpf
 from udptrace.cli import help_formatter
 from udptrace.errors import require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import missing_core, plans_for
+from udptrace.kernel.plan import missing_core, plans_for, syscall_view_plan
+from udptrace.loader.bpf_object import BpfObject
 from udptrace.report.terminal import report_console
 from udptrace.stages import RECEIVE
 
@@ -42,6 +44,9 @@ def main(args: argparse.Namespace) -> int:
     require_root()
     features = detect()
     plans = plans_for(features)
+    with BpfObject(bpf.object_bytes("ut_syscalls"), "ut_syscalls") as obj:
+        view = syscall_view_plan(features, obj.programs)
+    view_ok = all(point.hook for point in view.points)
     missing = missing_core(plans)
     missing_rx = missing_core(plans, RECEIVE)
     verdict = ("the core send path is traceable" if not missing else
@@ -59,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
                 "core": p.stage.core,
                 "paths": sorted(p.stage.paths),
             } for p in plans},
+            "syscall_view": {"available": view_ok,
+                             "hooks": [str(h) for h in view.hooks]},
             "send_path_traceable": not missing,
             "receive_path_traceable": not missing_rx,
             "verdict": verdict,
@@ -82,6 +89,8 @@ def main(args: argparse.Namespace) -> int:
         style = None if plan.available else ("bold red" if plan.stage.core else "yellow")
         stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""),
                        "/".join(sorted(plan.stage.paths)), text, style=style)
+    stages.add_row("(syscalls)", "", view.describe(), style=None if view_ok else "yellow")
     console.print(stages)
-    console.print("* core stage of its path. " + verdict)
+    console.print("* core stage of its path. (syscalls): what 'udptrace syscalls' hooks. "
+                  + verdict)
     return 0 if not missing else 1

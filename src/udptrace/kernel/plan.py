@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 from udptrace.errors import KernelFeatureError
 from udptrace.kernel.features import Features
 from udptrace.kernel.tracefs import Tracefs, tracefs
 from udptrace.loader.btf import Btf
-from udptrace.stages import SEND, STAGES, Hook, HookKind, HookPoint, Stage, TracePath
+from udptrace.stages import SEND, STAGES, SYSCALL_VIEW, Hook, HookKind, HookPoint, Stage, TracePath
 
 
 @dataclass(frozen=True)
@@ -77,16 +78,19 @@ def why_not(hook: Hook, features: Features, btf: Btf | None, fs: Tracefs | None)
     return f"unknown hook kind {hook.kind}"
 
 
+def plan_stage(stage: Stage, features: Features, btf: Btf | None,
+               fs: Tracefs | None) -> StagePlan:
+    """Each hook point of the stage served by its first hook this kernel allows."""
+    points = []
+    for point in stage.points:
+        reasons = [why_not(h, features, btf, fs) for h in point.hooks]
+        chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
+        points.append(PointPlan(point, chosen, "" if chosen else reasons[0]))
+    return StagePlan(stage, tuple(points))
+
+
 def plan_stages(features: Features, btf: Btf | None, fs: Tracefs | None) -> list[StagePlan]:
-    plans = []
-    for stage in STAGES:
-        points = []
-        for point in stage.points:
-            reasons = [why_not(h, features, btf, fs) for h in point.hooks]
-            chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
-            points.append(PointPlan(point, chosen, "" if chosen else reasons[0]))
-        plans.append(StagePlan(stage, tuple(points)))
-    return plans
+    return [plan_stage(stage, features, btf, fs) for stage in STAGES]
 
 
 def missing_core(plans: list[StagePlan], paths: frozenset[TracePath] = SEND) -> list[str]:
@@ -95,11 +99,24 @@ def missing_core(plans: list[StagePlan], paths: frozenset[TracePath] = SEND) -> 
             if p.stage.core and p.stage.paths & paths and not p.available]
 
 
+def _btf_and_tracefs(features: Features) -> tuple[Btf | None, Tracefs | None]:
+    """What hooks are looked up in; without BTF or tracefs the hooks needing them are out."""
+    return (Btf.vmlinux() if features.btf.ok else None,
+            tracefs() if features.tracefs.ok else None)
+
+
 def plans_for(features: Features) -> list[StagePlan]:
-    """The plan on this kernel; without BTF or tracefs the stages needing them are out."""
-    btf = Btf.vmlinux() if features.btf.ok else None
-    fs = tracefs() if features.tracefs.ok else None
-    return plan_stages(features, btf, fs)
+    """The plan on this kernel."""
+    return plan_stages(features, *_btf_and_tracefs(features))
+
+
+def syscall_view_plan(features: Features, programs: Collection[str]) -> StagePlan:
+    """The hooks of `udptrace syscalls`, among those with a program in the object (it
+    builds the register-based ones only for architectures whose registers it knows)."""
+    points = tuple(replace(p, hooks=tuple(h for h in p.hooks if h.program in programs))
+                   for p in SYSCALL_VIEW.points)
+    return plan_stage(replace(SYSCALL_VIEW, points=points), features,
+                      *_btf_and_tracefs(features))
 
 
 def plans_to_trace(features: Features, paths: frozenset[TracePath] = SEND) -> list[StagePlan]:

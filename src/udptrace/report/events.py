@@ -14,12 +14,8 @@ import numpy as np
 
 from udptrace.report.output import write_or_fail
 from udptrace.report.terminal import duration
-from udptrace.trace.decode import Packets, address_strings, e2e_ns, origin_ns, total_ns
+from udptrace.trace.decode import Packets, address_strings, e2e_ns, endpoint, origin_ns, total_ns
 from udptrace.trace.layout import Layout
-
-
-def _endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class EventLog:
@@ -68,7 +64,7 @@ class EventLog:
                         if cols["interval_ns"][i] else "")
             lines.append(
                 f"{since[i]:12.6f}  {sender}  "
-                f"{_endpoint(saddr[i], cols['sport'][i])} → {_endpoint(daddr[i], cols['dport'][i])}"
+                f"{endpoint(saddr[i], cols['sport'][i])} → {endpoint(daddr[i], cols['dport'][i])}"
                 f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{interval}\n")
         return lines
 

@@ -118,6 +118,11 @@ def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
     return np.where(syscall > 0, syscall, np.where(first < np.iinfo(np.int64).max, first, 0))
 
 
+def endpoint(address: str, port: int) -> str:
+    """``10.0.0.1:4840``, ``[fd00::1]:4840``."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def stage_offsets(records: np.ndarray, layout: Layout) -> np.ndarray:
     """ns since time zero per stage, negative before it (the callback); meaningless where
     the stage was not reached (``records["ts"] == 0``)."""

@@ -48,9 +48,14 @@ class TraceOptions:
         return BOTH if self.e2e else SEND
 
 
-def _check_pid(pid: int) -> None:
+def check_pid(pid: int) -> None:
     if pid <= 0 or not Path(f"/proc/{pid}").is_dir():
         raise UsageError(f"no process with pid {pid}: check it with 'ps -p {pid}'")
+
+
+def check_ringbuf_bytes(size: int) -> None:
+    if size < os.sysconf("SC_PAGE_SIZE") or size & (size - 1):
+        raise UsageError("ring buffer size must be a power of two of at least one page")
 
 
 def _check_port(port: int) -> None:
@@ -131,7 +136,7 @@ def comm_running(comm: str) -> bool:
 
 def validate(options: TraceOptions) -> None:
     for pid in options.pids:
-        _check_pid(pid)
+        check_pid(pid)
     for port in (*options.ports, *((options.payload_port,) if options.payload_port else ())):
         _check_port(port)
     if len(options.comm.encode()) > 15:
@@ -143,10 +148,7 @@ def validate(options: TraceOptions) -> None:
         netns_inode(options.netns)
     if options.ifname:
         _check_interface(options.ifname, options.pids, options.netns)
-    if options.ringbuf_bytes < os.sysconf("SC_PAGE_SIZE") or (
-        options.ringbuf_bytes & (options.ringbuf_bytes - 1)
-    ):
-        raise UsageError("ring buffer size must be a power of two of at least one page")
+    check_ringbuf_bytes(options.ringbuf_bytes)
     for text in (*options.src, *options.dst):
         parse_network(text)
     if options.rx and options.e2e:

@@ -34,7 +34,8 @@ class Snapshot:
     drops: dict[tuple[int, int], int]  # (reason, stage index) → packets
 
 
-def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
+def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
+    """A per-CPU map's value on every possible CPU (zeros when the key is absent)."""
     raw = m.lookup(key)
     stride = (dtype.itemsize + 7) // 8 * 8
     if raw is None:
@@ -46,6 +47,19 @@ def _values(m: Map, dtype: np.dtype) -> np.ndarray:
     """Every value of a (non-per-CPU) map, as one array."""
     raw = [v for k in m.iter_keys() if (v := m.lookup(k)) is not None]
     return np.frombuffer(b"".join(raw), dtype) if raw else np.empty(0, dtype)
+
+
+def merge_hists(per_cpu: np.ndarray) -> np.void:
+    """One ``struct ut_hist`` from its per-CPU copies; min and max of the CPUs that saw values."""
+    merged = np.zeros(1, per_cpu.dtype)
+    used = per_cpu[per_cpu["count"] > 0]
+    if used.size:
+        merged["count"] = used["count"].sum()
+        merged["sum"] = used["sum"].sum()
+        merged["min"] = used["min"].min()
+        merged["max"] = used["max"].max()
+        merged["buckets"] = used["buckets"].sum(axis=0)
+    return merged[0]
 
 
 def _kfree_has_reason(btf: Btf) -> bool:
@@ -132,7 +146,8 @@ class TraceSession:
         return self.reader.read()
 
     def counters(self) -> dict[str, int]:
-        per_cpu = _percpu(self.obj.maps["counters"], struct.pack("<I", 0), self.layout.counters)
+        per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
+                                self.layout.counters)
         return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
 
     def snapshot(self) -> Snapshot:
@@ -140,18 +155,13 @@ class TraceSession:
         counters = self.counters()
         hists = np.zeros(self.layout.hist_slots, self.layout.hist)
         for slot in range(self.layout.hist_slots):
-            cpus = _percpu(maps["hists"], struct.pack("<I", slot), self.layout.hist)
-            used = cpus[cpus["count"] > 0]
-            if used.size:
-                hists[slot]["count"] = used["count"].sum()
-                hists[slot]["sum"] = used["sum"].sum()
-                hists[slot]["min"] = used["min"].min()
-                hists[slot]["max"] = used["max"].max()
-                hists[slot]["buckets"] = used["buckets"].sum(axis=0)
+            hists[slot] = merge_hists(
+                percpu_values(maps["hists"], struct.pack("<I", slot), self.layout.hist))
         drops = {}
         for key in maps["drops"].iter_keys():
             reason, stage = struct.unpack("<II", key)
-            drops[(reason, stage)] = int(_percpu(maps["drops"], key, np.dtype("<u8")).sum())
+            drops[(reason, stage)] = int(
+                percpu_values(maps["drops"], key, np.dtype("<u8")).sum())
         return Snapshot(counters, hists, drops)
 
     def intervals(self) -> tuple[np.ndarray, np.ndarray]:
