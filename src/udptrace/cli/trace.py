@@ -7,8 +7,9 @@ import contextlib
 import os
 import sys
 import threading
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from udptrace import extras
 from udptrace.cli import help_formatter
 from udptrace.report import terminal
 from udptrace.report.jsonl import JsonLines, OutputError, summary_object
@@ -19,12 +20,16 @@ from udptrace.trace.decode import Packets
 from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions, comm_running
 from udptrace.trace.session import TraceSession
 
+if TYPE_CHECKING:
+    from udptrace.report.html import HtmlAfterRun
+
 EXAMPLES = """\
 examples:
   udptrace trace -p 4242 -d 10              per-stage histograms for one publisher
   udptrace trace --port 4840 --json -       one JSON object per datagram on stdout
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
+  udptrace trace -p 4242 -d 10 --html run.html   the same with plots, in one page
 """
 
 
@@ -55,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--linear", type=float, metavar="STEP_US",
                    help="linear histograms with this bin width in µs (default: log2)")
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
+    o.add_argument("--html", metavar="FILE",
+                   help="also write an HTML report with plots (needs udptrace[html])")
     o.add_argument("--pubsub", action="store_true",
                    help="decode OPC UA PubSub (UADP) headers; latency per writer group")
     o.add_argument("--uadp-port", type=int, default=UADP_PORT,
@@ -85,14 +92,25 @@ def status_printer(out: IO[str]) -> run.StatusCallback:
     return show
 
 
+def html_page(path: str | None, stack: contextlib.ExitStack) -> HtmlAfterRun | None:
+    """`--html`: checked and opened before tracing starts (plotly is an optional extra)."""
+    if not path:
+        return None
+    extras.require("html")
+    from udptrace.report.html import HtmlAfterRun
+    return stack.enter_context(HtmlAfterRun(path))
+
+
 def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
     console = report_console(stderr=to_stdout)
-    stream = bool(args.json or args.pubsub)
+    stream = bool(args.json or args.pubsub or args.html)
     options = options_from(args, stream)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
+        page = html_page(args.html, stack)
         session = stack.enter_context(TraceSession(options))
+        recorder = page.start(session, ["udptrace", *sys.argv[1:]]) if page else None
         out = sys.stdout if to_stdout else (
             stack.enter_context(open(args.json, "w")) if args.json else None)
         if args.comm and not comm_running(args.comm):
@@ -111,6 +129,8 @@ def main(args: argparse.Namespace) -> int:
                 except OutputError as e:
                     failure.append(e)
                     stop.set()
+            if recorder is not None:
+                recorder.packets(packets, headers)
 
         targets = ", ".join(filter(None, [
             f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
@@ -118,8 +138,9 @@ def main(args: argparse.Namespace) -> int:
             f"port {' '.join(map(str, args.port))}" if args.port else ""])) or "all processes"
         console.print(f"tracing UDP sends of {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
+        status = status_printer(sys.stderr)
         result = run.run(session, args.duration, stop, on_packets,
-                         status_printer(sys.stderr))
+                         recorder.status(status) if recorder else status)
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         step = int(args.linear * 1000) if args.linear else None
@@ -127,6 +148,8 @@ def main(args: argparse.Namespace) -> int:
                         step, histograms=not args.no_hist)
         if groups is not None:
             groups.render(console)
+        if page is not None:
+            console.print(f"HTML report: {page.finish(result)}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
                                  elapsed_s=result.elapsed_s)
         if failure:
