@@ -10,7 +10,7 @@ from udptrace import __version__
 from udptrace.errors import UdptraceError
 
 SUBCOMMANDS = ("check", "list", "trace", "publish", "subscribe", "demo",
-               "record", "report")
+               "record", "report", "exporter")
 
 
 def parser() -> argparse.ArgumentParser:
