@@ -30,7 +30,7 @@ from udptrace.report.terminal import ReportData, duration
 from udptrace.trace.run import TraceResult
 from udptrace.trace.session import TraceSession
 
-MAX_POINTS = 20_000  # per scatter: more makes the page slow without showing more
+MAX_POINTS = 10_000  # per scatter (SVG: works without WebGL); more shows nothing more
 HEIGHT = "460px"
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1300px; color: #222; }
@@ -41,8 +41,7 @@ td:first-child, th:first-child, td.text { text-align: left; }
 .plot { height: 460px; } .note { color: #666; font-size: 0.9em; }
 """
 # Errors in the page land in the DOM, where a headless browser's --dump-dom sees them.
-ERROR_HOOK = """window.udptraceErrors = [];
-window.addEventListener("error", function (e) {
+ERROR_HOOK = """window.addEventListener("error", function (e) {
   document.documentElement.setAttribute("data-errors",
     (document.documentElement.getAttribute("data-errors") || "") + e.message + ";");
 });"""
@@ -113,14 +112,14 @@ def latency_over_time(recording: Recording) -> go.Figure:
     s_seconds, s_totals = seconds[is_sent], totals[is_sent]
     slow = s_totals >= np.percentile(s_totals, 99) if len(s_totals) else np.zeros(0, bool)
     shown = _sample(len(s_totals), slow)
-    fig.add_trace(go.Scattergl(x=s_seconds[shown], y=_us(s_totals[shown]), mode="markers",
+    fig.add_trace(go.Scatter(x=s_seconds[shown], y=_us(s_totals[shown]), mode="markers",
                                marker={"size": 4}, name="sent (total)",
                                hovertemplate="%{x:.3f} s: %{y:.1f} µs<extra></extra>"))
     dropped = column(table, "fate", "").astype(str) == "dropped"
     if dropped.any():
         reached = stage_offsets(recording)[dropped].max(axis=1)
         reasons = column(table, "drop_reason", "").astype(str)[dropped]
-        fig.add_trace(go.Scattergl(x=seconds[dropped], y=_us(reached), mode="markers",
+        fig.add_trace(go.Scatter(x=seconds[dropped], y=_us(reached), mode="markers",
                                    marker={"symbol": "x", "size": 9, "color": "crimson"},
                                    name="dropped (time to the drop)", text=reasons,
                                    hovertemplate="%{x:.3f} s: dropped (%{text}) after "
@@ -196,7 +195,7 @@ def interval_figure(recording: Recording) -> go.Figure | None:
     fig.add_trace(_log_bars(gaps, np.ones(len(gaps))), row=1, col=1)
     fig.update_xaxes(type="log", row=1, col=1)
     shown = _sample(len(gaps), np.zeros(len(gaps), bool))
-    fig.add_trace(go.Scattergl(x=when[shown], y=_us(gaps[shown]), mode="markers",
+    fig.add_trace(go.Scatter(x=when[shown], y=_us(gaps[shown]), mode="markers",
                                marker={"size": 3}, showlegend=False), row=1, col=2)
     fig.update_xaxes(title_text="µs", row=1, col=1)
     fig.update_xaxes(title_text="seconds", row=1, col=2)
