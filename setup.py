@@ -1,4 +1,4 @@
-"""Build hook: compile the BPF programs with clang when the package is built.
+"""Build hook: compile the BPF programs (and the demo's native cycle) at package build.
 
 `pip install .` and `pip install -e .` both run build_py; the objects are
 written next to their sources so an editable install finds them too.
@@ -14,8 +14,13 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 BPF_DIR = Path(__file__).parent / "src" / "udptrace" / "bpf"
+CYCLE_SOURCE = Path(__file__).parent / "src" / "udptrace" / "pubsub" / "cycle.c"
 TARGET_ARCH = {"x86_64": "x86", "aarch64": "arm64", "ppc64le": "powerpc", "s390x": "s390",
                "riscv64": "riscv"}
+
+
+def _stale(target: Path, sources: list[Path]) -> bool:
+    return not target.exists() or target.stat().st_mtime < max(p.stat().st_mtime for p in sources)
 
 
 def compile_bpf() -> None:
@@ -30,9 +35,7 @@ def compile_bpf() -> None:
     arch = TARGET_ARCH.get(platform.machine(), platform.machine())
     for source in sorted(BPF_DIR.glob("*.bpf.c")):
         target = source.with_suffix(".o")
-        if target.exists() and target.stat().st_mtime >= max(
-            p.stat().st_mtime for p in BPF_DIR.glob("*.[ch]")
-        ):
+        if not _stale(target, list(BPF_DIR.glob("*.[ch]"))):
             continue
         cmd = [clang, "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-Wall",
                "-Werror", "-I", str(BPF_DIR), "-c", str(source), "-o", str(target)]
@@ -40,9 +43,20 @@ def compile_bpf() -> None:
         subprocess.run(cmd, check=True)
 
 
+def compile_cycle() -> None:
+    """The shared library the demo publisher runs each cycle through (see cycle.c)."""
+    target = CYCLE_SOURCE.with_name("libudptrace_cycle.so")
+    if _stale(target, [CYCLE_SOURCE]):
+        cmd = [os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-Wall", "-Werror",
+               str(CYCLE_SOURCE), "-o", str(target)]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True)
+
+
 class BuildPyWithBpf(build_py):
     def run(self) -> None:
         compile_bpf()
+        compile_cycle()
         super().run()
 
 

@@ -353,7 +353,7 @@ def synthetic_records(layout: Layout, packets: int) -> np.ndarray:
     for stage, offset in (("syscall", 0), ("dev_queue", 1500), ("xmit_start", 1900),
                           ("rx_handoff", 2600), ("xmit_done", 3100)):
         pkt["ts"][:, layout.stage_index(stage)] = start + offset
-    call["ts"][:, 0] = start
+    call["ts"][:, layout.stage_index("syscall")] = start
     call["syscall_exit"] = start + 3400
     call["syscall_ret"] = 64
     call["packet_index"] = 1
@@ -397,7 +397,7 @@ class FakeRing:
 
 def decoder_bench(batch_packets: int, batches: int) -> dict:
     """Records/s through read + join (one core), and packets/s through JSON formatting."""
-    obj = BpfObject(bpf.object_bytes("ut_send"), "ut_send")
+    obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
     try:
         layout = Layout.from_object(obj)
     finally:

@@ -37,7 +37,7 @@ def test_metrics_scraped_during_traffic_parse_and_add_up() -> None:
     with VethPair() as net:
         exporter = subprocess.Popen(udptrace(
             "exporter", "--netns", net.ns_a, "--listen", "127.0.0.1:0", "-d", "30",
-            "--max-label-values", "2", "--intervals"), stdout=subprocess.PIPE,
+            "--max-label-values", "2", "--interval"), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         try:
             assert exporter.stdout is not None

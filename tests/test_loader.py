@@ -15,7 +15,7 @@ from udptrace.errors import BpfLoadError
 from udptrace.loader.bpf_object import BpfObject
 from udptrace.loader.btf import Btf
 from udptrace.loader.ringbuf import RingBufferReader
-from udptrace.stages import STAGE_NAMES
+from udptrace.stages import SPAN_NAMES, STAGE_NAMES
 from udptrace.trace.layout import Layout
 
 BPF_DIR = Path(bpf.__file__).parent
@@ -86,12 +86,13 @@ def test_an_invalid_program_fails_with_the_verifier_log(tmp_path: Path) -> None:
     assert "invalid mem access" in err.value.verifier_log
 
 
-def test_the_stage_catalogue_and_the_c_enum_agree() -> None:
-    with BpfObject(bpf.object_bytes("ut_send"), "ut_send") as obj:
+def test_the_stage_and_span_catalogues_and_the_c_enums_agree() -> None:
+    with BpfObject(bpf.object_bytes("ut_trace"), "ut_trace") as obj:
         layout = Layout.from_object(obj)
     assert layout.stages == STAGE_NAMES
-    assert layout.record["ts"].shape[0] >= len(STAGE_NAMES)
-    assert layout.hist_slots == layout.record["ts"].shape[0] + 1
+    assert layout.spans == SPAN_NAMES
+    assert layout.record["ts"].shape[0] == len(STAGE_NAMES)
+    assert layout.hist_slots == len(STAGE_NAMES) + len(SPAN_NAMES)
 
 
 def test_btf_reads_kernel_prototypes_and_drop_reasons() -> None:

@@ -27,7 +27,9 @@ from udptrace.errors import PermissionProblem, UdptraceError, require_root
 from udptrace.kernel.features import detect
 from udptrace.kernel.plan import StagePlan, send_path_plans
 from udptrace.netns import VethPair
+from udptrace.pubsub import cycle
 from udptrace.pubsub.url import DEFAULT_URL
+from udptrace.report.intervals import Flow, kernel_flows
 from udptrace.report.jsonl import JsonLines, summary_object
 from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.trace import run
@@ -59,6 +61,7 @@ class DemoResult:
     layout: Layout
     plans: list[StagePlan]
     drop_names: dict[int, str]
+    intervals: list[Flow]  # the publisher's socket and its cycle function
 
 
 def _udptrace(*args: str) -> list[str]:
@@ -120,8 +123,10 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
             if subscriber.poll() is not None or time.monotonic() > deadline:
                 raise UdptraceError("the demo subscriber did not start")
             time.sleep(0.02)
+        # the publisher runs each cycle through a native function: the app stage's hook
         session = stack.enter_context(TraceSession(TraceOptions(
-            netns=net.ns_a, ports=(UADP_PORT,), stream=True, payload_port=UADP_PORT)))
+            netns=net.ns_a, ports=(UADP_PORT,), stream=True, payload_port=UADP_PORT,
+            uprobe=cycle.UPROBE, intervals=True)))
         groups = PubSubGroups()
         drop_names = session.drop_reason_names()
         json_out = JsonLines(json_file, session.layout, drop_names) if json_file else None
@@ -136,7 +141,7 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
 
         publisher = stack.enter_context(net.popen(net.ns_a, _udptrace(
             "publish", settings.url, "-i", net.if_a, "--interval-ms", f"{settings.interval_ms:g}",
-            "--count", str(count), "--sequence-numbers", "--json"),
+            "--count", str(count), "--sequence-numbers", "--native-cycle", "--json"),
             stdout=stack.enter_context(pub_out.open("w")), stderr=subprocess.DEVNULL))
         stack.callback(_stop, publisher)
 
@@ -148,6 +153,7 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         threading.Thread(target=watch_publisher, daemon=True).start()
         result = run.run(session, None, stop, on_packets,
                          recorder.status(on_status) if recorder else on_status)
+        flows = kernel_flows(*session.intervals(), session.layout)
         publisher_summary = _summary(publisher, pub_out)
         time.sleep(DRAIN_S)
         subscriber_summary = _summary(subscriber, sub_out).get("summary", {})
@@ -160,4 +166,4 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
                 trace.snapshot, session.layout, drop_names, trace.records,
                 publisher=publisher_summary, subscriber=subscriber_summary))
         return DemoResult(trace, groups, publisher_summary, subscriber_summary, session.layout,
-                          session.plans, drop_names)
+                          session.plans, drop_names, flows)

@@ -6,8 +6,9 @@ first, and :mod:`udptrace.kernel.plan` picks the first one this kernel
 allows. The stage names match ``enum ut_stage`` in ``bpf/ut_record.h``
 (``UT_STAGE_<NAME>``); a test checks the two agree.
 
-Adding a stage: a value in ``enum ut_stage``, its BPF hook in
-``bpf/ut_send.bpf.c``, an entry here, and a test.
+Adding a stage: a value in ``enum ut_stage``, its BPF hook in the part of
+``bpf/`` that serves its path, an entry here, and a test. Spans (``enum
+ut_span``) are end-to-end times across several stages, listed here too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class HookKind(StrEnum):
     TRACEPOINT = "tracepoint"
     FENTRY = "fentry"
     KPROBE = "kprobe"
+    UPROBE = "uprobe"  # a function in a user-space binary, named at run time
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,16 @@ class Stage:
     meaning: str  # what the time spent before reaching this stage is
     points: tuple[HookPoint, ...]
     core: bool = False  # without it the send path cannot be followed
+    needs: str = ""  # the option that asks for it; empty: always traced when available
+
+
+@dataclass(frozen=True)
+class Span:
+    """A time across stages (or outside them), with its own histogram."""
+
+    name: str
+    title: str
+    meaning: str
 
 
 def _typed_tracepoint(target: str, short: str) -> HookPoint:
@@ -78,9 +90,19 @@ def _syscall_points() -> tuple[HookPoint, ...]:
     return tuple(points)
 
 
+# the callback's entry and return; the binary and the function come from --uprobe
+APP_POINTS = (
+    HookPoint("callback entry", (Hook(HookKind.UPROBE, "entry", "ut_app_entry"),)),
+    HookPoint("callback return", (Hook(HookKind.UPROBE, "return", "ut_app_return"),)),
+)
+
 STAGES: tuple[Stage, ...] = (
-    Stage("syscall", "whole syscall",
-          "time zero: the send syscall's entry; its own histogram is the whole syscall",
+    Stage("app", "callback entry",
+          "the application's function (--uprobe) was entered: first stage of its sends",
+          APP_POINTS, needs="--uprobe"),
+    Stage("syscall", "to syscall",
+          "until the send syscall's entry (from the callback's entry with --uprobe); "
+          "time zero of the send path",
           _syscall_points(), core=True),
     Stage("neigh_queue", "neighbour wait",
           "parked on the neighbour entry until ARP/ND resolves (first packet to a host)",
@@ -112,6 +134,12 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
-# Not a hook of its own: the kernel's histogram slot after the stages (UT_HIST_TOTAL).
-TOTAL = Stage("total", "sendto→wire", "syscall entry until the packet left the device", ())
+
+# In the order of ``enum ut_span``; their histograms follow the stages' in the kernel.
+SPANS: tuple[Span, ...] = (
+    Span("send_syscall", "whole syscall", "the send syscall, from its entry to its return"),
+    Span("total", "sendto→wire", "send syscall entry until the packet left the device"),
+    Span("app_to_wire", "app→wire", "callback entry (--uprobe) until the packet left the device"),
+)
+SPAN_NAMES: tuple[str, ...] = tuple(s.name for s in SPANS)
 

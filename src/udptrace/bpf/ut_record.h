@@ -9,11 +9,13 @@
 
 /*
  * Stages of a packet, in pipeline order: ts[stage] is when the packet reached
- * it. Later stages (fentry/kprobe points, receive path, application) are
- * inserted where they belong in the pipeline; nothing else numbers them.
+ * it. New stages are inserted where they belong in the pipeline; nothing else
+ * numbers them. Each stage's histogram holds the time since the stage the
+ * packet reached before it.
  */
 enum ut_stage {
-	UT_STAGE_SYSCALL = 0,      /* send syscall entry: time zero of the packet */
+	UT_STAGE_APP = 0,          /* the application's callback entered (--uprobe) */
+	UT_STAGE_SYSCALL,          /* send syscall entry: time zero of the send path */
 	UT_STAGE_NEIGH_QUEUE,      /* parked on the neighbour's queue awaiting ARP/ND */
 	UT_STAGE_DEV_QUEUE,        /* net:net_dev_queue, entering the device layer */
 	UT_STAGE_QDISC_ENQUEUE,    /* qdisc:qdisc_enqueue, a queueing qdisc took it */
@@ -25,13 +27,23 @@ enum ut_stage {
 	UT_STAGE_COUNT,
 };
 
+/*
+ * Spans: end-to-end times that are not one stage's share. Their histograms
+ * follow the stages' in the `hists` map (slot UT_STAGE_COUNT + span).
+ */
+enum ut_span {
+	UT_SPAN_SEND_SYSCALL = 0,  /* the send syscall, entry to return */
+	UT_SPAN_TOTAL,             /* send syscall entry until the packet left the device */
+	UT_SPAN_APP_TO_WIRE,       /* callback entry until the packet left the device */
+	UT_SPAN_COUNT,
+};
+
 enum ut_limits {
-	UT_MAX_STAGES = 16,        /* room in ts[] for stages to come */
 	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
 	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
 	UT_HIST_ROWS = 62,
-	UT_HIST_SLOTS = UT_MAX_STAGES + 1, /* one per stage, then the total */
-	UT_HIST_TOTAL = UT_MAX_STAGES,
+	UT_HIST_SLOTS = UT_STAGE_COUNT + UT_SPAN_COUNT,
+	UT_INTERVAL_WARMUP = 5,    /* intervals whose median becomes a flow's reference period */
 };
 
 enum ut_record_kind {
@@ -62,10 +74,11 @@ enum ut_record_flags {
 };
 
 struct ut_record {
-	__u64 ts[UT_MAX_STAGES];   /* CLOCK_MONOTONIC ns per stage; 0 = not reached */
+	__u64 ts[UT_STAGE_COUNT];  /* CLOCK_MONOTONIC ns per stage; 0 = not reached */
 	__u64 syscall_id;          /* links packets to their syscall record */
 	__u64 syscall_exit;        /* syscall records: exit time */
 	__s64 syscall_ret;         /* syscall records: return value */
+	__u64 interval_ns;         /* since the flow's previous send syscall (--interval); 0 = none */
 	enum ut_record_kind kind;
 	enum ut_fate fate;
 	enum ut_stage drop_stage;  /* last stage reached before a drop */
@@ -120,6 +133,41 @@ struct ut_drop_key {
 	enum ut_stage stage;
 };
 
+/* Send intervals (--interval), per flow: a socket of a process, or its callback. */
+enum ut_flow_kind {
+	UT_FLOW_SOCKET = 1,
+	UT_FLOW_APP = 2,
+};
+
+struct ut_flow_key {
+	__u64 id;                  /* the socket's address; 0 for the callback */
+	__u32 tgid;
+	enum ut_flow_kind kind;
+};
+
+/*
+ * Jitter needs the period, known only at the end; so the kernel measures each
+ * interval against a reference fixed early (the median of the first few) and
+ * user space shifts those deviations onto the final median.
+ */
+struct ut_interval {
+	__u64 last;                /* the previous send syscall's entry (or callback entry) */
+	__u64 reference;           /* median of the warm-up intervals; 0 until known */
+	__u64 warmup[UT_INTERVAL_WARMUP];
+	__u64 missed;              /* intervals longer than 1.5 reference periods */
+	__u32 warmed;              /* intervals in warmup[] so far */
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[16];
+	struct ut_hist interval;   /* every interval */
+	struct ut_hist early;      /* reference - interval, for intervals shorter than it */
+	struct ut_hist late;       /* interval - reference, for the others */
+};
+
 /* Set by Python in .rodata before load: constant to the verifier. */
 struct ut_config {
 	__u64 max_age_ns;          /* a state idle this long is stale */
@@ -130,6 +178,7 @@ struct ut_config {
 	__u32 netns;               /* only this network namespace inode; 0 = any */
 	__u32 stream;              /* emit per-packet records to the ring buffer */
 	__u32 kfree_has_reason;    /* kfree_skb tracepoint carries a drop reason */
+	__u32 intervals;           /* keep per-flow send intervals */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
 	char comm[16];             /* only this comm; empty = any */

@@ -13,7 +13,7 @@ from udptrace import extras
 from udptrace.cli import help_formatter
 from udptrace.cli.trace import html_page, status_printer
 from udptrace.demo import DemoResult, DemoSettings, require_traceable, run_demo
-from udptrace.report import terminal
+from udptrace.report import intervals, terminal
 from udptrace.report.terminal import duration, report_console
 
 DEFAULT_HTML = "udptrace-demo.html"
@@ -92,7 +92,9 @@ def main(args: argparse.Namespace) -> int:
     console.print(
         f"udptrace demo: OPC UA PubSub publisher ({settings.url}, every "
         f"{settings.interval_ms:g} ms for {settings.duration_s:g} s) in a private network "
-        "namespace, every datagram followed from sendto() to the wire")
+        "namespace, every datagram followed from its publish cycle's entry (a uprobe on "
+        "udptrace_publish_cycle, the native function the publisher runs each cycle "
+        "through) via sendto() to the wire")
     with contextlib.ExitStack() as stack:
         page = html_page(_html_path(args), stack)
         out = stack.enter_context(open(args.json, "w")) if args.json else None
@@ -104,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     trace = result.trace
     terminal.render(console, trace.snapshot, result.layout, result.plans, result.drop_names)
+    intervals.render(console, result.intervals, histograms=False,
+                     title="send intervals of the publisher's socket and cycle function")
     result.groups.render(console)
     console.print(_endpoints(result))
     counters = trace.snapshot.counters

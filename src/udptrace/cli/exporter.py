@@ -10,7 +10,7 @@ import threading
 
 from udptrace import extras
 from udptrace.cli import help_formatter
-from udptrace.cli.trace import add_filter_arguments, options_from
+from udptrace.cli.trace import add_app_arguments, add_filter_arguments, options_from
 from udptrace.errors import UsageError
 from udptrace.report.pubsub_groups import headers_of
 from udptrace.report.terminal import report_console
@@ -23,14 +23,14 @@ DEFAULT_LISTEN = "127.0.0.1:9435"
 EXAMPLES = f"""\
 examples:
   udptrace exporter                            every UDP send, on http://{DEFAULT_LISTEN}/metrics
-  udptrace exporter --port 4840 --pubsub --intervals
+  udptrace exporter --port 4840 --pubsub --interval
                                    PubSub writer groups as a label, send intervals and jitter
   udptrace exporter --listen 0.0.0.0:9435      reachable from other hosts (default: loopback)
 
 Metrics: udptrace_stage_latency_seconds (histogram per stage, and stage="total"),
 udptrace_datagrams_total (by fate), udptrace_drops_total (by kernel reason and
 stage), udptrace_lost_records_total, udptrace_kernel_events_total, and with
---intervals udptrace_send_interval_seconds and ..._jitter_seconds. Labels comm,
+--interval udptrace_send_interval_seconds and ..._jitter_seconds. Labels comm,
 port (destination), interface and group (PubSub PublisherId/WriterGroupId)
 keep at most --max-label-values values each; later ones count as "other".
 A sample Grafana dashboard: grafana/udptrace-dashboard.json.
@@ -48,8 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after this long (default: until Ctrl-C)")
     o.add_argument("--max-label-values", type=int, default=20, metavar="N",
                    help="values kept per label before the rest count as 'other' (default 20)")
-    o.add_argument("--intervals", action="store_true",
-                   help="also the time between datagrams of each socket, and its jitter")
+    add_app_arguments(o)
     o.add_argument("--pubsub", action="store_true",
                    help="label datagrams with their OPC UA PubSub writer group")
     o.add_argument("--uadp-port", type=int, default=UADP_PORT,
@@ -100,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         stack.callback(server.shutdown)
         session = stack.enter_context(TraceSession(options))
         metrics = Metrics(session.layout, session.drop_reason_names(), args.max_label_values,
-                          args.intervals)
+                          args.interval)
         registry.register(metrics)
         pubsub = bool(options.payload_port)
 

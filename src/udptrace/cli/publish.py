@@ -109,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ids.add_argument("--writer-group-id", type=int, default=DEFAULT_WRITER_GROUP_ID, metavar="N")
     ids.add_argument("--dataset-writer-id", type=int, default=DEFAULT_DATASET_WRITER_ID,
                      metavar="N")
+    p.add_argument("--native-cycle", action="store_true",
+                   help="run each cycle through the native function udptrace_publish_cycle, "
+                        "which 'trace --uprobe' can hook (the demo does)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 payload_bytes=args.payload_bytes,
                 priority=args.priority,
                 interface=args.interface,
+                native_cycle=args.native_cycle,
                 ttl=args.ttl,
                 loop=args.loop,
             )

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from udptrace import extras
 from udptrace.cli import help_formatter
-from udptrace.cli.trace import add_filter_arguments, options_from, status_printer
+from udptrace.cli.trace import (
+    add_app_arguments,
+    add_filter_arguments,
+    options_from,
+    status_printer,
+)
 from udptrace.report import terminal
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
@@ -46,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--sched", action="store_true",
                    help="also record scheduler switches, softirqs and hardirqs on the CPUs "
                         "that sent traced packets")
+    add_app_arguments(o)
     o.add_argument("--pubsub", action="store_true",
                    help="decode OPC UA PubSub (UADP) headers into pubsub_* columns")
     o.add_argument("--uadp-port", type=int, default=UADP_PORT,

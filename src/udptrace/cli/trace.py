@@ -7,12 +7,16 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from typing import IO, TYPE_CHECKING
 
 from udptrace import extras
 from udptrace.cli import help_formatter
-from udptrace.report import terminal
-from udptrace.report.jsonl import JsonLines, OutputError, summary_object
+from udptrace.errors import UsageError
+from udptrace.report import intervals, terminal
+from udptrace.report.events import EventLog
+from udptrace.report.jsonl import JsonLines, summary_object
+from udptrace.report.output import OutputError
 from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
 EXAMPLES = """\
 examples:
   udptrace trace -p 4242 -d 10              per-stage histograms for one publisher
+  udptrace trace -p 4242 --uprobe ./pub:publish_cb --interval --events
+                                            callback → wire per datagram, the send period
+                                            and its jitter, and a live line per datagram
   udptrace trace --port 4840 --json -       one JSON object per datagram on stdout
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
@@ -49,6 +56,17 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--netns", default="", help="only this network namespace (name, path, inode)")
 
 
+def add_app_arguments(o: argparse._ArgumentGroup) -> None:
+    """The app stage and send intervals: trace, record and exporter offer them alike."""
+    o.add_argument("--uprobe", metavar="BINARY:SYMBOL", default="",
+                   help="a stage 'app' at this function's entry: every datagram a thread sends "
+                        "inside it carries it (also BINARY:SYMBOL+OFFSET, BINARY:0xADDRESS; "
+                        "BINARY may be a library, found in the -p process's mappings)")
+    o.add_argument("--interval", action="store_true",
+                   help="time between successive sends per flow (and per --uprobe callback): "
+                        "period, jitter, missed periods")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
@@ -62,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
     o.add_argument("--html", metavar="FILE",
                    help="also write an HTML report with plots (needs udptrace[html])")
+    add_app_arguments(o)
+    o.add_argument("--events", action="store_true",
+                   help="a live line per datagram on stdout as its record completes")
     o.add_argument("--pubsub", action="store_true",
                    help="decode OPC UA PubSub (UADP) headers; latency per writer group")
     o.add_argument("--uadp-port", type=int, default=UADP_PORT,
@@ -77,7 +98,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         pids=tuple(args.pid), comm=args.comm, ports=tuple(args.port), src=tuple(args.src),
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
-        ringbuf_bytes=args.ringbuf_kb * 1024,
+        ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
     )
 
 
@@ -103,8 +124,10 @@ def html_page(path: str | None, stack: contextlib.ExitStack) -> HtmlAfterRun | N
 
 def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
+    if to_stdout and args.events:
+        raise UsageError("--events and --json - both write to stdout: give --json a FILE")
     console = report_console(stderr=to_stdout)
-    stream = bool(args.json or args.pubsub or args.html)
+    stream = bool(args.json or args.pubsub or args.events or args.html)
     options = options_from(args, stream)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
@@ -118,24 +141,32 @@ def main(args: argparse.Namespace) -> int:
                   "tracing it once it starts", file=sys.stderr)
         drop_names = session.drop_reason_names()
         writer = JsonLines(out, session.layout, drop_names) if out else None
+        events = EventLog(sys.stdout, session.layout, drop_names,
+                          time.monotonic_ns()) if args.events else None
         groups = PubSubGroups() if args.pubsub else None
         failure: list[OutputError] = []
 
         def on_packets(packets: Packets) -> None:
             headers = groups.add(packets, session.layout) if groups is not None else None
-            if writer is not None and not failure:
-                try:
-                    writer.write_packets(packets, labels(headers) if headers is not None else None)
-                except OutputError as e:
-                    failure.append(e)
-                    stop.set()
             if recorder is not None:
                 recorder.packets(packets, headers)
+            if failure:
+                return
+            try:
+                if events is not None:
+                    events.write(packets)
+                if writer is not None:
+                    writer.write_packets(packets, labels(headers) if headers is not None else None)
+            except OutputError as e:
+                failure.append(e)
+                stop.set()
 
         targets = ", ".join(filter(None, [
             f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
             f"comm {args.comm}" if args.comm else "",
             f"port {' '.join(map(str, args.port))}" if args.port else ""])) or "all processes"
+        if session.uprobe is not None:
+            targets += f", from {session.uprobe}"
         console.print(f"tracing UDP sends of {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         status = status_printer(sys.stderr)
@@ -146,12 +177,20 @@ def main(args: argparse.Namespace) -> int:
         step = int(args.linear * 1000) if args.linear else None
         terminal.render(console, result.snapshot, session.layout, session.plans, drop_names,
                         step, histograms=not args.no_hist)
+        flows = (intervals.kernel_flows(*session.intervals(), session.layout)
+                 if args.interval else [])
+        if args.interval:
+            intervals.render(console, flows, step, histograms=not args.no_hist)
         if groups is not None:
             groups.render(console)
+            if args.interval:
+                intervals.render(console, groups.interval_flows(), step, histograms=False,
+                                 title="send intervals per PubSub writer group")
         if page is not None:
             console.print(f"HTML report: {page.finish(result)}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
-                                 elapsed_s=result.elapsed_s)
+                                 elapsed_s=result.elapsed_s,
+                                 **({"intervals": intervals.summaries(flows)} if flows else {}))
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")
             if to_stdout:  # nothing more can reach the closed pipe, not even at exit

@@ -35,6 +35,8 @@ class StagePlan:
         if not self.available:
             return f"unavailable: {self.points[0].why_not}"
         kinds = sorted({str(h.kind) for h in self.hooks})
+        if self.stage.needs:
+            return f"{'/'.join(kinds)}, with {self.stage.needs}"
         missing = [p.point.name for p in self.points if not p.hook]
         text = f"{'/'.join(kinds)}: " + ", ".join(h.tracepoint for h in self.hooks[:3])
         if len(self.hooks) > 3:
@@ -70,6 +72,8 @@ def why_not(hook: Hook, features: Features, btf: Btf | None, fs: Tracefs | None)
             if not features.kprobe.ok:
                 return f"kprobes refused ({features.kprobe.detail})"
             return "" if btf and btf.has_function(name) else f"no function {name}"
+        case HookKind.UPROBE:
+            return "" if features.uprobe.ok else f"uprobes refused ({features.uprobe.detail})"
     return f"unknown hook kind {hook.kind}"
 
 

@@ -108,13 +108,19 @@ class Program:
         ptr = lib.bpf_program__attach_kprobe(self.ptr, retprobe, function.encode())
         return self._attach(ptr, f"{'kretprobe' if retprobe else 'kprobe'}:{function}")
 
-    def attach_uprobe(self, binary: str, symbol: str, pid: int = -1) -> Link:
+    def attach_uprobe(self, binary: str, symbol: str = "", offset: int = 0, pid: int = -1,
+                      retprobe: bool = False) -> Link:
+        """A uprobe at `symbol` (libbpf resolves it) or at a file `offset` in `binary`;
+        pid -1 means every process that maps the binary."""
         opts = libbpf.BpfUprobeOpts(sz=ctypes.sizeof(libbpf.BpfUprobeOpts))
-        opts.func_name = symbol.encode()
+        opts.retprobe = retprobe
+        if symbol:
+            opts.func_name = symbol.encode()
         ptr = lib.bpf_program__attach_uprobe_opts(
-            self.ptr, pid, binary.encode(), 0, ctypes.byref(opts)
+            self.ptr, pid, binary.encode(), offset, ctypes.byref(opts)
         )
-        return self._attach(ptr, f"uprobe:{binary}:{symbol}")
+        where = symbol or f"{offset:#x}"
+        return self._attach(ptr, f"{'uretprobe' if retprobe else 'uprobe'}:{binary}:{where}")
 
     def _attach(self, ptr: int | None, hook: str) -> Link:
         if not ptr:

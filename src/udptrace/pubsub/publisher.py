@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from udptrace.pubsub.cycle import NativeCycle
 from udptrace.pubsub.stats import IntervalStats
 from udptrace.pubsub.uadp import (
     BuiltinType,
@@ -122,6 +123,9 @@ class PublisherConfig:
     loop: bool | None = None  # IP(V6)_MULTICAST_LOOP; None: the kernel's default (on)
     # ConfigurationVersion major and minor; None: the VersionTime at start, as open62541.
     config_version: tuple[int, int] | None = None
+    # each cycle's encode-and-send runs inside the native udptrace_publish_cycle (cycle.c),
+    # a function `trace --uprobe` can hook
+    native_cycle: bool = False
 
     def __post_init__(self) -> None:
         if self.interval_ns <= 0:
@@ -222,6 +226,16 @@ class Publisher:
             raise
         return sock
 
+    def _publish_one(self, sock: socket.socket, address: tuple, index: int,
+                     on_sent: Callable[[int, bytes], None] | None) -> tuple[int, int]:
+        """Encode and send message `index`: when sendto() began, and the bytes sent."""
+        data = self.encode(index, DateTime.now())
+        began = time.monotonic_ns()
+        sock.sendto(data, address)
+        if on_sent is not None:
+            on_sent(index, data)
+        return began, len(data)
+
     def run(
         self,
         stop: threading.Event | None = None,
@@ -242,6 +256,7 @@ class Publisher:
         last_error: str | None = None
         send_times = array("q")
         lateness = array("q")
+        native = NativeCycle() if c.native_cycle else None
         with self.open_socket() as sock:
             start = time.monotonic_ns()
             end = start + int(c.duration_s * 1e9) if c.duration_s is not None else None
@@ -260,19 +275,21 @@ class Publisher:
                 _sleep_until(deadline, stop)
                 if stop.is_set():
                     break
-                data = self.encode(sent, DateTime.now())
-                before = time.monotonic_ns()
+                done: list[tuple[int, int]] = []
+
+                def cycle(index: int = sent, done: list[tuple[int, int]] = done) -> None:
+                    done.append(self._publish_one(sock, address, index, on_sent))
+
                 try:
-                    sock.sendto(data, address)
+                    native.run(cycle) if native is not None else cycle()
                 except OSError as exc:
                     errors += 1
                     last_error = exc.strerror or str(exc)
                 else:
-                    sent_bytes += len(data)
-                    send_times.append(before)
-                    lateness.append(before - deadline)
-                    if on_sent is not None:
-                        on_sent(sent, data)
+                    began, size = done[0]
+                    sent_bytes += size
+                    send_times.append(began)
+                    lateness.append(began - deadline)
                 sent += 1
                 deadline += interval
             elapsed = (time.monotonic_ns() - start) / 1e9

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.jsonl import FAMILIES
-from udptrace.trace.decode import Packets, address_strings, stage_offsets, total_ns
+from udptrace.trace.decode import Packets, address_strings, origin_ns, stage_offsets, total_ns
 from udptrace.trace.layout import Layout
 
 ADDRESS_BYTES = 16
@@ -25,7 +25,7 @@ ADDRESS_BYTES = 16
 # own exit and return (joined from the syscall record instead)
 SPELLED = frozenset({"ts", "kind", "fate", "drop_reason", "drop_stage", "syscall",
                      "packet_index", "syscall_exit", "syscall_ret", "family", "flags",
-                     "payload"})
+                     "payload", "interval_ns"})
 
 
 def stage_column(stage: str) -> str:
@@ -77,18 +77,18 @@ def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict
 def packet_columns(packets: Packets, layout: Layout, drop_names: dict[int, str],
                    headers: UadpHeaders | None = None) -> dict[str, pa.Array]:
     r = packets.records
-    ts = r["ts"].astype(np.int64)
-    offsets = stage_offsets(r)
+    offsets = stage_offsets(r, layout)
+    reached = r["ts"] > 0
     fate = r["fate"]
     dropped = fate == layout.fates_by_name["dropped"]
     totals = total_ns(r, layout)
-    entry = ts[:, 0]
+    entry = origin_ns(r, layout)
     seen = packets.syscall_exit > 0
     cols: dict[str, pa.Array] = {"ts_ns": pa.array(entry)}
     cols.update(passthrough(r, SPELLED))
     cols["family"] = _names(r["family"], FAMILIES)
     for index, stage in enumerate(layout.stages):
-        cols[stage_column(stage)] = _nullable(offsets[:, index], offsets[:, index] >= 0)
+        cols[stage_column(stage)] = _nullable(offsets[:, index], reached[:, index])
     cols["total_ns"] = _nullable(totals, (totals >= 0) & ~dropped)
     cols["fate"] = _names(fate, layout.fates)
     cols["drop_reason"] = _names(r["drop_reason"], drop_names, dropped)
@@ -98,6 +98,7 @@ def packet_columns(packets: Packets, layout: Layout, drop_names: dict[int, str],
     cols["syscall_packet_index"] = pa.array(r["packet_index"])
     cols["syscall_exit_ns"] = _nullable(packets.syscall_exit.astype(np.int64) - entry, seen)
     cols["syscall_ret"] = _nullable(packets.syscall_ret, seen)
+    cols["interval_ns"] = _nullable(r["interval_ns"].astype(np.int64), r["interval_ns"] > 0)
     for flag, bit in layout.flags.items():
         cols[flag] = pa.array((r["flags"] & bit) != 0)
     if headers is not None:

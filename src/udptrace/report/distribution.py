@@ -1,10 +1,9 @@
-"""Latency distributions: from the kernel's log-linear histograms, or from every value.
+"""Distributions of durations: from the kernel's log-linear histograms, or from samples.
 
 The BPF side keeps exact count, sum, min and max, and buckets that are exact
 below 8 ns and then 8 linear steps per power of two, so a percentile read
-from them is within 1/16 (6.25 %) of the true value. A recorded run has every
-value: each distinct value becomes a bucket of width zero, so the same
-percentile and histogram code gives exact (nearest-rank) results.
+from them is within 1/16 (6.25 %) of the true value. A distribution is any
+set of bins (lower bound, width, count); samples make it exact.
 """
 
 from __future__ import annotations
@@ -35,18 +34,6 @@ class Distribution:
     counts: np.ndarray  # per bucket, flattened
     low: np.ndarray
     width: np.ndarray
-    exact: bool = False  # built from every value, not from the kernel's buckets
-
-    @classmethod
-    def from_values(cls, values: np.ndarray) -> Distribution:
-        values = np.asarray(values, np.int64)
-        if not len(values):
-            empty = np.empty(0)
-            return cls(0, 0, 0, 0, empty.astype(np.int64), empty, empty, exact=True)
-        distinct, counts = np.unique(values, return_counts=True)
-        return cls(len(values), int(values.sum()), int(distinct[0]), int(distinct[-1]),
-                   counts.astype(np.int64), distinct.astype(np.float64),
-                   np.zeros(len(distinct)), exact=True)
 
     @classmethod
     def from_hist(cls, hist: np.void) -> Distribution:
@@ -54,6 +41,40 @@ class Distribution:
         low, width = bucket_bounds(*buckets.shape)
         return cls(int(hist["count"]), int(hist["sum"]), int(hist["min"]), int(hist["max"]),
                    buckets.reshape(-1).astype(np.int64), low, width)
+
+    @classmethod
+    def from_bins(cls, low: np.ndarray, width: np.ndarray, counts: np.ndarray, minimum: float,
+                  maximum: float, total: float) -> Distribution:
+        order = np.argsort(low, kind="stable")
+        counts = np.asarray(counts, np.float64)[order]
+        return cls(round(counts.sum()), int(total), int(minimum), int(maximum), counts,
+                   np.asarray(low, np.float64)[order], np.asarray(width, np.float64)[order])
+
+    @classmethod
+    def from_samples(cls, values: np.ndarray) -> Distribution:
+        """Exact: one 1-ns bin per distinct value."""
+        values = np.asarray(values, np.int64)
+        if not len(values):
+            return cls(0, 0, 0, 0, np.zeros(0), np.zeros(0), np.zeros(0))
+        distinct, counts = np.unique(values, return_counts=True)
+        return cls(len(values), int(values.sum()), int(distinct[0]), int(distinct[-1]),
+                   counts.astype(np.float64), distinct.astype(np.float64),
+                   np.ones(len(distinct)))
+
+    def folded(self, center: float) -> Distribution:
+        """The distribution of |x - center|: a bin that straddles the center is split."""
+        low, high = self.low, self.low + self.width
+        below = np.clip(center - low, 0, self.width)  # the part of each bin under the center
+        share_below = np.divide(below, self.width, out=np.zeros_like(below),
+                                where=self.width > 0)
+        lows = np.concatenate([np.maximum(center - np.minimum(high, center), 0),
+                               np.maximum(low - center, 0)])
+        widths = np.concatenate([below, self.width - below])
+        counts = np.concatenate([self.counts * share_below, self.counts * (1 - share_below)])
+        used = counts > 0
+        farthest = max(self.max - center, center - self.min, 0.0)
+        return Distribution.from_bins(lows[used], np.maximum(widths[used], 1), counts[used],
+                                      0.0, farthest, float((lows * counts).sum()))
 
     @property
     def mean(self) -> float:
@@ -81,6 +102,11 @@ class Distribution:
             rows.append((low, 1 if p == 0 else 1 << p, int(n)))
         return _trim(rows)
 
+    def bucket_rows(self) -> list[tuple[int, int, int]]:
+        """(low, high, count) per bucket as it is, from the first used to the last."""
+        return _trim([(int(lo), int(lo + w), round(n))
+                      for lo, w, n in zip(self.low, self.width, self.counts, strict=True)])
+
     def linear_rows(self, step: int) -> list[tuple[int, int, int]]:
         """(low, high, count) per `step` ns, each bucket's count spread over its width."""
         top = self.max + step
@@ -92,6 +118,22 @@ class Distribution:
         spread = np.bincount(where, weights=self.counts, minlength=bins)
         rows = [(int(edges[i]), int(edges[i + 1]), int(spread[i])) for i in range(len(spread))]
         return _trim(rows)
+
+    def centered_rows(self, center: float, step: int, half: int) -> list[tuple[int, int, int]]:
+        """`2 * half` rows of `step` ns around `center`, plus one row for everything below
+        (low 0) and one for everything above (high -1) when they hold anything."""
+        first = int(center) - half * step
+        edges = first + step * np.arange(2 * half + 1)
+        mids = self.low + self.width / 2
+        where = np.searchsorted(edges, mids, side="right")  # 0: below, len(edges): above
+        sums = np.bincount(where, weights=self.counts, minlength=len(edges) + 1)
+        rows = [(int(edges[i - 1]), int(edges[i]), round(sums[i]))
+                for i in range(1, len(edges))]
+        if round(sums[0]):
+            rows.insert(0, (0, int(edges[0]), round(sums[0])))
+        if round(sums[-1]):
+            rows.append((int(edges[-1]), -1, round(sums[-1])))
+        return rows
 
 
 def _trim(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:

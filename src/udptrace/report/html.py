@@ -23,9 +23,8 @@ from plotly.subplots import make_subplots
 from udptrace.report.atomic import AtomicFile
 from udptrace.report.distribution import PERCENTILES
 from udptrace.report.parquet import Recording, RecordingWriter, column, open_recording
-from udptrace.report.recorded import recorded_report, sent, stage_offsets
+from udptrace.report.recorded import packet_times, recorded_report, sent
 from udptrace.report.recorder import Recorder
-from udptrace.report.stage_latency import per_stage
 from udptrace.report.terminal import ReportData, duration
 from udptrace.trace.run import TraceResult
 from udptrace.trace.session import TraceSession
@@ -117,7 +116,8 @@ def latency_over_time(recording: Recording) -> go.Figure:
                                hovertemplate="%{x:.3f} s: %{y:.1f} µs<extra></extra>"))
     dropped = column(table, "fate", "").astype(str) == "dropped"
     if dropped.any():
-        reached = stage_offsets(recording)[dropped].max(axis=1)
+        times = packet_times(recording)
+        reached = np.where(times.reached, times.offsets, 0)[dropped].max(axis=1)
         reasons = column(table, "drop_reason", "").astype(str)[dropped]
         fig.add_trace(go.Scatter(x=seconds[dropped], y=_us(reached), mode="markers",
                                    marker={"symbol": "x", "size": 9, "color": "crimson"},
@@ -133,26 +133,26 @@ def latency_over_time(recording: Recording) -> go.Figure:
 
 def breakdown(recording: Recording) -> go.Figure | None:
     """The p50, p99 and slowest packets, stacked by the time each stage took."""
-    stages = [s["name"] for s in recording.info["stages"]]
-    totals = column(recording.packets, "total_ns")
-    is_sent = sent(recording) & (totals >= 0)
-    if not is_sent.any():
+    times = packet_times(recording)
+    per = times.per_stage()
+    totals = times.wire[times.sent]
+    keep = totals >= 0
+    if not keep.any():
         return None
-    per = per_stage(stage_offsets(recording)[is_sent])
-    totals = totals[is_sent]
+    per, totals = per[keep], totals[keep]
     order = np.argsort(totals, kind="stable")
     picks = {"p50": order[int(0.5 * (len(order) - 1))], "p99": order[int(0.99 * (len(order) - 1))],
              "slowest": order[-1]}
     fig = go.Figure()
     labels = [f"{k} ({duration(totals[i])})" for k, i in picks.items()]
-    for index, stage in enumerate(stages[1:], start=1):
+    for index, stage in enumerate(times.stages):
         values = np.array([per[i, index] for i in picks.values()], np.float64)
         if (values > 0).any():
             fig.add_trace(go.Bar(y=labels, x=_us(np.maximum(values, 0)), name=stage,
                                  orientation="h",
                                  hovertemplate=stage + ": %{x:.1f} µs<extra></extra>"))
     fig.update_layout(barmode="stack", title="where the time went: the p50, p99 and slowest "
-                      "packets by stage", xaxis_title="µs since the send syscall's entry")
+                      "packets (sendto→wire) by stage", xaxis_title="µs since the first stage")
     return fig
 
 
@@ -171,9 +171,9 @@ def intervals(recording: Recording) -> tuple[np.ndarray, np.ndarray]:
     """(seconds since start, ns since the same socket's previous datagram)."""
     table = recording.packets
     ts = column(table, "ts_ns")
-    if "interval_ns" in table.column_names:
+    if table["interval_ns"].null_count < table.num_rows:  # measured in the kernel (--interval)
         gaps = column(table, "interval_ns")
-        keep = gaps >= 0
+        keep = gaps > 0
         return (ts[keep] - ts.min()) / 1e9, gaps[keep]
     # a socket is its process and source port; packets of one syscall share its entry time
     first = column(table, "syscall_packet_index") == 0

@@ -6,14 +6,19 @@ formatted once); only the final ``json.dumps`` runs per packet.
 
 from __future__ import annotations
 
-import errno
 import json
 from typing import IO
 
 import numpy as np
 
-from udptrace.errors import UdptraceError
-from udptrace.trace.decode import Packets, address_strings, stage_offsets, total_ns
+from udptrace.report.output import write_or_fail
+from udptrace.trace.decode import (
+    Packets,
+    address_strings,
+    origin_ns,
+    stage_offsets,
+    total_ns,
+)
 from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
@@ -32,10 +37,6 @@ def summary_object(snapshot: Snapshot, layout: Layout, names: dict[int, str], re
     return {"counters": snapshot.counters, "records": records,
             "lost": snapshot.counters["lost"], "drops": drops_summary(snapshot, layout, names),
             **extra}
-
-
-class OutputError(UdptraceError):
-    """The JSON destination stopped accepting output (full disk, closed pipe)."""
 
 
 def _text(column: np.ndarray) -> list[str]:
@@ -65,7 +66,8 @@ class JsonLines:
             return []
         layout = self.layout
         names = [json.dumps(n) for n in layout.stages]
-        offsets = stage_offsets(r)[:, :len(layout.stages)].tolist()
+        offsets = stage_offsets(r, layout).tolist()
+        reached = (r["ts"] > 0).tolist()
         totals = total_ns(r, layout).tolist()
         saddr = _quoted(address_strings(r["saddr"]))
         daddr = _quoted(address_strings(r["daddr"]))
@@ -74,7 +76,8 @@ class JsonLines:
         cols = {name: r[name].tolist() for name in (
             "pid", "tid", "cpu", "family", "sport", "dport", "len", "netns", "fate",
             "drop_reason", "drop_stage", "syscall_id", "syscall", "packet_index", "xmit_rc")}
-        entry = r["ts"][:, 0].tolist()
+        entry = origin_ns(r, layout).tolist()
+        intervals = r["interval_ns"].tolist()
         exits = packets.syscall_exit.tolist()
         rets = packets.syscall_ret.tolist()
         fates = {k: json.dumps(v) for k, v in layout.fates.items()}
@@ -85,7 +88,8 @@ class JsonLines:
         lines = []
         for i in range(len(r)):
             dropped = cols["fate"][i] == dropped_fate
-            stages = ",".join(f"{names[s]}:{off}" for s, off in enumerate(offsets[i]) if off >= 0)
+            stages = ",".join(f"{names[s]}:{off}" for s, (off, seen) in
+                              enumerate(zip(offsets[i], reached[i], strict=True)) if seen)
             reason = cols["drop_reason"][i]
             reason_text = reasons.get(reason) or json.dumps(str(reason))
             exit_ns, ret = ("null", "null") if not exits[i] else (exits[i] - entry[i], rets[i])
@@ -104,6 +108,7 @@ class JsonLines:
                 f'"syscall":{{"id":{cols["syscall_id"][i]},'
                 f'"name":{syscall},'
                 f'"packet_index":{cols["packet_index"][i]},"exit_ns":{exit_ns},"ret":{ret}}},'
+                f'"interval_ns":{intervals[i] or "null"},'
                 f'"xmit_rc":{cols["xmit_rc"][i]},'
                 f'"fragment":{"true" if flags[i] & fragment else "false"},'
                 f'"neigh_queued":{"true" if flags[i] & neigh else "false"}'
@@ -125,14 +130,4 @@ class JsonLines:
         self._write(json.dumps({"type": "summary", **summary}, separators=(",", ":")) + "\n")
 
     def _write(self, text: str) -> None:
-        try:
-            self.out.write(text)
-            self.out.flush()
-        except BrokenPipeError:
-            raise OutputError("--json output closed (the reader went away): tracing stopped") \
-                from None
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise OutputError("--json output: no space left on device: tracing stopped") \
-                    from None
-            raise OutputError(f"--json output: {e.strerror}: tracing stopped") from None
+        write_or_fail(self.out, text, "--json")

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from udptrace import __version__
 from udptrace.errors import UdptraceError, UsageError
 from udptrace.report.jsonl import drops_summary
-from udptrace.stages import STAGES, TOTAL
+from udptrace.stages import SPANS, STAGES
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import Snapshot, TraceSession
@@ -63,8 +63,10 @@ def run_info(session: TraceSession, command: list[str], sched: bool) -> dict[str
     return {
         "format": FORMAT, "version": __version__, "kernel": os.uname().release,
         "command": command, "stages": stages,
-        "total": {"name": TOTAL.name, "title": TOTAL.title, "meaning": TOTAL.meaning},
+        "spans": [{"name": s.name, "title": s.title, "meaning": s.meaning}
+                  for s in SPANS if s.name in session.layout.spans],
         "filters": _filters(options), "pubsub_port": options.payload_port or None,
+        "uprobe": options.uprobe or None, "intervals": options.intervals,
         "sched": sched,
     }
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from udptrace.report.parquet import Recording, column
-from udptrace.report.recorded import stage_offsets
+from udptrace.report.recorded import packet_times
 from udptrace.report.stage_latency import per_stage
 
 CPUS_PID = 1
@@ -88,11 +88,15 @@ def _packets(tracks: _Tracks, recording: Recording) -> None:
     table = recording.packets
     if not table.num_rows:
         return
-    stages = [s["name"] for s in recording.info["stages"]]
-    offsets = stage_offsets(recording)
-    spent = per_stage(offsets)
-    entry = column(table, "ts_ns")
-    end = offsets.max(axis=1)
+    times = packet_times(recording)
+    stages, offsets, reached = times.stages, times.offsets, times.reached
+    spent = per_stage(offsets, reached)
+    # a packet's slice: from its first stage (the app's callback, or the syscall) to its last
+    begin = np.where(reached, offsets, np.iinfo(np.int64).max).min(axis=1)
+    end = np.where(reached, offsets, np.iinfo(np.int64).min).max(axis=1)
+    entry = column(table, "ts_ns") + begin
+    end = end - begin
+    offsets = offsets - begin[:, None]
     text = {name: column(table, name, "").astype(str) for name in (
         "comm", "saddr", "daddr", "fate", "drop_reason", "drop_stage")}
     pid, sport, dport = column(table, "pid"), column(table, "sport"), column(table, "dport")
@@ -112,8 +116,8 @@ def _packets(tracks: _Tracks, recording: Recording) -> None:
             tracks.slice(socket_pid, tid, f"packet → {text['daddr'][i]}:{dport[i]}", entry[i],
                          end[i], {"fate": fate, "stages_ns": {
                              stages[j]: int(offsets[i, j]) for j in range(len(stages))
-                             if offsets[i, j] >= 0}}, cat="packet")
-            for j in range(1, len(stages)):
+                             if reached[i, j]}}, cat="packet")
+            for j in range(len(stages)):
                 if spent[i, j] >= 0:
                     tracks.slice(socket_pid, tid, stages[j],
                                  entry[i] + offsets[i, j] - spent[i, j], spent[i, j],

@@ -22,10 +22,9 @@ from prometheus_client.core import (
 )
 
 from udptrace.pubsub.headers import UadpHeaders
-from udptrace.report.stage_latency import per_stage
+from udptrace.report.stage_latency import PacketTimes
 from udptrace.report.terminal import live_drops
-from udptrace.stages import TOTAL
-from udptrace.trace.decode import Packets, stage_offsets, total_ns
+from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
@@ -88,7 +87,7 @@ class Metrics:
                  max_values: int = DEFAULT_MAX_VALUES, intervals: bool = False) -> None:
         self.layout = layout
         self.drop_names = drop_names
-        self.stages = (*layout.stages, TOTAL.name)
+        self.stages = (*layout.stages, *layout.spans)
         self.fates = tuple(layout.fates.values())
         self.fate_index = np.zeros(max(layout.fates) + 1, np.int64)  # enum value → position
         self.fate_index[list(layout.fates)] = np.arange(len(layout.fates))
@@ -103,7 +102,6 @@ class Metrics:
         self.intervals = np.zeros((0, len(self.interval_bounds) + 1), np.int64)
         self.interval_sum = np.zeros(0)
         self.interval_sq = np.zeros(0)
-        self.last_send: dict[tuple[int, ...], int] = {}  # (pid, source port) → ns
         self.counters: dict[str, int] = {}
         self.drops: list[tuple[str, str, int]] = []
         self.published = Published()
@@ -160,54 +158,24 @@ class Metrics:
         group = self._group_of(packets, headers)
         fate = self.fate_index[np.minimum(r["fate"], len(self.fate_index) - 1)]
         np.add.at(self.datagrams, (group, fate), 1)
-        sent = r["fate"] == self.layout.fates_by_name["sent"]
-        spent = per_stage(stage_offsets(r)[sent])
-        for stage in range(1, len(self.layout.stages)):
-            self._observe(group[sent], stage, spent[:, stage])
-        # the first stage's own row is the whole syscall, once per syscall, as live
-        first = (r["packet_index"] == 0) & (packets.syscall_exit > 0)
-        self._observe(group[first], 0, packets.syscall_exit[first].astype(np.int64)
-                      - r["ts"][first, 0].astype(np.int64))
-        self._observe(group[sent], len(self.stages) - 1, total_ns(r[sent], self.layout))
+        times = PacketTimes.of(packets, self.layout)
+        spent = times.per_stage()
+        for stage in range(len(self.layout.stages)):
+            self._observe(group[times.sent], stage, spent[:, stage])
+        for index, span in enumerate(self.layout.spans, start=len(self.layout.stages)):
+            found = times.span(span)
+            if found is not None:
+                self._observe(group[found[0]], index, found[1])
         if self.track_intervals:
-            self._add_intervals(group[r["packet_index"] == 0], r[r["packet_index"] == 0])
+            gaps = r["interval_ns"].astype(np.int64)  # measured in the kernel, per flow
+            self._add_intervals(group[gaps > 0], gaps[gaps > 0])
         self.publish()
 
-    def _add_intervals(self, group: np.ndarray, r: np.ndarray) -> None:
-        """Time since the same socket's previous datagram (the first one of each syscall)."""
-        if "interval_ns" in r.dtype.names:  # the kernel measured it
-            gaps = r["interval_ns"].astype(np.int64)
-        else:
-            gaps = self._gaps(r["ts"][:, 0].astype(np.int64),
-                              np.stack([r["pid"], r["sport"]], axis=1).astype(np.int64))
-        keep = gaps > 0
-        group, gaps = group[keep], gaps[keep]
+    def _add_intervals(self, group: np.ndarray, gaps: np.ndarray) -> None:
         bucket = np.searchsorted(self.interval_bounds, gaps, side="left")
         np.add.at(self.intervals, (group, bucket), 1)
         np.add.at(self.interval_sum, group, gaps / 1e9)
         np.add.at(self.interval_sq, group, (gaps / 1e9) ** 2)
-
-    def _gaps(self, ts: np.ndarray, sockets: np.ndarray) -> np.ndarray:
-        """Per datagram, ns since its socket's previous one (-1: the first seen); the
-        batch in NumPy, the state across batches one entry per socket."""
-        distinct, inverse = np.unique(sockets, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.lexsort((ts, inverse))
-        ts_o, socket_o = ts[order], inverse[order]
-        same = socket_o[1:] == socket_o[:-1]
-        gaps_o = np.full(len(ts), -1, np.int64)
-        gaps_o[1:][same] = np.diff(ts_o)[same]
-        starts = np.flatnonzero(np.r_[True, ~same])
-        ends = np.r_[starts[1:] - 1, len(ts) - 1]
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            key = tuple(distinct[socket_o[start]].tolist())
-            before = self.last_send.get(key)
-            if before is not None:
-                gaps_o[start] = ts_o[start] - before
-            self.last_send[key] = int(ts_o[end])
-        gaps = np.empty_like(gaps_o)
-        gaps[order] = gaps_o
-        return gaps
 
     def kernel(self, snapshot: Snapshot) -> None:
         """The kernel's counters and drops (drops include the peer's, which end no record)."""

@@ -15,8 +15,9 @@ from rich.table import Table
 
 from udptrace.pubsub.headers import UadpHeaders, decode_headers
 from udptrace.pubsub.uadp import PublisherIdType
+from udptrace.report.intervals import Flow, IntervalSummary
 from udptrace.report.terminal import duration
-from udptrace.trace.decode import Packets, total_ns
+from udptrace.trace.decode import Packets, origin_ns, total_ns
 from udptrace.trace.layout import Layout
 
 
@@ -51,9 +52,14 @@ def labels(headers: UadpHeaders) -> list[dict[str, object] | None]:
 @dataclass
 class _Group:
     latencies: list[np.ndarray] = field(default_factory=list)
+    sends: list[np.ndarray] = field(default_factory=list)  # syscall entries, for intervals
     writers: set[int] = field(default_factory=set)
     packets: int = 0
     dropped: int = 0
+
+
+def _shown(kind: int, pub: int) -> str:
+    return f"String#{pub & (2**64 - 1):016x}" if kind == PublisherIdType.String else str(pub)
 
 
 class PubSubGroups:
@@ -68,6 +74,8 @@ class PubSubGroups:
         valid = headers.valid
         self.unlabelled += int((~valid).sum())
         totals = total_ns(packets.records, layout)
+        starts = origin_ns(packets.records, layout)
+        first = packets.records["packet_index"] == 0
         fates = packets.records["fate"]
         sent = fates == layout.fates_by_name["sent"]
         dropped = fates == layout.fates_by_name["dropped"]
@@ -82,10 +90,21 @@ class PubSubGroups:
             rows = inverse == g
             entry = self.groups.setdefault((kind, pub, group), _Group())
             entry.latencies.append(totals[valid][rows][sent[valid][rows]])
+            entry.sends.append(starts[valid][rows][first[valid][rows]])
             entry.writers.update(headers.dataset_writer_id[valid][rows].tolist())
             entry.packets += int(rows.sum())
             entry.dropped += int(dropped[valid][rows].sum())
         return headers
+
+    def interval_flows(self) -> list[Flow]:
+        """Send intervals per writer group, exact (from every record's syscall entry)."""
+        flows = []
+        for (kind, pub, group), g in sorted(self.groups.items()):
+            sends = np.sort(np.concatenate(g.sends)) if g.sends else np.empty(0, np.int64)
+            if len(sends) > 1:
+                flows.append(Flow(f"PublisherId {_shown(kind, pub)} WriterGroup {group}",
+                                  IntervalSummary.from_samples(np.diff(sends))))
+        return flows
 
     def render(self, console: Console) -> None:
         if not self.groups:
@@ -102,10 +121,7 @@ class PubSubGroups:
             if len(values):
                 cells = [duration(float(np.percentile(values, q))) for q in (50, 99)]
                 cells += [duration(float(values.max())), duration(float(values.std()))]
-            shown = str(pub)
-            if kind == PublisherIdType.String:
-                shown = f"String#{pub & (2**64 - 1):016x}"
-            table.add_row(shown, str(group),
+            table.add_row(_shown(kind, pub), str(group),
                           ",".join(str(w) for w in sorted(g.writers) if w >= 0) or "-",
                           str(g.packets), str(g.dropped), *cells)
         console.print(table)

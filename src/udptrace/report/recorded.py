@@ -8,55 +8,48 @@ distributions come from the packet records, so their percentiles are exact.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.compute as pc
 
 from udptrace.report.columns import stage_column
 from udptrace.report.distribution import Distribution
 from udptrace.report.parquet import Recording, column
-from udptrace.report.stage_latency import per_stage
+from udptrace.report.stage_latency import PacketTimes
 from udptrace.report.terminal import Drop, ReportData, Row
-
-
-def stage_offsets(recording: Recording) -> np.ndarray:
-    """(packets, stages) ns since time zero, -1 where not reached."""
-    names = [s["name"] for s in recording.info["stages"]]
-    table = recording.packets
-    if not table.num_rows:
-        return np.empty((0, len(names)), np.int64)
-    return np.stack([column(table, stage_column(n)) for n in names], axis=1).astype(np.int64)
 
 
 def sent(recording: Recording) -> np.ndarray:
     return column(recording.packets, "fate", "").astype(str) == "sent"
 
 
-def syscall_durations(recording: Recording) -> np.ndarray:
-    """Entry to return of each syscall that made packets, once per syscall."""
+def packet_times(recording: Recording) -> PacketTimes:
     table = recording.packets
-    exits = column(table, "syscall_exit_ns")
-    seen = exits >= 0
-    _, first = np.unique(column(table, "syscall_id")[seen], return_index=True)
-    return exits[seen][first]
+    names = tuple(s["name"] for s in recording.info["stages"])
+    shape = (table.num_rows, len(names))
+    offsets, reached = np.zeros(shape, np.int64), np.zeros(shape, bool)
+    for i, name in enumerate(names):
+        offsets[:, i] = column(table, stage_column(name), 0)
+        reached[:, i] = pc.is_valid(table[stage_column(name)]).to_numpy()
+    return PacketTimes(names, offsets, reached, column(table, "total_ns"),
+                       column(table, "syscall_exit_ns"),
+                       column(table, "syscall_packet_index") == 0, sent(recording))
 
 
 def recorded_report(recording: Recording) -> ReportData:
     info = recording.info
-    stages = info["stages"]
-    is_sent = sent(recording)
-    per = per_stage(stage_offsets(recording)[is_sent])
+    times = packet_times(recording)
+    per = times.per_stage()
     rows = []
-    for index, stage in enumerate(stages):
-        # time zero has no time before it: its row is the whole send syscall, as live
-        values = syscall_durations(recording) if index == 0 else per[:, index]
-        values = values[values >= 0]
+    for index, stage in enumerate(info["stages"]):
+        values = per[:, index][per[:, index] >= 0]
         if len(values):
             rows.append(Row(stage["name"], stage["title"], stage["meaning"],
-                            Distribution.from_values(values)))
-    totals = column(recording.packets, "total_ns")[is_sent]
-    totals = totals[totals >= 0]
-    if len(totals):
-        total = info["total"]
-        rows.append(Row(total["name"], total["title"], total["meaning"],
-                        Distribution.from_values(totals)))
+                            Distribution.from_samples(values)))
+    for span in info["spans"]:
+        found = times.span(span["name"])
+        values = found[1] if found is not None else np.empty(0)
+        if len(values):
+            rows.append(Row(span["name"], span["title"], span["meaning"],
+                            Distribution.from_samples(values)))
     drops = [Drop(d["reason"], d["after_stage"], d["packets"]) for d in info.get("drops", [])]
-    unavailable = [s["name"] for s in stages if not s["available"]]
-    return ReportData(rows, drops, dict(info.get("counters", {})), unavailable)
+    unavailable = [s["name"] for s in info["stages"] if not s["available"]]
+    return ReportData(rows, drops, dict(info.get("counters", {})), unavailable, exact=True)

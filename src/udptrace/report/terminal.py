@@ -7,7 +7,7 @@ kernel's aggregates, or from every record) and share the rendering below.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from udptrace.kernel.plan import StagePlan
 from udptrace.report.distribution import PERCENTILES, Distribution
-from udptrace.stages import TOTAL
+from udptrace.stages import SPANS
 from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
@@ -72,6 +72,7 @@ class ReportData:
     drops: list[Drop]
     counters: dict[str, int]
     unavailable: list[str]  # stages this kernel could not trace
+    exact: bool = False  # distributions from every record, not the kernel's buckets
 
 
 def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -> list[Row]:
@@ -81,25 +82,25 @@ def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -
         dist = Distribution.from_hist(snapshot.hists[index])
         if dist.count and name in by_name:
             rows.append(Row(name, by_name[name].title, by_name[name].meaning, dist))
-    total = Distribution.from_hist(snapshot.hists[layout.total_slot])
-    if total.count:
-        rows.append(Row(TOTAL.name, TOTAL.title, TOTAL.meaning, total))
+    for span in SPANS:
+        dist = Distribution.from_hist(snapshot.hists[layout.span_slot(span.name)])
+        if dist.count:
+            rows.append(Row(span.name, span.title, span.meaning, dist))
     return rows
 
 
-def histogram_lines(dist: Distribution, linear_step: int | None = None) -> list[str]:
-    rows = dist.linear_rows(linear_step) if linear_step else dist.log2_rows()
+def histogram_lines(rows: list[tuple[int, int, int]],
+                    bound: Callable[[int], str] = _bound) -> list[str]:
+    """bpftrace's picture of (low, high, count) rows."""
     peak = max((n for _, _, n in rows), default=0) or 1
     lines = []
     for low, high, n in rows:
         bar = "@" * round(n / peak * BAR_WIDTH)
-        lines.append(f"[{_bound(low)}, {_bound(high)})".ljust(20) + f"{n:>9} |{bar:<{BAR_WIDTH}}|")
+        lines.append(f"[{bound(low)}, {bound(high)})".ljust(22) + f"{n:>9} |{bar:<{BAR_WIDTH}}|")
     return lines
 
 
 def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table:
-    if any(row.dist.exact for row in rows):
-        title += " (exact percentiles, from every record)"
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("stage", no_wrap=True)
     table.add_column("time spent", no_wrap=True)
@@ -110,7 +111,7 @@ def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table
         table.add_row(
             row.name, row.title, str(d.count), duration(d.min),
             *(duration(d.percentile(q)) for q in PERCENTILES), duration(d.max),
-            duration(d.mean), style="bold" if row.name == TOTAL.name else None,
+            duration(d.mean), style="bold" if row.name == "total" else None,
         )
     return table
 
@@ -161,19 +162,21 @@ def render_report(console: Console, report: ReportData, linear_step: int | None 
     if histograms:
         for row in rows:
             console.print(f"[bold]@{row.name}_ns[/]: {row.meaning}", highlight=False)
-            for line in histogram_lines(row.dist, linear_step):
+            bins = row.dist.linear_rows(linear_step) if linear_step else row.dist.log2_rows()
+            for line in histogram_lines(bins):
                 console.print(line, highlight=False, markup=False)
             console.print()
     if rows:
-        console.print(percentile_table(rows))
+        console.print(percentile_table(rows, "latency per stage" + (
+            " (exact percentiles, from every record)" if report.exact else "")))
     else:
         console.print("no UDP packets were followed (check the filters and the traffic)")
     drops = drops_table(report.drops)
     console.print(drops if drops is not None else "drops: none")
     console.print(counters_line(report.counters), highlight=False)
     if report.counters.get("lost"):
-        complete = ("counters are complete, the histograms lack them" if any(
-            row.dist.exact for row in rows) else "histograms and counters are complete")
+        complete = ("counters are complete, the histograms lack them" if report.exact
+                    else "histograms and counters are complete")
         console.print(f"[bold red]{report.counters['lost']} records were lost: the ring buffer "
                       f"was full (raise --ringbuf-kb); {complete}[/]")
     unavailable = report.unavailable

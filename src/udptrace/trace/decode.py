@@ -87,7 +87,7 @@ class SyscallJoin:
         ready = found | (now - ended.astype(np.int64) > self.hold_ns)
         self.pending = _select(candidates, ~ready)
         done = _select(candidates, ready)
-        order = np.lexsort((done["packet_index"], done["ts"][:, 0]))
+        order = np.lexsort((done["packet_index"], origin_ns(done, self.layout)))
         return Packets(_select(done, order), exits[ready][order], rets[ready][order])
 
     def flush(self) -> Packets:
@@ -109,15 +109,35 @@ def address_strings(raw: np.ndarray) -> list[str]:
     return [texts[i] for i in inverse.reshape(-1)]
 
 
-def stage_offsets(records: np.ndarray) -> np.ndarray:
-    """ns since the syscall entry per stage; -1 where a stage was not reached."""
+def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """Each record's time zero: its send syscall's entry, or its first stage without one."""
     ts = records["ts"].astype(np.int64)
-    return np.where(ts > 0, ts - ts[:, :1], -1)
+    syscall = ts[:, layout.stage_index("syscall")]
+    first = np.where(ts > 0, ts, np.iinfo(np.int64).max).min(axis=1, initial=np.iinfo(np.int64).max)
+    return np.where(syscall > 0, syscall, np.where(first < np.iinfo(np.int64).max, first, 0))
+
+
+def stage_offsets(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """ns since time zero per stage, negative before it (the callback); meaningless where
+    the stage was not reached (``records["ts"] == 0``)."""
+    ts = records["ts"].astype(np.int64)
+    return ts - origin_ns(records, layout)[:, None]
+
+
+def wire_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """When the packet left the device (xmit_done; the free when there is none), or 0."""
+    ts = records["ts"].astype(np.int64)
+    done = ts[:, layout.stage_index("xmit_done")]
+    return np.where(done > 0, done, ts[:, layout.stage_index("free")])
+
+
+def span_ns(records: np.ndarray, layout: Layout, start: str) -> np.ndarray:
+    """From stage `start` until the packet left the device; -1 where either is missing."""
+    ts = records["ts"].astype(np.int64)
+    begin, end = ts[:, layout.stage_index(start)], wire_ns(records, layout)
+    return np.where((begin > 0) & (end > 0), end - begin, -1)
 
 
 def total_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
-    """Syscall entry until the packet left the device (xmit_done; the free when there is none)."""
-    ts = records["ts"].astype(np.int64)
-    done = ts[:, layout.stage_index("xmit_done")]
-    end = np.where(done > 0, done, ts[:, layout.stage_index("free")])
-    return np.where(end > 0, end - ts[:, 0], -1)
+    """Send syscall entry until the packet left the device; -1 where either is missing."""
+    return span_ns(records, layout, "syscall")

@@ -23,33 +23,42 @@ class Layout:
     config: np.dtype
     counters: np.dtype
     hist: np.dtype
+    interval: np.dtype  # per-flow send intervals
+    flow_key: np.dtype
     stages: tuple[str, ...]  # index in ts[] → stage name
+    spans: tuple[str, ...]  # their histograms follow the stages'
     kinds: dict[int, str]
     fates: dict[int, str]
     syscalls: dict[int, str]
     flags: dict[str, int]
-    hist_slots: int  # one per ts[] index, then the total
+    flow_kinds: dict[int, str]
+    hist_slots: int  # one per stage, then one per span
 
-    @property
-    def total_slot(self) -> int:
-        return self.hist_slots - 1
+    def span_slot(self, name: str) -> int:
+        return len(self.stages) + self.spans.index(name)
 
     @classmethod
     def from_object(cls, obj: BpfObject) -> Layout:
         btf = obj.btf()
         stages = _enum_names(btf.enum_values("ut_stage"), "UT_STAGE_")
         stages.pop(max(stages))  # UT_STAGE_COUNT
+        spans = _enum_names(btf.enum_values("ut_span"), "UT_SPAN_")
+        spans.pop(max(spans))  # UT_SPAN_COUNT
         return cls(
             record=btf.struct_dtype("ut_record"),
             config=btf.struct_dtype("ut_config"),
             counters=btf.struct_dtype("ut_counters"),
             hist=btf.struct_dtype("ut_hist"),
+            interval=btf.struct_dtype("ut_interval"),
+            flow_key=btf.struct_dtype("ut_flow_key"),
             stages=tuple(stages[i] for i in sorted(stages)),
+            spans=tuple(spans[i] for i in sorted(spans)),
             kinds=_enum_names(btf.enum_values("ut_record_kind"), "UT_KIND_"),
             fates=_enum_names(btf.enum_values("ut_fate"), "UT_FATE_"),
             syscalls=_enum_names(btf.enum_values("ut_syscall"), "UT_SYS_"),
             flags={k.removeprefix("UT_F_").lower(): v
                    for k, v in btf.enum_values("ut_record_flags").items()},
+            flow_kinds=_enum_names(btf.enum_values("ut_flow_kind"), "UT_FLOW_"),
             hist_slots=obj.maps["hists"].max_entries,
         )
 

@@ -35,6 +35,8 @@ class TraceOptions:
     payload_port: int = 0  # copy UDP payload bytes for this port (PubSub attribution)
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
     max_age_s: float = DEFAULT_MAX_AGE_S
+    uprobe: str = ""  # BINARY:SYMBOL whose entry starts the records of its sends
+    intervals: bool = False  # per-flow send intervals, aggregated in the kernel
 
 
 def _check_pid(pid: int) -> None:
@@ -151,6 +153,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["netns"] = netns_inode(options.netns) if options.netns else 0
     cfg["stream"] = options.stream
     cfg["kfree_has_reason"] = kfree_has_reason
+    cfg["intervals"] = options.intervals
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()
     cfg["ifname"] = options.ifname.encode()

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from udptrace import bpf
-from udptrace.errors import require_root
+from udptrace.errors import KernelFeatureError, require_root
 from udptrace.kernel.features import detect
 from udptrace.kernel.plan import StagePlan, send_path_plans
-from udptrace.loader.bpf_object import BpfObject, Map, possible_cpus
+from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
+from udptrace.stages import HookKind, Stage
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions, config_bytes, parse_network, validate
+from udptrace.trace.uprobe_target import UprobeTarget, resolve
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,16 @@ class TraceSession:
         require_root()
         validate(options)
         self.options = options
-        self.plans: list[StagePlan] = send_path_plans(detect())
+        self.uprobe: UprobeTarget | None = (
+            resolve(options.uprobe, options.pids) if options.uprobe else None)
+        self.plans: list[StagePlan] = [p for p in send_path_plans(detect())
+                                       if self._asked_for(p.stage)]
+        for plan in self.plans:
+            if plan.stage.needs and not plan.available:
+                raise KernelFeatureError(f"{plan.stage.needs} cannot be served here: "
+                                         f"{plan.describe()}")
         self.vmlinux = Btf.vmlinux()
-        self.obj = BpfObject(bpf.object_bytes("ut_send"), "ut_send")
+        self.obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
         self.reader: RingBufferReader | None = None
         try:
             self.layout = Layout.from_object(self.obj)
@@ -65,6 +74,9 @@ class TraceSession:
         except BaseException:
             self.close()
             raise
+
+    def _asked_for(self, stage: Stage) -> bool:
+        return stage.needs != "--uprobe" or self.uprobe is not None
 
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
@@ -91,7 +103,17 @@ class TraceSession:
     def _attach(self) -> None:
         for plan in self.plans:
             for hook in plan.hooks:
-                self.obj.programs[hook.program].attach()
+                program = self.obj.programs[hook.program]
+                if hook.kind == HookKind.UPROBE:
+                    self._attach_uprobe(program, retprobe=hook.target == "return")
+                else:
+                    program.attach()
+
+    def _attach_uprobe(self, program: Program, retprobe: bool) -> None:
+        assert self.uprobe is not None
+        pids = self.options.pids
+        program.attach_uprobe(self.uprobe.binary, offset=self.uprobe.offset,
+                              pid=pids[0] if len(pids) == 1 else -1, retprobe=retprobe)
 
     def read(self) -> np.ndarray:
         """The records streamed since the last read (empty unless options.stream)."""
@@ -121,6 +143,13 @@ class TraceSession:
             reason, stage = struct.unpack("<II", key)
             drops[(reason, stage)] = int(_percpu(maps["drops"], key, np.dtype("<u8")).sum())
         return Snapshot(counters, hists, drops)
+
+    def intervals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-flow send intervals (``--interval``): the flows' keys and their state."""
+        m = self.obj.maps["intervals"]
+        entries = [(k, v) for k in m.iter_keys() if (v := m.lookup(k)) is not None]
+        return (np.frombuffer(b"".join(k for k, _ in entries), self.layout.flow_key),
+                np.frombuffer(b"".join(v for _, v in entries), self.layout.interval))
 
     def drop_reason_names(self) -> dict[int, str]:
         """The running kernel's drop reasons; their numbers differ between versions."""

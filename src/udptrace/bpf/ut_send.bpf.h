@@ -1,7 +1,7 @@
-// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * udptrace send path: every UDP datagram from its send syscall to the point
- * where it left the sending device.
+ * The send path: every UDP datagram from its send syscall to the point where
+ * it left the sending device.
  *
  * A packet is tied to its syscall where that is certain: the skb's socket is
  * the socket behind the syscall's fd, seen on the syscall's own task (process
@@ -13,59 +13,16 @@
  * Each hook is written once as a static function and wrapped twice, as
  * tp_btf and raw_tp; user space autoloads the variant this kernel supports.
  */
-#include "ut_types.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
-#include "ut_record.h"
+#ifndef UT_SEND_BPF_H
+#define UT_SEND_BPF_H
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_UDP 17
-#define IPV6_FRAGMENT 44
-#define NETDEV_TX_OK 0
-#define PACKET_LOOPBACK 5
 /* a peer drops within microseconds; an older entry means we missed a silent free */
 #define PEER_WINDOW_NS 1000000000ULL
-
-const volatile struct ut_config cfg = {};
-
-/* Used only to recognise a socket file; weak so a kernel without it still loads. */
-extern const void socket_file_ops __ksym __weak;
-
-__u64 next_syscall_id = 0;
-
-/*
- * One entry per thread, rewritten in place by every send syscall (an insert and
- * a delete per syscall cost more than the rest of the syscall hooks together).
- */
-struct ut_call {
-	__u64 id;                  /* 0: no traced syscall in flight on this thread */
-	__u64 entry;
-	__u64 sk;                  /* socket behind sk_fd, kept across syscalls */
-	__u32 fd;
-	__u32 sk_fd;
-	enum ut_syscall syscall;
-	__u16 packets;
-	__u16 sport;               /* ports of the first fragment, for the others */
-	__u16 dport;
-};
 
 struct ut_pkt_state {
 	struct ut_record rec;
 	__u64 last;                /* time of the latest event, to spot stale entries */
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, __u32);        /* tid */
-	__type(value, struct ut_call);
-} calls SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -119,294 +76,12 @@ struct {
 	__type(value, struct ut_handoff);
 } handed_off SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ut_counters);
-} counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UT_HIST_SLOTS);
-	__type(key, __u32);
-	__type(value, struct ut_hist);
-} hists SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct ut_drop_key);
-	__type(value, __u64);
-} drops SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u8);
-} pids SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u16);
-	__type(value, __u8);
-} ports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 64);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct ut_lpm_key);
-	__type(value, __u8);
-} src_nets SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 64);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct ut_lpm_key);
-	__type(value, __u8);
-} dst_nets SEC(".maps");
-
 /* Slots hash the data buffer's address: a tp_btf skb pointer allows no arithmetic. */
 static __always_inline struct ut_handoff *handoff_slot(__u64 head)
 {
 	__u32 slot = ((head * 0x9E3779B97F4A7C15ULL) >> 52) & (HANDOFF_SLOTS - 1);
 
 	return bpf_map_lookup_elem(&handed_off, &slot);
-}
-
-static __always_inline struct ut_counters *counts(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&counters, &zero);
-}
-
-#define COUNT(field)                                   \
-	do {                                               \
-		struct ut_counters *c__ = counts();            \
-		if (c__)                                       \
-			c__->field++;                              \
-	} while (0)
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	return r | (v >> 1);
-}
-
-/* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
-static __always_inline void hist_add(__u32 slot, __u64 value)
-{
-	struct ut_hist *h = bpf_map_lookup_elem(&hists, &slot);
-	__u32 row, sub, lg;
-
-	if (!h)
-		return;
-	if (value < UT_HIST_SUB_BUCKETS) {
-		row = 0;
-		sub = value;
-	} else {
-		lg = log2_u64(value);
-		row = lg - 2;
-		sub = (value >> (lg - 3)) & (UT_HIST_SUB_BUCKETS - 1);
-	}
-	if (row >= UT_HIST_ROWS)
-		row = UT_HIST_ROWS - 1;
-	h->buckets[row][sub & (UT_HIST_SUB_BUCKETS - 1)]++;
-	if (!h->count || value < h->min)
-		h->min = value;
-	if (value > h->max)
-		h->max = value;
-	h->count++;
-	h->sum += value;
-}
-
-static __always_inline bool same_name16(const char *a, const volatile char *b)
-{
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		if (a[i] != b[i])
-			return false;
-		if (!a[i])
-			return true;
-	}
-	return true;
-}
-
-/* ---- syscalls ------------------------------------------------------------------- */
-
-static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-	struct ut_call *call;
-
-	if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid))
-		return 0;
-	if (cfg.comm[0]) {
-		char comm[16];
-
-		bpf_get_current_comm(comm, sizeof(comm));
-		if (!same_name16(comm, cfg.comm))
-			return 0;
-	}
-	call = bpf_map_lookup_elem(&calls, &tid);
-	if (!call) {
-		struct ut_call fresh = {};
-
-		bpf_map_update_elem(&calls, &tid, &fresh, BPF_NOEXIST);
-		call = bpf_map_lookup_elem(&calls, &tid);
-		if (!call)
-			return 0;
-	}
-	call->id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
-	call->entry = bpf_ktime_get_ns();
-	call->fd = fd;
-	call->syscall = syscall;
-	call->packets = 0;
-	return 0;
-}
-
-/* The syscall's own record, written straight into the ring buffer. */
-static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now, __s64 ret,
-						__u64 pid_tgid)
-{
-	struct ut_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-
-	if (!r) {
-		COUNT(lost_syscalls);
-		return;
-	}
-	__builtin_memset(r, 0, sizeof(*r));
-	r->kind = UT_KIND_SYSCALL;
-	r->ts[UT_STAGE_SYSCALL] = call->entry;
-	r->syscall_exit = now;
-	r->syscall_ret = ret;
-	r->syscall_id = call->id;
-	r->syscall = call->syscall;
-	r->packet_index = call->packets;
-	r->pid = pid_tgid >> 32;
-	r->tid = (__u32)pid_tgid;
-	r->cpu = bpf_get_smp_processor_id();
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline int syscall_exit(__s64 ret)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
-	__u64 now;
-
-	if (!call || !call->id)
-		return 0;
-	if (call->packets) {
-		now = bpf_ktime_get_ns();
-		COUNT(syscalls);
-		hist_add(UT_STAGE_SYSCALL, now - call->entry);
-		if (cfg.stream)
-			emit_syscall_record(call, now, ret, pid_tgid);
-	}
-	call->id = 0;
-	return 0;
-}
-
-/* sys_enter_* / sys_exit_* tracepoint records: stable ABI since syscall tracepoints exist */
-struct syscall_enter_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__u64 args[6];
-};
-
-struct syscall_exit_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__s64 ret;
-};
-
-#define UT_SYSCALL(name, id)                                                \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
-	int ut_enter_##name(struct syscall_enter_ctx *ctx)                      \
-	{                                                                       \
-		return syscall_enter(id, ctx->args[0]);                             \
-	}                                                                       \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
-	int ut_exit_##name(struct syscall_exit_ctx *ctx)                        \
-	{                                                                       \
-		return syscall_exit(ctx->ret);                                      \
-	}
-
-UT_SYSCALL(sendto, UT_SYS_SENDTO)
-UT_SYSCALL(sendmsg, UT_SYS_SENDMSG)
-UT_SYSCALL(sendmmsg, UT_SYS_SENDMMSG)
-UT_SYSCALL(write, UT_SYS_WRITE)
-UT_SYSCALL(writev, UT_SYS_WRITEV)
-
-/* ---- packets -------------------------------------------------------------------- */
-
-/* The socket behind the syscall's fd, or 0 when the fd is not a socket. */
-static __always_inline __u64 fd_socket(__u32 fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *file = 0;
-	struct socket *sock;
-
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	if (!file)
-		return 0;
-	if (&socket_file_ops && BPF_CORE_READ(file, f_op) != &socket_file_ops)
-		return 0;
-	sock = BPF_CORE_READ(file, private_data);
-	return (__u64)BPF_CORE_READ(sock, sk);
-}
-
-/* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
-static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
-	__u64 sk;
-
-	if (!call || !call->id)
-		return 0;
-	sk = (__u64)BPF_CORE_READ(skb, sk);
-	if (!sk)
-		return 0;
-	if (sk == call->sk && call->fd == call->sk_fd)
-		return call; /* the common case: the same socket as last time, no fd walk */
-	call->sk = fd_socket(call->fd);
-	call->sk_fd = call->fd;
-	return sk == call->sk ? call : 0;
-}
-
-static __always_inline bool addr_wanted(void *lpm, __u8 *addr)
-{
-	struct ut_lpm_key key = {.prefixlen = 128};
-
-	__builtin_memcpy(key.addr, addr, 16);
-	return bpf_map_lookup_elem(lpm, &key) != 0;
 }
 
 /*
@@ -467,7 +142,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	}
 
 	/* histogram mode without port filters needs none of what follows but the checks */
-	if (!cfg.stream && !cfg.filter_port && !cfg.netns && !cfg.ifname[0])
+	if (!cfg.stream && !cfg.intervals && !cfg.filter_port && !cfg.netns && !cfg.ifname[0])
 		return true;
 	if (first_fragment) {
 		struct ut_udphdr udp;
@@ -549,15 +224,23 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	if (!describe_packet(skb, call, r))
 		return 0;
 	r->kind = UT_KIND_PACKET;
+	r->ts[UT_STAGE_APP] = call->app;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
 	r->syscall_id = call->id;
 	r->syscall = call->syscall;
-	r->packet_index = call->packets++;
 	r->pid = pid_tgid >> 32;
 	r->tid = (__u32)pid_tgid;
 	r->cpu = bpf_get_smp_processor_id();
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
+	if (cfg.intervals && !call->packets) {
+		/* one send is one syscall, however many datagrams or fragments it makes */
+		struct ut_flow_key flow = {.id = call->sk, .tgid = r->pid, .kind = UT_FLOW_SOCKET};
+
+		r->interval_ns = interval_note(&flow, call->entry);
+		interval_describe(&flow, r);
+	}
+	r->packet_index = call->packets++;
 	cur->state.last = now;
 	cur->skb = key;
 	COUNT(packets);
@@ -614,17 +297,6 @@ static __always_inline enum ut_stage last_stage(struct ut_record *r)
 	return last;
 }
 
-static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
-{
-	struct ut_drop_key dk = {.reason = reason, .stage = stage};
-	__u64 one = 1, *n = bpf_map_lookup_elem(&drops, &dk);
-
-	if (n)
-		(*n)++;
-	else
-		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
-}
-
 /* End a packet's record; `reason` and `stage` say where a dropped one died. */
 static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fate fate,
 				   __u32 reason, enum ut_stage stage)
@@ -636,21 +308,25 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 	if (fate == UT_FATE_LOOPED) {
 		COUNT(looped);
 	} else if (fate == UT_FATE_SENT) {
-		__u64 prev = r->ts[UT_STAGE_SYSCALL];
+		__u64 prev = 0;
 		__u64 end = r->ts[UT_STAGE_XMIT_DONE] ?: r->ts[UT_STAGE_FREE];
 
 		/* each stage's histogram holds the time since the stage reached before it */
 #pragma unroll
-		for (int i = 1; i < UT_STAGE_COUNT; i++) {
+		for (int i = 0; i < UT_STAGE_COUNT; i++) {
 			__u64 t = r->ts[i];
 
 			if (t && t >= prev) {
-				hist_add(i, t - prev);
+				if (prev)
+					hist_add(i, t - prev);
 				prev = t;
 			}
 		}
-		if (end)
-			hist_add(UT_HIST_TOTAL, end - r->ts[UT_STAGE_SYSCALL]);
+		if (end) {
+			hist_add(SPAN_SLOT(UT_SPAN_TOTAL), end - r->ts[UT_STAGE_SYSCALL]);
+			if (r->ts[UT_STAGE_APP])
+				hist_add(SPAN_SLOT(UT_SPAN_APP_TO_WIRE), end - r->ts[UT_STAGE_APP]);
+		}
 		if (r->flags & UT_F_HANDED_OFF) {
 			__u64 head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head);
 			struct ut_handoff *h = handoff_slot(head);
@@ -856,8 +532,6 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 	return 0;
 }
 
-/* ---- hooks: each as tp_btf and as raw_tp ------------------------------------------ */
-
 #define UT_HOOK(tp, name, args, call)                                       \
 	SEC("tp_btf/" #tp) int BPF_PROG(ut_btf_##name, args) { return call; }   \
 	SEC("raw_tp/" #tp) int BPF_PROG(ut_raw_##name, args) { return call; }
@@ -881,3 +555,5 @@ UT_HOOK(netif_receive_skb, netif_recv, ARGS(struct sk_buff *skb), on_rx_handoff(
 UT_HOOK(consume_skb, consume, ARGS(struct sk_buff *skb), on_free(skb, 0, true))
 UT_HOOK(kfree_skb, kfree, ARGS(struct sk_buff *skb, void *location),
 	on_free(skb, cfg.kfree_has_reason ? (__u32)ctx[2] : 0, false))
+
+#endif /* UT_SEND_BPF_H */

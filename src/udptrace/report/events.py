@@ -1,0 +1,71 @@
+"""`--events`: a live log, one line per datagram as its record completes.
+
+Each line: seconds since the trace started, process, addresses, length, each
+stage reached with the time since the stage before it (as in the report's
+table), the total and the fate. Written and flushed per batch, so `| grep`
+and `| tee` see lines while the trace runs.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+import numpy as np
+
+from udptrace.report.output import write_or_fail
+from udptrace.report.terminal import duration
+from udptrace.trace.decode import Packets, address_strings, origin_ns, total_ns
+from udptrace.trace.layout import Layout
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class EventLog:
+    def __init__(self, out: IO[str], layout: Layout, drop_names: dict[int, str],
+                 start_ns: int) -> None:
+        self.out = out
+        self.layout = layout
+        self.drop_names = drop_names
+        self.start_ns = start_ns
+
+    def lines(self, packets: Packets) -> list[str]:
+        r = packets.records
+        if not len(r):
+            return []
+        layout = self.layout
+        ts = r["ts"].astype(np.int64)
+        since = ((origin_ns(r, layout) - self.start_ns) / 1e9).tolist()
+        totals = total_ns(r, layout).tolist()
+        saddr, daddr = address_strings(r["saddr"]), address_strings(r["daddr"])
+        comm = [c.decode(errors="replace") for c in r["comm"].tolist()]
+        cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate",
+                                           "drop_reason", "drop_stage", "interval_ns")}
+        dropped = layout.fates_by_name["dropped"]
+        lines = []
+        for i, row in enumerate(ts.tolist()):
+            steps, previous = [], 0
+            for stage, t in enumerate(row):
+                if t:
+                    steps.append(f"{layout.stages[stage]} +{duration(t - previous)}"
+                                 if previous else layout.stages[stage])
+                    previous = t
+            fate = layout.fates.get(cols["fate"][i], "?")
+            if cols["fate"][i] == dropped:
+                reason = self.drop_names.get(cols["drop_reason"][i], str(cols["drop_reason"][i]))
+                fate += f" {reason} after {layout.stages[cols['drop_stage'][i]]}"
+            elif totals[i] >= 0:
+                fate = f"total {duration(totals[i])} {fate}"
+            interval = (f"  interval {duration(cols['interval_ns'][i])}"
+                        if cols["interval_ns"][i] else "")
+            lines.append(
+                f"{since[i]:12.6f}  {comm[i]}/{cols['pid'][i]}  "
+                f"{_endpoint(saddr[i], cols['sport'][i])} → {_endpoint(daddr[i], cols['dport'][i])}"
+                f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{interval}\n")
+        return lines
+
+    def write(self, packets: Packets) -> None:
+        text = "".join(self.lines(packets))
+        if text:
+            write_or_fail(self.out, text, "--events")

@@ -1,0 +1,68 @@
+/*
+ * A cyclic UDP publisher for the tests: every period it wakes at an absolute
+ * time and calls publish_cb(), which sends the cycle's datagrams.
+ *
+ *   cyclic_publisher ADDR PORT CYCLES PERIOD_US [SKIP DOUBLE OUTSIDE]
+ *
+ * SKIP: a cycle that publishes nothing (a missed period); DOUBLE: a cycle whose
+ * callback sends twice; OUTSIDE: a cycle that also sends once outside the
+ * callback. -1 (the default) for none. It starts when a line arrives on stdin,
+ * so a test can attach its tracer first.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static char payload[64] = "cyclic";
+
+__attribute__((noinline)) void publish_cb(int fd, const struct sockaddr_in *to, int sends)
+{
+	for (int i = 0; i < sends; i++)
+		sendto(fd, payload, sizeof(payload), 0, (const struct sockaddr *)to, sizeof(*to));
+	__asm__ volatile("" ::: "memory"); /* keep the call a call */
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 5) {
+		fprintf(stderr, "usage: %s ADDR PORT CYCLES PERIOD_US [SKIP DOUBLE OUTSIDE]\n", argv[0]);
+		return 2;
+	}
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+	int cycles = atoi(argv[3]);
+	long period_ns = atol(argv[4]) * 1000L;
+	int skip = argc > 5 ? atoi(argv[5]) : -1;
+	int twice = argc > 6 ? atoi(argv[6]) : -1;
+	int outside = argc > 7 ? atoi(argv[7]) : -1;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct timespec next;
+
+	if (fd < 0 || inet_pton(AF_INET, argv[1], &to.sin_addr) != 1) {
+		perror("cyclic_publisher");
+		return 1;
+	}
+	char go[8];
+
+	if (!fgets(go, sizeof(go), stdin))
+		return 1;
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (int cycle = 0; cycle < cycles; cycle++) {
+		next.tv_nsec += period_ns;
+		while (next.tv_nsec >= 1000000000L) {
+			next.tv_nsec -= 1000000000L;
+			next.tv_sec++;
+		}
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+		if (cycle == skip)
+			continue;
+		publish_cb(fd, &to, cycle == twice ? 2 : 1);
+		if (cycle == outside)
+			sendto(fd, payload, sizeof(payload), 0, (const struct sockaddr *)&to, sizeof(to));
+	}
+	close(fd);
+	return 0;
+}
