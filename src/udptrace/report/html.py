@@ -236,12 +236,13 @@ def render(recording: Recording) -> str:
     sections.append(("the run", metadata_table(recording)))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{content}" for t, content in sections)
+    run = html.escape(" ".join(recording.info.get("command", [])))
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>udptrace report: {html.escape(str(recording.path))}</title>"
+            f"<title>udptrace report: {run}</title>"
             f"<style>{STYLE}</style><script>{ERROR_HOOK}</script>"
             f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>'
             f"</head><body><h1>udptrace report</h1>"
-            f'<p class="note">{html.escape(str(recording.path))}, '
+            f'<p class="note">{run}: '
             f"{report.counters.get('packets', 0)} packets followed; made {when}</p>\n"
             f"{body}\n</body></html>\n")
 
