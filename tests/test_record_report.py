@@ -334,3 +334,24 @@ def test_sched_events_fall_back_to_raw_tp(monkeypatch: pytest.MonkeyPatch) -> No
     switches = events[events["kind"] == next(k for k, v in session.kinds.items()
                                              if v == "switch")]
     assert any(c.rstrip(b"\0") for c in switches["comm"])
+
+
+def test_a_pubsub_recording_reports_its_writer_groups(tmp_path: Path) -> None:
+    path = tmp_path / "pubsub.parquet"
+    with VethPair() as net:
+        recorder = start("record", "-o", str(path), "--netns", net.ns_a, "--pubsub", "-d", "30")
+        publisher = net.run(net.ns_a, udptrace("publish", "-i", net.if_a, "--count", "50",
+                                               "--interval-ms", "2", "--sequence-numbers"),
+                            capture_output=True, timeout=60)
+        assert publisher.returncode == 0, publisher.stderr
+        time.sleep(0.3)
+        recorder.send_signal(signal.SIGINT)
+        _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, err
+    packets = pq.read_table(path / "packets")
+    assert sorted(packets["pubsub_sequence_number"].to_pylist()) == list(range(50))
+    assert {tuple(w) for w in packets["pubsub_dataset_writer_ids"].to_pylist()} == {(62541,)}
+    result = run("report", str(path), "--no-hist")
+    assert result.returncode == 0, result.stderr
+    groups = table_rows(result.stdout, "latency per PubSub writer group")
+    assert groups["2234"][1:5] == ["100", "62541", "50", "0"]

@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     # imported only now: pyarrow and plotly are optional extras
     from udptrace.report.atomic import AtomicFile
     from udptrace.report.parquet import open_recording
-    from udptrace.report.recorded import recorded_report
+    from udptrace.report.recorded import pubsub_groups, recorded_report
 
     console = report_console()
     with contextlib.ExitStack() as stack:
@@ -56,6 +56,9 @@ def main(args: argparse.Namespace) -> int:
         recording = open_recording(Path(args.recording))
         step = int(args.linear * 1000) if args.linear else None
         render_report(console, recorded_report(recording), step, histograms=not args.no_hist)
+        groups = pubsub_groups(recording)
+        if groups is not None:
+            groups.render(console)
         if not recording.finished:
             console.print("this recording has no final part (the run was killed): it ends "
                           "with the last complete second")

@@ -113,6 +113,8 @@ def pubsub_columns(h: UadpHeaders) -> dict[str, pa.Array]:
     writer_offsets = np.concatenate([[0], np.cumsum(has_writer)]).astype(np.int32)
     return {
         "pubsub_publisher_id": _nullable(h.publisher_id.astype(np.int64), valid),
+        # not in --json; tells a String id's hash from a number
+        "pubsub_publisher_id_type": _nullable(h.publisher_id_type.astype(np.int64), valid),
         "pubsub_writer_group_id": _nullable(h.writer_group_id.astype(np.int64),
                                             valid & (h.writer_group_id >= 0)),
         "pubsub_dataset_writer_ids": pa.ListArray.from_arrays(

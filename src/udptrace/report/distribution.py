@@ -112,10 +112,12 @@ class Distribution:
         top = self.max + step
         edges = np.arange(0, top + step, step, dtype=np.float64)
         bins = len(edges) - 1
-        # vectorized: a recorded run has one bucket per distinct value, often a million
-        mid = np.minimum(self.low + self.width / 2, self.max)
+        # vectorized: a recorded run has one bucket per distinct value, often a million;
+        # unused buckets are left out (the kernel's top rows have wrapped-around bounds)
+        used = self.counts > 0
+        mid = np.minimum(self.low[used] + self.width[used] / 2, self.max)
         where = np.minimum((mid // step).astype(np.int64), bins - 1)
-        spread = np.bincount(where, weights=self.counts, minlength=bins)
+        spread = np.bincount(where, weights=self.counts[used], minlength=bins)
         rows = [(int(edges[i]), int(edges[i + 1]), int(spread[i])) for i in range(len(spread))]
         return _trim(rows)
 

@@ -53,11 +53,17 @@ def run_info(session: TraceSession, command: list[str], sched: bool) -> dict[str
     stages = []
     for name in session.layout.stages:
         stage, plan = catalogue.get(name), plans.get(name)
+        if plan is not None:
+            hooks = plan.describe()
+        elif stage is not None and stage.needs:
+            hooks = f"not asked for ({stage.needs})"
+        else:
+            hooks = "not in this version's catalogue"
         stages.append({
             "name": name, "title": stage.title if stage else name,
             "meaning": stage.meaning if stage else "",
-            "available": bool(plan and plan.available),
-            "hooks": plan.describe() if plan else "not in this version's catalogue",
+            "available": plan.available if plan else None,  # None: not traced in this run
+            "hooks": hooks,
         })
     options = session.options
     return {

@@ -71,14 +71,17 @@ class PubSubGroups:
 
     def add(self, packets: Packets, layout: Layout) -> UadpHeaders:
         headers = headers_of(packets, layout)
+        r = packets.records
+        self.add_labelled(headers, total_ns(r, layout), origin_ns(r, layout),
+                          r["packet_index"] == 0, r["fate"] == layout.fates_by_name["sent"],
+                          r["fate"] == layout.fates_by_name["dropped"])
+        return headers
+
+    def add_labelled(self, headers: UadpHeaders, totals: np.ndarray, starts: np.ndarray,
+                     first: np.ndarray, sent: np.ndarray, dropped: np.ndarray) -> None:
+        """Packets with their headers decoded (live) or read back (a recording)."""
         valid = headers.valid
         self.unlabelled += int((~valid).sum())
-        totals = total_ns(packets.records, layout)
-        starts = origin_ns(packets.records, layout)
-        first = packets.records["packet_index"] == 0
-        fates = packets.records["fate"]
-        sent = fates == layout.fates_by_name["sent"]
-        dropped = fates == layout.fates_by_name["dropped"]
         # the id's type is part of the key: a String id is a hash that could equal a number
         keys = np.stack([headers.publisher_id_type.astype(np.int64),
                          headers.publisher_id.astype(np.int64),
@@ -94,7 +97,6 @@ class PubSubGroups:
             entry.writers.update(headers.dataset_writer_id[valid][rows].tolist())
             entry.packets += int(rows.sum())
             entry.dropped += int(dropped[valid][rows].sum())
-        return headers
 
     def interval_flows(self) -> list[Flow]:
         """Send intervals per writer group, exact (from every record's syscall entry)."""
