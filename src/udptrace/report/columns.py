@@ -16,7 +16,14 @@ import pyarrow as pa
 
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.jsonl import FAMILIES
-from udptrace.trace.decode import Packets, address_strings, origin_ns, stage_offsets, total_ns
+from udptrace.trace.decode import (
+    Packets,
+    address_strings,
+    char_strings,
+    origin_ns,
+    stage_offsets,
+    total_ns,
+)
 from udptrace.trace.layout import Layout
 
 ADDRESS_BYTES = 16
@@ -39,20 +46,13 @@ def _nullable(values: np.ndarray, valid: np.ndarray) -> pa.Array:
 def _names(codes: np.ndarray, names: dict[int, str], valid: np.ndarray | None = None) -> pa.Array:
     """Enum values as their names, looking each distinct value up once."""
     distinct, inverse = np.unique(codes, return_inverse=True)
-    texts = np.array([names.get(int(c), str(int(c))) for c in distinct] or [""], dtype=object)
-    out = texts[inverse.reshape(-1)] if len(codes) else np.empty(0, object)
-    return pa.array(out, pa.string(), mask=None if valid is None else ~valid)
-
-
-def _texts(column: np.ndarray) -> np.ndarray:
-    """NUL-padded char[] as str objects, decoding each distinct value once (as --json does)."""
-    distinct, inverse = np.unique(column, return_inverse=True)
-    texts = np.array([v.decode(errors="replace") for v in distinct.tolist()] + [""], object)
-    return texts[inverse.reshape(-1)]
+    texts = np.array([names.get(int(c), str(int(c))) for c in distinct] + [""], dtype=object)
+    return pa.array(texts[inverse.reshape(-1)], pa.string(),
+                    mask=None if valid is None else ~valid)
 
 
 def _text(column: np.ndarray) -> pa.Array:
-    return pa.array(_texts(column), pa.string())
+    return pa.array(char_strings(column), pa.string())
 
 
 def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict[str, pa.Array]:
@@ -132,7 +132,7 @@ def sched_columns(events: np.ndarray, kinds: dict[int, str],
     """CPU scheduling and interrupt events (trace/sched.py); ``comm`` names what ran: the task
     switched in, the irq handler, or the softirq vector."""
     kind = events["kind"]
-    names = _texts(events["comm"])
+    names = char_strings(events["comm"])
     softirq = np.isin(kind, [k for k, v in kinds.items() if v.startswith("softirq")])
     names[softirq] = _names(events["number"][softirq], softirqs).to_numpy(zero_copy_only=False)
     cols: dict[str, pa.Array] = {"ts_ns": pa.array(events["ts"].astype(np.int64)),

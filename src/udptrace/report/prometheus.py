@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.stage_latency import PacketTimes
 from udptrace.report.terminal import live_drops
-from udptrace.trace.decode import Packets
+from udptrace.trace.decode import Packets, char_strings
 from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
@@ -74,12 +74,6 @@ def _bounds_ns(bounds_s: tuple[float, ...]) -> np.ndarray:
     return np.round(np.array(bounds_s) * 1e9).astype(np.int64)
 
 
-def _texts(column: np.ndarray) -> np.ndarray:
-    distinct, inverse = np.unique(column, return_inverse=True)
-    return np.array([v.decode(errors="replace") for v in distinct.tolist()] + [""],
-                    object)[inverse.reshape(-1)]
-
-
 class Metrics:
     """Collector (prometheus_client's protocol) over per-batch NumPy aggregates."""
 
@@ -110,8 +104,8 @@ class Metrics:
     def _group_of(self, packets: Packets, headers: UadpHeaders | None) -> np.ndarray:
         """Each packet's label set, as an index into self.groups (new sets appended)."""
         r = packets.records
-        columns = [_texts(r["comm"]), r["dport"].astype(str).astype(object),
-                   _texts(r["ifname"])]
+        columns = [char_strings(r["comm"]), r["dport"].astype(str).astype(object),
+                   char_strings(r["ifname"])]
         if headers is not None:
             group = np.char.add(np.char.add(headers.publisher_id.astype(str), "/"),
                                 headers.writer_group_id.astype(str)).astype(object)

@@ -109,6 +109,13 @@ def address_strings(raw: np.ndarray) -> list[str]:
     return [texts[i] for i in inverse.reshape(-1)]
 
 
+def char_strings(raw: np.ndarray) -> np.ndarray:
+    """NUL-padded char[] fields (comm, ifname) as str objects, decoding each distinct one once."""
+    distinct, inverse = np.unique(raw, return_inverse=True)
+    texts = np.array([v.decode(errors="replace") for v in distinct.tolist()] + [""], object)
+    return texts[inverse.reshape(-1)]
+
+
 def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
     """Each record's time zero: its send syscall's entry, or its first stage without one."""
     ts = records["ts"].astype(np.int64)
