@@ -18,8 +18,9 @@ from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.jsonl import FAMILIES
 from udptrace.trace.decode import (
     Packets,
-    address_strings,
     char_strings,
+    distinct_addresses,
+    distinct_chars,
     origin_ns,
     stage_offsets,
     total_ns,
@@ -43,16 +44,19 @@ def _nullable(values: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.array(values, mask=~valid)
 
 
+def _strings(texts: list[str], inverse: np.ndarray,
+             valid: np.ndarray | None = None) -> pa.Array:
+    """Rows of a few distinct texts: Arrow expands the dictionary in C, no str per row."""
+    indices = pa.array(inverse.astype(np.int32), mask=None if valid is None else ~valid)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(texts or [""], pa.string())).cast(
+        pa.string())
+
+
 def _names(codes: np.ndarray, names: dict[int, str], valid: np.ndarray | None = None) -> pa.Array:
     """Enum values as their names, looking each distinct value up once."""
     distinct, inverse = np.unique(codes, return_inverse=True)
-    texts = np.array([names.get(int(c), str(int(c))) for c in distinct] + [""], dtype=object)
-    return pa.array(texts[inverse.reshape(-1)], pa.string(),
-                    mask=None if valid is None else ~valid)
-
-
-def _text(column: np.ndarray) -> pa.Array:
-    return pa.array(char_strings(column), pa.string())
+    texts = [names.get(int(c), str(int(c))) for c in distinct.tolist()]
+    return _strings(texts, inverse.reshape(-1), valid)
 
 
 def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict[str, pa.Array]:
@@ -65,10 +69,10 @@ def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict
         column = records[name]
         kind = records.dtype[name]
         if kind.kind == "S":
-            out[name] = _text(column)
+            out[name] = _strings(*distinct_chars(column))
         elif kind.subdtype is not None:
             if kind.shape == (ADDRESS_BYTES,) and kind.subdtype[0] == np.uint8:
-                out[name] = pa.array(address_strings(column), pa.string())
+                out[name] = _strings(*distinct_addresses(column))
         else:
             out[name] = pa.array(column)
     return out
