@@ -27,7 +27,8 @@ examples:
                                    PubSub writer groups as a label, send intervals and jitter
   udptrace exporter --listen 0.0.0.0:9435      reachable from other hosts (default: loopback)
 
-Metrics: udptrace_stage_latency_seconds (histogram per stage, and stage="total"),
+Metrics: udptrace_stage_latency_seconds (a histogram per stage and per span: send_syscall,
+total, app_to_wire),
 udptrace_datagrams_total (by fate), udptrace_drops_total (by kernel reason and
 stage), udptrace_lost_records_total, udptrace_kernel_events_total, and with
 --interval udptrace_send_interval_seconds and ..._jitter_seconds. Labels comm,
