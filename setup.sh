@@ -19,9 +19,11 @@ fi
 
 # clang/libbpf-dev build the BPF objects at install; libbpf1 loads them; iproute2 makes
 # the namespaces; bpftool and bpftrace serve the tests and the benchmark; linux-libc-dev's
-# <asm/unistd_64.h> names the syscalls of `udptrace syscalls` (gcc pulls it in, but say so).
+# <asm/unistd_64.h> names the syscalls of `udptrace syscalls` (gcc pulls it in, but say so);
+# chromium renders the HTML report in its test.
 packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc linux-libc-dev python3
           python3-venv python3-pip util-linux procps)
+[ "$job" = test ] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,8 +37,8 @@ fi
 
 python=python3
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extra=""
-[ "$job" = test ] && extra="[test]"
+extra="[full]"  # Parquet, HTML and Prometheus outputs: the demo writes an HTML report
+[ "$job" = test ] && extra="[full,test]"
 .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
 
 case "$job" in

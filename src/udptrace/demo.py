@@ -18,10 +18,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from udptrace.errors import PermissionProblem, UdptraceError, require_root
 from udptrace.kernel.features import detect
@@ -38,6 +39,9 @@ from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import UADP_PORT, TraceOptions
 from udptrace.trace.session import TraceSession
+
+if TYPE_CHECKING:  # pyarrow, under it, is an optional extra
+    from udptrace.report.recorder import Recorder
 
 READY_TIMEOUT_S = 10.0
 DRAIN_S = 0.3
@@ -101,7 +105,9 @@ def _summary(process: subprocess.Popen, output: Path) -> dict[str, object]:
 
 def run_demo(settings: DemoSettings, stop: threading.Event,
              on_status: run.StatusCallback | None = None,
-             json_file: IO[str] | None = None) -> DemoResult:
+             json_file: IO[str] | None = None,
+             recorder_for: Callable[[TraceSession], Recorder] | None = None) -> DemoResult:
+    """``recorder_for`` (the HTML report) records the run from the session it is given."""
     require_traceable()
     count = max(1, round(settings.duration_s * 1000 / settings.interval_ms))
     with ExitStack() as stack:
@@ -126,11 +132,14 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         groups = PubSubGroups()
         drop_names = session.drop_reason_names()
         json_out = JsonLines(json_file, session.layout, drop_names) if json_file else None
+        recorder = recorder_for(session) if recorder_for else None
 
         def on_packets(packets: Packets) -> None:
             headers = groups.add(packets, session.layout)
             if json_out is not None:
                 json_out.write_packets(packets, labels(headers))
+            if recorder is not None:
+                recorder.packets(packets, headers)
 
         publisher = stack.enter_context(net.popen(net.ns_a, _udptrace(
             "publish", settings.url, "-i", net.if_a, "--interval-ms", f"{settings.interval_ms:g}",
@@ -144,13 +153,16 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
             stop.set()
 
         threading.Thread(target=watch_publisher, daemon=True).start()
-        result = run.run(session, None, stop, on_packets, on_status)
+        result = run.run(session, None, stop, on_packets,
+                         recorder.status(on_status) if recorder else on_status)
         flows = kernel_flows(*session.intervals(), session.layout)
         publisher_summary = _summary(publisher, pub_out)
         time.sleep(DRAIN_S)
         subscriber_summary = _summary(subscriber, sub_out).get("summary", {})
         interrupted = publisher_summary.get("messages_sent") != count
         trace = dataclasses.replace(result, interrupted=interrupted)
+        if recorder is not None:
+            recorder.finish(trace)
         if json_out is not None:
             json_out.write_summary(summary_object(
                 trace.snapshot, session.layout, drop_names, trace.records,

@@ -58,6 +58,14 @@ class _Group:
     dropped: int = 0
 
 
+def _group_keys(headers: UadpHeaders) -> np.ndarray:
+    """(id type, id, writer group) of each valid header; the id's type is part of the key:
+    a String id is a hash that could equal a number."""
+    return np.stack([headers.publisher_id_type.astype(np.int64),
+                     headers.publisher_id.astype(np.int64),
+                     headers.writer_group_id.astype(np.int64)], axis=1)[headers.valid]
+
+
 def _latency_cells(values: np.ndarray) -> list[str]:
     if not len(values):
         return ["-"] * 4
@@ -81,22 +89,24 @@ class PubSubGroups:
 
     def add(self, packets: Packets, layout: Layout) -> UadpHeaders:
         headers = headers_of(packets, layout)
+        r = packets.records
+        totals = total_ns(r, layout)
+        dropped = r["fate"] == layout.fates_by_name["dropped"]
+        sent = (totals >= 0) & ~dropped  # left the device (and, with --e2e, maybe went on)
+        self.add_labelled(headers, totals, origin_ns(r, layout), r["packet_index"] == 0, sent,
+                          dropped)
+        self._add_subscribers(packets, layout, headers)
+        return headers
+
+    def add_labelled(self, headers: UadpHeaders, totals: np.ndarray, starts: np.ndarray,
+                     first: np.ndarray, sent: np.ndarray, dropped: np.ndarray) -> None:
+        """Packets with their headers decoded (live) or read back (a recording)."""
         valid = headers.valid
         self.unlabelled += int((~valid).sum())
-        totals = total_ns(packets.records, layout)
-        starts = origin_ns(packets.records, layout)
-        first = packets.records["packet_index"] == 0
-        fates = packets.records["fate"]
-        dropped = fates == layout.fates_by_name["dropped"]
-        sent = (totals >= 0) & ~dropped  # left the device (and, with --e2e, maybe went on)
-        # the id's type is part of the key: a String id is a hash that could equal a number
-        keys = np.stack([headers.publisher_id_type.astype(np.int64),
-                         headers.publisher_id.astype(np.int64),
-                         headers.writer_group_id.astype(np.int64)], axis=1)[valid]
+        keys = _group_keys(headers)
         unique, inverse = (np.unique(keys, axis=0, return_inverse=True) if len(keys)
                            else (keys, np.empty(0, np.int64)))
         inverse = inverse.reshape(-1)
-        self._add_subscribers(packets, layout, keys, valid)
         for g, (kind, pub, group) in enumerate(unique.tolist()):
             rows = inverse == g
             entry = self.groups.setdefault((kind, pub, group), _Group())
@@ -105,11 +115,11 @@ class PubSubGroups:
             entry.writers.update(headers.dataset_writer_id[valid][rows].tolist())
             entry.packets += int(rows.sum())
             entry.dropped += int(dropped[valid][rows].sum())
-        return headers
 
-    def _add_subscribers(self, packets: Packets, layout: Layout, keys: np.ndarray,
-                         valid: np.ndarray) -> None:
-        r = packets.records[valid]
+    def _add_subscribers(self, packets: Packets, layout: Layout, headers: UadpHeaders) -> None:
+        """End to end per writer group and reading process (--e2e records)."""
+        keys = _group_keys(headers)
+        r = packets.records[headers.valid]
         latency = e2e_ns(r, layout)
         read = latency >= 0
         if not read.any():

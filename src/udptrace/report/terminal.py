@@ -1,4 +1,8 @@
-"""The terminal report: per-stage histograms, the percentile table, drops, counters."""
+"""The terminal report: per-stage histograms, the percentile table, drops, counters.
+
+A live run and a recorded one build the same :class:`ReportData` (from the
+kernel's aggregates, or from every record) and share the rendering below.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +57,25 @@ class Row:
     dist: Distribution
 
 
+@dataclass(frozen=True)
+class Drop:
+    reason: str
+    stage: str  # the last stage the packet reached
+    packets: int
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the terminal report shows, however it was obtained."""
+
+    rows: list[Row]
+    drops: list[Drop]
+    counters: dict[str, int]
+    unavailable: list[str]  # stages this kernel could not trace
+    exact: bool = False  # distributions from every record, not the kernel's buckets
+    unread: int | None = None  # receive records still queued at the end; None: no receive side
+
+
 def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -> list[Row]:
     by_name = {p.stage.name: p.stage for p in plans}
     rows = []
@@ -94,15 +117,20 @@ def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table
     return table
 
 
-def drops_table(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> Table | None:
-    if not snapshot.drops:
+def live_drops(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> list[Drop]:
+    return [Drop(names.get(reason, f"reason {reason}"), layout.stages[stage], n)
+            for (reason, stage), n in snapshot.drops.items()]
+
+
+def drops_table(drops: list[Drop]) -> Table | None:
+    if not drops:
         return None
     table = Table(title="drops", title_justify="left", header_style="bold")
     table.add_column("reason")
     table.add_column("after stage")
     table.add_column("packets", justify="right")
-    for (reason, stage), n in sorted(snapshot.drops.items(), key=lambda kv: -kv[1]):
-        table.add_row(names.get(reason, f"reason {reason}"), layout.stages[stage], str(n))
+    for drop in sorted(drops, key=lambda d: -d.packets):
+        table.add_row(drop.reason, drop.stage, str(drop.packets))
     return table
 
 
@@ -130,7 +158,16 @@ def receive_line(counters: dict[str, int], unread: int) -> str:
 def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[StagePlan],
            drop_names: dict[int, str], linear_step: int | None = None,
            histograms: bool = True, unread: int | None = None) -> None:
-    rows = stage_rows(snapshot, layout, plans)
+    """The report of a live run, from the kernel's aggregates."""
+    render_report(console, ReportData(
+        stage_rows(snapshot, layout, plans), live_drops(snapshot, layout, drop_names),
+        snapshot.counters, [p.stage.name for p in plans if not p.available], unread=unread,
+    ), linear_step, histograms)
+
+
+def render_report(console: Console, report: ReportData, linear_step: int | None = None,
+                  histograms: bool = True) -> None:
+    rows = report.rows
     if histograms:
         for row in rows:
             console.print(f"[bold]@{row.name}_ns[/]: {row.meaning}", highlight=False)
@@ -139,18 +176,21 @@ def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[Sta
                 console.print(line, highlight=False, markup=False)
             console.print()
     if rows:
-        console.print(percentile_table(rows))
+        console.print(percentile_table(rows, "latency per stage" + (
+            " (exact percentiles, from every record)" if report.exact else "")))
     else:
         console.print("no UDP packets were followed (check the filters and the traffic)")
-    drops = drops_table(snapshot, layout, drop_names)
+    drops = drops_table(report.drops)
     console.print(drops if drops is not None else "drops: none")
-    console.print(counters_line(snapshot.counters), highlight=False)
-    if unread is not None:
-        console.print(receive_line(snapshot.counters, unread), highlight=False)
-    if snapshot.counters["lost"]:
-        console.print(f"[bold red]{snapshot.counters['lost']} records were lost: the ring buffer "
-                      "was full (raise --ringbuf-kb); histograms and counters are complete[/]")
-    unavailable = [p.stage.name for p in plans if not p.available]
+    console.print(counters_line(report.counters), highlight=False)
+    if report.unread is not None:
+        console.print(receive_line(report.counters, report.unread), highlight=False)
+    if report.counters.get("lost"):
+        complete = ("counters are complete, the histograms lack them" if report.exact
+                    else "histograms and counters are complete")
+        console.print(f"[bold red]{report.counters['lost']} records were lost: the ring buffer "
+                      f"was full (raise --ringbuf-kb); {complete}[/]")
+    unavailable = report.unavailable
     if unavailable:
         console.print(f"stages not traced on this kernel: {', '.join(unavailable)} "
                       "(see 'udptrace check')", highlight=False)

@@ -96,10 +96,11 @@ class SyscallJoin:
         return self.add(np.empty(0, self.layout.record), now_ns=np.iinfo(np.int64).max)
 
 
-def address_strings(raw: np.ndarray) -> list[str]:
-    """16-byte addresses (IPv4 as ::ffff:a.b.c.d) as text, formatting each distinct one once."""
+def distinct_addresses(raw: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """16-byte addresses (IPv4 as ::ffff:a.b.c.d): each distinct one as text, and which
+    of them each row holds."""
     if not len(raw):
-        return []
+        return [], np.empty(0, np.int64)
     # one 16-byte opaque value per row: np.unique on those is far faster than with axis=0
     rows = np.ascontiguousarray(raw.reshape(len(raw), 16)).view("V16").reshape(-1)
     unique, inverse = np.unique(rows, return_inverse=True)
@@ -107,7 +108,26 @@ def address_strings(raw: np.ndarray) -> list[str]:
     for value in unique:
         address = ipaddress.IPv6Address(value.tobytes())
         texts.append(str(address.ipv4_mapped or address))
-    return [texts[i] for i in inverse.reshape(-1)]
+    return texts, inverse.reshape(-1)
+
+
+def address_strings(raw: np.ndarray) -> list[str]:
+    """16-byte addresses as text, formatting each distinct one once."""
+    texts, inverse = distinct_addresses(raw)
+    return [texts[i] for i in inverse]
+
+
+def distinct_chars(raw: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """NUL-padded char[] fields (comm, ifname): each distinct one decoded, and which of them
+    each row holds."""
+    distinct, inverse = np.unique(raw, return_inverse=True)
+    return [v.decode(errors="replace") for v in distinct.tolist()], inverse.reshape(-1)
+
+
+def char_strings(raw: np.ndarray) -> np.ndarray:
+    """NUL-padded char[] fields as str objects, decoding each distinct one once."""
+    texts, inverse = distinct_chars(raw)
+    return np.array([*texts, ""], object)[inverse]
 
 
 def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
