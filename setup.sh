@@ -23,7 +23,8 @@ fi
 # chromium renders the HTML report in its test.
 packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc linux-libc-dev python3
           python3-venv python3-pip util-linux procps)
-[ "$job" = test ] && packages+=(chromium)
+# the tests build an io_uring sender against liburing
+[ "$job" = test ] && packages+=(chromium liburing-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

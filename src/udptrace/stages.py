@@ -87,8 +87,17 @@ def _typed_tracepoint(target: str, short: str) -> HookPoint:
     )
 
 
-# x86_64 has no send(2): libc's send() is sendto(); write/writev reach UDP sockets too.
-SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev")
+# x86_64 has no send(2): libc's send() is sendto(); write/writev, sendfile and splice reach
+# UDP sockets too.
+SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev", "sendfile64", "splice")
+
+# io_uring send requests: time zero at their submission, ended by io_uring_enter's return
+IO_URING_POINTS = (
+    HookPoint("io_uring_submit_req", (
+        Hook(HookKind.TRACEPOINT, "io_uring:io_uring_submit_req", "ut_iou_submit"),)),
+    HookPoint("sys_exit_io_uring_enter", (
+        Hook(HookKind.TRACEPOINT, "syscalls:sys_exit_io_uring_enter", "ut_exit_io_uring_enter"),)),
+)
 
 
 # what a reader's datagram returns through (recv(2) is recvfrom(2) on x86_64)
@@ -119,7 +128,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("syscall", "to syscall",
           "until the send syscall's entry (from the callback's entry with --uprobe); "
           "time zero of the send path",
-          _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"}), core=True),
+          _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"})
+          + IO_URING_POINTS, core=True),
     Stage("neigh_parked", "to neighbour",
           "until it was parked on the neighbour entry to await ARP/ND (first packet to a "
           "host)",
@@ -146,7 +156,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("rx_handoff", "to peer",
           "veth/loopback only: until the packet entered the peer's receive path",
           (_typed_tracepoint("net:netif_rx", "netif_rx"),
-           _typed_tracepoint("net:netif_receive_skb", "netif_recv"))),
+           _typed_tracepoint("net:netif_receive_skb", "netif_recv")),
+          # without it a veth/lo send ends only when the peer frees the skb, maybe never
+          core=True),
     Stage("xmit_done", "driver",
           "the driver's transmit function: the packet has left the device",
           (_typed_tracepoint("net:net_dev_xmit", "xmit_done"),), core=True),

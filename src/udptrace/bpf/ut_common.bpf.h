@@ -84,12 +84,14 @@ static __always_inline struct ut_counters *counts(void)
 	return bpf_map_lookup_elem(&counters, &zero);
 }
 
-#define COUNT(field)                                   \
+#define COUNT_ADD(field, n)                            \
 	do {                                               \
 		struct ut_counters *c__ = counts();            \
 		if (c__)                                       \
-			c__->field++;                              \
+			c__->field += (n);                         \
 	} while (0)
+
+#define COUNT(field) COUNT_ADD(field, 1)
 
 /* Into the report's histogram `slot`: a stage, or UT_STAGE_COUNT + a span. */
 static __always_inline void hist_add(__u32 slot, __u64 value)

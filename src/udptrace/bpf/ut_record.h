@@ -68,6 +68,9 @@ enum ut_syscall {
 	UT_SYS_SENDMMSG,
 	UT_SYS_WRITE,
 	UT_SYS_WRITEV,
+	UT_SYS_SENDFILE,
+	UT_SYS_SPLICE,
+	UT_SYS_IO_URING,           /* an io_uring send request: time zero is its submission */
 	UT_SYS_RECVFROM,
 	UT_SYS_RECVMSG,
 	UT_SYS_RECVMMSG,
@@ -115,6 +118,8 @@ struct ut_record {
 	__u16 packet_index;        /* n-th packet of its syscall; syscall records: count */
 	__u16 payload_len;
 	__u16 udp_len;             /* the UDP header's length: header and payload */
+	__u16 gso_segs;            /* UDP GSO: datagrams this skb becomes on the wire; 0: one */
+	__u16 gso_size;            /* UDP GSO: payload bytes per datagram */
 	enum ut_record_flags flags;
 	__u8 saddr[16];            /* IPv4 as ::ffff:a.b.c.d */
 	__u8 daddr[16];
@@ -146,6 +151,8 @@ struct ut_counters {
 	__u64 neigh_queued;        /* packets attributed while parked for ARP/ND */
 	__u64 peer_dropped;        /* sent on a veth/lo, then dropped by the peer's receive path */
 	__u64 looped;              /* multicast copies looped back to local members */
+	__u64 datagrams;           /* datagrams on the wire from sent packets (UDP GSO: each segment) */
+	__u64 unattributed;        /* UDP sent by a traced process that no traced send made */
 	__u64 rx_datagrams;        /* datagrams followed into a receive path */
 	__u64 queued;              /* queued on a socket (one per socket for multicast) */
 	__u64 received;            /* returned by a reader's receive syscall */

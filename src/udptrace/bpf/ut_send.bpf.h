@@ -146,6 +146,18 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	return true;
 }
 
+/* UDP GSO (UDP_SEGMENT): one skb that the device, or the stack just before it, cuts into
+ * gso_segs datagrams of gso_size payload bytes. */
+static __always_inline void describe_gso(struct sk_buff *skb, struct ut_record *r)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	struct skb_shared_info *shinfo = (void *)(head + BPF_CORE_READ(skb, end));
+
+	r->gso_size = BPF_CORE_READ(shinfo, gso_size);
+	if (r->gso_size)
+		r->gso_segs = BPF_CORE_READ(shinfo, gso_segs);
+}
+
 static __always_inline struct ut_current *cpu_slot(void)
 {
 	__u32 zero = 0;
@@ -190,6 +202,7 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->cpu = bpf_get_smp_processor_id();
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
+	describe_gso(skb, r);
 	if (cfg.intervals && !call->packets) {
 		/* one send is one syscall, however many datagrams or fragments it makes */
 		struct ut_flow_key flow = {.id = call->sk, .tgid = r->pid, .kind = UT_FLOW_SOCKET};
@@ -265,6 +278,7 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 			}
 		}
 		COUNT(sent);
+		COUNT_ADD(datagrams, r->gso_segs ?: 1);
 	} else {
 		r->drop_reason = reason;
 		r->drop_stage = stage;
@@ -356,6 +370,21 @@ static __always_inline int on_neigh_update(struct neighbour *n)
 }
 
 /*
+ * A UDP packet of a traced process that no traced send owns (an io_uring
+ * request punted to a worker thread, a send path we do not hook): counted, so
+ * it is never silently absent.
+ */
+static __always_inline void count_unattributed(struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return;
+	if (process_wanted(bpf_get_current_pid_tgid() >> 32))
+		COUNT(unattributed);
+}
+
+/*
  * A parked packet reaches the device queue once its neighbour resolved: from
  * softirq later, or at once within its syscall when the peer answers straight
  * away (a veth). Either way the wait is the neigh_queue stage's own.
@@ -384,8 +413,10 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 		}
 		return 0;
 	}
-	if (!s)
+	if (!s) {
+		count_unattributed(skb);
 		return 0;
+	}
 	if ((s->rec.flags & UT_F_NEIGH_QUEUED) && !s->rec.ts[UT_STAGE_DEV_QUEUE]) {
 		neigh_released(s, skb, now);
 		s->rec.ts[UT_STAGE_DEV_QUEUE] = now;

@@ -9,6 +9,9 @@
 
 __u64 next_syscall_id = 0;
 
+/* A call whose socket is not named by an fd this side can read (io_uring) */
+#define UT_FD_ANY 0xffffffffU
+
 /*
  * One entry per thread, rewritten in place by every send syscall (an insert and
  * a delete per syscall cost more than the rest of the syscall hooks together).
@@ -142,11 +145,12 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-#define UT_SYSCALL(name, id)                                                \
+/* A send syscall whose socket is its argument `fd` (0 for most, the output fd of splice). */
+#define UT_SYSCALL_FD(name, id, fd)                                         \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
 	int ut_enter_##name(struct syscall_enter_ctx *ctx)                      \
 	{                                                                       \
-		return syscall_enter(id, ctx->args[0]);                             \
+		return syscall_enter(id, ctx->args[fd]);                            \
 	}                                                                       \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
 	int ut_exit_##name(struct syscall_exit_ctx *ctx)                        \
@@ -154,11 +158,15 @@ struct syscall_exit_ctx {
 		return syscall_exit(ctx->ret);                                      \
 	}
 
+#define UT_SYSCALL(name, id) UT_SYSCALL_FD(name, id, 0)
+
 UT_SYSCALL(sendto, UT_SYS_SENDTO)
 UT_SYSCALL(sendmsg, UT_SYS_SENDMSG)
 UT_SYSCALL(sendmmsg, UT_SYS_SENDMMSG)
 UT_SYSCALL(write, UT_SYS_WRITE)
 UT_SYSCALL(writev, UT_SYS_WRITEV)
+UT_SYSCALL(sendfile64, UT_SYS_SENDFILE)
+UT_SYSCALL_FD(splice, UT_SYS_SPLICE, 2)
 
 /* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
 static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
@@ -172,6 +180,8 @@ static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
 	sk = (__u64)BPF_CORE_READ(skb, sk);
 	if (!sk)
 		return 0;
+	if (call->fd == UT_FD_ANY) /* an io_uring request: its fd may index fixed files */
+		return call;
 	if (sk == call->sk && call->fd == call->sk_fd)
 		return call; /* the common case: the same socket as last time, no fd walk */
 	call->sk = (__u64)ut_fd_sock(call->fd);

@@ -14,6 +14,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "ut_common.bpf.h"    /* configuration, output maps, histograms, filters */
 #include "ut_syscall.bpf.h"   /* send syscalls: the per-thread state packets are tied to */
+#include "ut_io_uring.bpf.h"  /* io_uring send requests, tied like syscalls */
 #include "ut_interval.bpf.h"  /* the time between successive sends of a flow */
 #include "ut_app.bpf.h"       /* the application's callback (uprobes) */
 #include "ut_recv.bpf.h"      /* the receive path, from the driver to the reader */

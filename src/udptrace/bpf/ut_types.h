@@ -83,10 +83,16 @@ struct sk_buff {
 	__be16 protocol;
 	__u8 pkt_type:3;
 	unsigned int tail;         /* sk_buff_data_t: an offset from head on 64-bit */
+	unsigned int end;          /* the skb_shared_info lies at head + end */
 	unsigned char *head;
 	unsigned char *data;
 	struct net_device *dev;
 	struct sock *sk;
+};
+
+struct skb_shared_info {
+	unsigned short gso_size;
+	unsigned short gso_segs;
 };
 
 struct sk_buff_head {

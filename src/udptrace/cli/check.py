@@ -11,10 +11,11 @@ from udptrace import bpf
 from udptrace.cli import help_formatter
 from udptrace.errors import require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import missing_core, plans_for, syscall_view_plan
+from udptrace.kernel.plan import StagePlan, missing_core, plans_for, syscall_view_plan
 from udptrace.loader.bpf_object import BpfObject
 from udptrace.report.terminal import report_console
 from udptrace.stages import RECEIVE
+from udptrace.trace.options import parse_stages, stage_chosen
 
 EXAMPLES = """\
 examples:
@@ -37,7 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="kernel features and the hook for every stage",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--stages", type=parse_stages, default=(), metavar="LIST",
+                   help="mark the optional stages 'trace --stages LIST' would leave out")
     p.set_defaults(func=main)
+
+
+def _left_out(plan: StagePlan, chosen: tuple[str, ...]) -> bool:
+    return not stage_chosen(plan.stage, chosen)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -62,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
                 "hooks": [str(h) for h in p.hooks],
                 "unavailable": {pp.point.name: pp.why_not for pp in p.points if not pp.hook},
                 "core": p.stage.core,
+                "left_out": _left_out(p, args.stages),
                 "paths": sorted(p.stage.paths),
             } for p in plans},
             "syscall_view": {"available": view_ok,
@@ -87,6 +95,8 @@ def main(args: argparse.Namespace) -> int:
     for plan in plans:
         text = plan.describe()
         style = None if plan.available else ("bold red" if plan.stage.core else "yellow")
+        if _left_out(plan, args.stages):
+            text, style = f"left out (--stages); {text}", "dim"
         stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""),
                        "/".join(sorted(plan.stage.paths)), text, style=style)
     stages.add_row("(syscalls)", "", view.describe(), style=None if view_ok else "yellow")

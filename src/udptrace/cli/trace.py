@@ -21,7 +21,13 @@ from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
-from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions, comm_running
+from udptrace.trace.options import (
+    DEFAULT_RINGBUF_BYTES,
+    UADP_PORT,
+    TraceOptions,
+    comm_running,
+    parse_stages,
+)
 from udptrace.trace.session import TraceSession
 
 if TYPE_CHECKING:
@@ -66,6 +72,10 @@ def add_app_arguments(o: argparse._ArgumentGroup) -> None:
     o.add_argument("--interval", action="store_true",
                    help="time between successive sends per flow (and per --uprobe callback): "
                         "period, jitter, missed periods")
+    o.add_argument("--stages", type=parse_stages, default=(), metavar="LIST",
+                   help="attach only what these optional stages need, e.g. "
+                        "'qdisc_dequeue,neigh_queue', or 'core' (the fewest hooks: "
+                        "syscall → wire); core stages are always traced")
     o.add_argument("--rx", action="store_true",
                    help="receive records only: every UDP datagram from the wire (or a veth/lo "
                         "peer) to the reader's receive syscall; -p/-c select the reader")
@@ -106,7 +116,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
-        rx=args.rx, e2e=args.e2e,
+        rx=args.rx, e2e=args.e2e, stages=args.stages,
     )
 
 
@@ -189,7 +199,8 @@ def main(args: argparse.Namespace) -> int:
         receiving = args.rx or args.e2e
         terminal.render(console, result.snapshot, session.layout, session.plans, drop_names,
                         step, histograms=not args.no_hist,
-                        unread=result.unread if receiving else None)
+                        unread=result.unread if receiving else None,
+                        left_out=tuple(session.left_out))
         flows = (intervals.kernel_flows(*session.intervals(), session.layout)
                  if args.interval else [])
         if args.interval:

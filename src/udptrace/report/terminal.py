@@ -74,6 +74,7 @@ class ReportData:
     unavailable: list[str]  # stages this kernel could not trace
     exact: bool = False  # distributions from every record, not the kernel's buckets
     unread: int | None = None  # receive records still queued at the end; None: no receive side
+    left_out: tuple[str, ...] = ()  # optional stages --stages did not ask for
 
 
 def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -> list[Row]:
@@ -157,11 +158,13 @@ def receive_line(counters: dict[str, int], unread: int) -> str:
 
 def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[StagePlan],
            drop_names: dict[int, str], linear_step: int | None = None,
-           histograms: bool = True, unread: int | None = None) -> None:
+           histograms: bool = True, unread: int | None = None,
+           left_out: tuple[str, ...] = ()) -> None:
     """The report of a live run, from the kernel's aggregates."""
     render_report(console, ReportData(
         stage_rows(snapshot, layout, plans), live_drops(snapshot, layout, drop_names),
         snapshot.counters, [p.stage.name for p in plans if not p.available], unread=unread,
+        left_out=left_out,
     ), linear_step, histograms)
 
 
@@ -190,6 +193,9 @@ def render_report(console: Console, report: ReportData, linear_step: int | None 
                     else "histograms and counters are complete")
         console.print(f"[bold red]{report.counters['lost']} records were lost: the ring buffer "
                       f"was full (raise --ringbuf-kb); {complete}[/]")
+    if report.left_out:
+        console.print(f"stages left out (--stages): {', '.join(report.left_out)}",
+                      highlight=False)
     unavailable = report.unavailable
     if unavailable:
         console.print(f"stages not traced on this kernel: {', '.join(unavailable)} "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from udptrace.errors import UsageError
-from udptrace.stages import BOTH, RECEIVE, SEND, TracePath
+from udptrace.stages import BOTH, RECEIVE, SEND, STAGE_NAMES, Stage, TracePath
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RINGBUF_BYTES = 8 << 20
@@ -38,6 +38,7 @@ class TraceOptions:
     max_age_s: float = DEFAULT_MAX_AGE_S
     uprobe: str = ""  # BINARY:SYMBOL whose entry starts the records of its sends
     intervals: bool = False  # per-flow send intervals, aggregated in the kernel
+    stages: tuple[str, ...] = ()  # only these optional stages (core ones always); () = all
     rx: bool = False  # receive records only: every UDP datagram a receive path sees
     e2e: bool = False  # followed sends go on into this host's receive path
 
@@ -134,6 +135,18 @@ def comm_running(comm: str) -> bool:
     return False
 
 
+def parse_stages(text: str) -> tuple[str, ...]:
+    """`--stages a,b,c`; 'core' alone keeps the core stages only."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if not names else (("core",) if names == ("core",) else names)
+
+
+def stage_chosen(stage: Stage, chosen: tuple[str, ...]) -> bool:
+    """Whether --stages keeps this stage: core stages and opt-in ones (their own flag asks
+    for them) always, the other optional ones when named."""
+    return not chosen or stage.core or bool(stage.needs) or stage.name in chosen
+
+
 def validate(options: TraceOptions) -> None:
     for pid in options.pids:
         check_pid(pid)
@@ -151,6 +164,10 @@ def validate(options: TraceOptions) -> None:
     check_ringbuf_bytes(options.ringbuf_bytes)
     for text in (*options.src, *options.dst):
         parse_network(text)
+    unknown = [s for s in options.stages if s not in (*STAGE_NAMES, "core")]
+    if unknown:
+        raise UsageError(f"--stages: no stage {', '.join(unknown)}: choose from "
+                         f"{', '.join(STAGE_NAMES)} (or 'core' for the core stages only)")
     if options.rx and options.e2e:
         raise UsageError("--rx (receive records only) and --e2e (send joined to receive) "
                          "exclude each other: choose one")

@@ -21,7 +21,13 @@ from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.stages import HookKind, Stage, TracePath
 from udptrace.trace.layout import Layout
-from udptrace.trace.options import TraceOptions, config_bytes, parse_network, validate
+from udptrace.trace.options import (
+    TraceOptions,
+    config_bytes,
+    parse_network,
+    stage_chosen,
+    validate,
+)
 from udptrace.trace.uprobe_target import UprobeTarget, resolve
 
 
@@ -78,8 +84,11 @@ class TraceSession:
         self.options = options
         self.uprobe: UprobeTarget | None = (
             resolve(options.uprobe, options.pids) if options.uprobe else None)
-        self.plans: list[StagePlan] = [p for p in plans_to_trace(detect(), options.paths)
-                                       if self._asked_for(p.stage)]
+        planned = plans_to_trace(detect(), options.paths)
+        self.plans: list[StagePlan] = [p for p in planned if self._asked_for(p.stage)]
+        # optional stages --stages did not ask for: their hooks stay out, and the report says so
+        self.left_out = [p.stage.name for p in planned
+                         if self._optional_hook_wanted(p.stage) and p not in self.plans]
         for plan in self.plans:
             if plan.stage.needs and not plan.available:
                 raise KernelFeatureError(f"{plan.stage.needs} cannot be served here: "
@@ -95,8 +104,11 @@ class TraceSession:
             self.close()
             raise
 
-    def _asked_for(self, stage: Stage) -> bool:
+    def _optional_hook_wanted(self, stage: Stage) -> bool:
         return stage.needs != "--uprobe" or self.uprobe is not None
+
+    def _asked_for(self, stage: Stage) -> bool:
+        return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
 
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
