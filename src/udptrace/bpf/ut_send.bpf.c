@@ -212,7 +212,7 @@ static __always_inline __u32 log2_u64(__u64 v)
 static __always_inline void hist_add(__u32 slot, __u64 value)
 {
 	struct ut_hist *h = bpf_map_lookup_elem(&hists, &slot);
-	__u32 row, sub, lg;
+	__u64 row, sub, lg;
 
 	if (!h)
 		return;
