@@ -164,4 +164,14 @@ static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
 		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
 }
 
+/*
+ * A tracepoint hook, written once and wrapped twice, as tp_btf and raw_tp:
+ * user space autoloads the variant this kernel supports.
+ */
+#define UT_HOOK(tp, name, args, call)                                       \
+	SEC("tp_btf/" #tp) int BPF_PROG(ut_btf_##name, args) { return call; }   \
+	SEC("raw_tp/" #tp) int BPF_PROG(ut_raw_##name, args) { return call; }
+
+#define ARGS(...) __VA_ARGS__
+
 #endif /* UT_COMMON_BPF_H */

@@ -16,4 +16,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "ut_syscall.bpf.h"   /* send syscalls: the per-thread state packets are tied to */
 #include "ut_interval.bpf.h"  /* the time between successive sends of a flow */
 #include "ut_app.bpf.h"       /* the application's callback (uprobes) */
+#include "ut_context.bpf.h"   /* softirqs: the context a packet's steps run in */
 #include "ut_send.bpf.h"      /* the send path, from the syscall to the wire */
+#include "ut_functions.bpf.h" /* finer send stages at kernel functions (fentry, kprobe) */

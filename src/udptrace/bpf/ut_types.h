@@ -61,6 +61,7 @@ struct net_device {
 struct sock;
 
 struct sk_buff {
+	struct sk_buff *next;
 	unsigned int len;
 	unsigned int data_len;
 	__u16 transport_header;
@@ -113,6 +114,28 @@ struct Qdisc;
 struct netdev_queue;
 
 #pragma clang attribute pop
+
+/*
+ * Kprobe contexts: the registers as the user ABI lays them out (asm/ptrace.h),
+ * which the kernel's struct pt_regs shares; bpf_tracing.h reads arguments
+ * from them by these names.
+ */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
+	unsigned long rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs;
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#else
+#error "kprobe arguments: add this architecture's register layout to ut_types.h"
+#endif
 
 /* Wire formats: fixed by RFCs, read byte-exact, no relocation. */
 struct ut_iphdr {

@@ -142,8 +142,10 @@ def validate(options: TraceOptions) -> None:
         parse_network(text)
 
 
-def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool) -> bytes:
-    """The ``struct ut_config`` image written into the object's .rodata before load."""
+def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
+                 contexts: bool) -> bytes:
+    """The ``struct ut_config`` image written into the object's .rodata before load;
+    `contexts`: the softirq hooks are attached, so packets' contexts can be told."""
     cfg = np.zeros(1, config)
     cfg["max_age_ns"] = int(options.max_age_s * 1e9)
     cfg["filter_pid"] = bool(options.pids)
@@ -154,6 +156,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["stream"] = options.stream
     cfg["kfree_has_reason"] = kfree_has_reason
     cfg["intervals"] = options.intervals
+    cfg["contexts"] = contexts
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()
     cfg["ifname"] = options.ifname.encode()

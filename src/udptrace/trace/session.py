@@ -19,7 +19,7 @@ from udptrace.kernel.plan import StagePlan, send_path_plans
 from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
-from udptrace.stages import HookKind, Stage
+from udptrace.stages import CONTEXT_POINTS, HookKind, Stage
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions, config_bytes, parse_network, validate
 from udptrace.trace.uprobe_target import UprobeTarget, resolve
@@ -32,6 +32,9 @@ class Snapshot:
     counters: dict[str, int]
     hists: np.ndarray  # one ut_hist per slot (stage index, then total)
     drops: dict[tuple[int, int], int]  # (reason, stage index) → packets
+    xmit_contexts: dict[str, int]  # sent packets by where the driver was called; {}: not told
+    completion_contexts: dict[str, int]  # sent packets by where their TX completion ran
+    net_tx_pending: np.ndarray  # one ut_hist: NET_TX raise → run, for the packets it sent
 
 
 def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
@@ -40,6 +43,19 @@ def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
     if raw is None:
         return np.zeros(possible_cpus(), dtype)
     return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
+
+
+def _summed(hists: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Per-CPU histograms as one."""
+    total = np.zeros((), dtype)
+    used = hists[hists["count"] > 0]
+    if used.size:
+        total["count"] = used["count"].sum()
+        total["sum"] = used["sum"].sum()
+        total["min"] = used["min"].min()
+        total["max"] = used["max"].max()
+        total["buckets"] = used["buckets"].sum(axis=0)
+    return total
 
 
 def _kfree_has_reason(btf: Btf) -> bool:
@@ -75,6 +91,13 @@ class TraceSession:
             self.close()
             raise
 
+    @property
+    def contexts_told(self) -> bool:
+        """Every softirq hook is attached: records say where their driver call and their
+        completion ran."""
+        chosen = {pp.point for p in self.plans for pp in p.points if pp.hook}
+        return all(point in chosen for point in CONTEXT_POINTS)
+
     def _asked_for(self, stage: Stage) -> bool:
         return stage.needs != "--uprobe" or self.uprobe is not None
 
@@ -83,7 +106,8 @@ class TraceSession:
         for name, prog in self.obj.programs.items():
             prog.autoload = name in chosen
         self.obj.write_global(".rodata", "cfg", config_bytes(
-            self.options, self.layout.config, _kfree_has_reason(self.vmlinux)))
+            self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
+            self.contexts_told))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
@@ -130,19 +154,21 @@ class TraceSession:
         counters = self.counters()
         hists = np.zeros(self.layout.hist_slots, self.layout.hist)
         for slot in range(self.layout.hist_slots):
-            cpus = _percpu(maps["hists"], struct.pack("<I", slot), self.layout.hist)
-            used = cpus[cpus["count"] > 0]
-            if used.size:
-                hists[slot]["count"] = used["count"].sum()
-                hists[slot]["sum"] = used["sum"].sum()
-                hists[slot]["min"] = used["min"].min()
-                hists[slot]["max"] = used["max"].max()
-                hists[slot]["buckets"] = used["buckets"].sum(axis=0)
+            hists[slot] = _summed(_percpu(maps["hists"], struct.pack("<I", slot),
+                                          self.layout.hist), self.layout.hist)
         drops = {}
         for key in maps["drops"].iter_keys():
             reason, stage = struct.unpack("<II", key)
             drops[(reason, stage)] = int(_percpu(maps["drops"], key, np.dtype("<u8")).sum())
-        return Snapshot(counters, hists, drops)
+        contexts = _percpu(maps["contexts"], struct.pack("<I", 0), self.layout.context_counts)
+        names = self.layout.contexts
+
+        def by_name(column: str) -> dict[str, int]:
+            counts = contexts[column].sum(axis=0).tolist() if self.contexts_told else []
+            return {names[i]: n for i, n in enumerate(counts) if n and i}
+
+        return Snapshot(counters, hists, drops, by_name("xmit"), by_name("completion"),
+                        _summed(contexts["net_tx_pending"], self.layout.hist))
 
     def intervals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-flow send intervals (``--interval``): the flows' keys and their state."""
