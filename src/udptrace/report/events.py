@@ -2,7 +2,8 @@
 
 Each line: seconds since the trace started, process, addresses, length, each
 stage reached with the time since the stage before it (as in the report's
-table), the total and the fate. Written and flushed per batch, so `| grep`
+table), the total and the fate, and where the driver was called (with the
+NET_TX softirq's wait) and where a TX completion ran. Written and flushed per batch, so `| grep`
 and `| tee` see lines while the trace runs.
 """
 
@@ -41,7 +42,9 @@ class EventLog:
         saddr, daddr = address_strings(r["saddr"]), address_strings(r["daddr"])
         comm = [c.decode(errors="replace") for c in r["comm"].tolist()]
         cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate",
-                                           "drop_reason", "drop_stage", "interval_ns")}
+                                           "drop_reason", "drop_stage", "interval_ns",
+                                           "xmit_context", "softirq_pending_ns",
+                                           "completion_context")}
         dropped = layout.fates_by_name["dropped"]
         lines = []
         for i, row in enumerate(ts.tolist()):
@@ -59,11 +62,24 @@ class EventLog:
                 fate = f"total {duration(totals[i])} {fate}"
             interval = (f"  interval {duration(cols['interval_ns'][i])}"
                         if cols["interval_ns"][i] else "")
+            contexts = self._contexts(cols["xmit_context"][i], cols["softirq_pending_ns"][i],
+                                      cols["completion_context"][i])
             lines.append(
                 f"{since[i]:12.6f}  {comm[i]}/{cols['pid'][i]}  "
                 f"{_endpoint(saddr[i], cols['sport'][i])} → {_endpoint(daddr[i], cols['dport'][i])}"
-                f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{interval}\n")
+                f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{contexts}{interval}\n")
         return lines
+
+    def _contexts(self, xmit: int, pending_ns: int, completion: int) -> str:
+        """`  xmit net_tx (pending 3.1 µs)  completion net_rx`; empty where not told."""
+        text = ""
+        if xmit:
+            text += f"  xmit {self.layout.contexts[xmit]}"
+            if pending_ns:
+                text += f" (pending {duration(pending_ns)})"
+        if completion:
+            text += f"  completion {self.layout.contexts[completion]}"
+        return text
 
     def write(self, packets: Packets) -> None:
         text = "".join(self.lines(packets))

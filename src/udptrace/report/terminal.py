@@ -106,6 +106,38 @@ def drops_table(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> Ta
     return table
 
 
+# enum ut_context, as the report names it
+CONTEXT_TITLES = {
+    "sender": "the sending thread (direct)",
+    "task": "another thread (it ran the qdisc)",
+    "net_tx": "NET_TX softirq",
+    "net_rx": "NET_RX softirq (NAPI poll)",
+    "timer": "timer softirq",
+    "softirq": "another softirq",
+}
+
+
+def contexts_table(snapshot: Snapshot) -> Table | None:
+    """Where the driver was called and where TX completions ran, with NET_TX's wait."""
+    if not snapshot.xmit_contexts and not snapshot.completion_contexts:
+        return None
+    pending = Distribution.from_hist(snapshot.net_tx_pending)
+    table = Table(title="where it ran", title_justify="left", header_style="bold")
+    for column in ("step", "context"):
+        table.add_column(column, no_wrap=True)
+    for column in ("packets", "softirq pending p50", "p99", "max"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for step, counts in (("driver call", snapshot.xmit_contexts),
+                         ("TX completion", snapshot.completion_contexts)):
+        for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            waits = ([duration(pending.percentile(50)), duration(pending.percentile(99)),
+                      duration(pending.max)]
+                     if step == "driver call" and name == "net_tx" and pending.count
+                     else ["", "", ""])
+            table.add_row(step, CONTEXT_TITLES.get(name, name), str(n), *waits)
+    return table
+
+
 def status_line(counters: dict[str, int], elapsed: float, records: int | None) -> str:
     text = (f"{elapsed:6.1f}s  packets {counters['packets']}  sent {counters['sent']}  "
             f"dropped {counters['dropped']}  lost events {counters['lost']}")
@@ -136,6 +168,9 @@ def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[Sta
         console.print("no UDP packets were followed (check the filters and the traffic)")
     drops = drops_table(snapshot, layout, drop_names)
     console.print(drops if drops is not None else "drops: none")
+    contexts = contexts_table(snapshot)
+    if contexts is not None:
+        console.print(contexts)
     console.print(counters_line(snapshot.counters), highlight=False)
     if snapshot.counters["lost"]:
         console.print(f"[bold red]{snapshot.counters['lost']} records were lost: the ring buffer "
