@@ -89,9 +89,10 @@ def _function(name: str) -> HookPoint:
 
 # Where the CPU runs when the driver is called or a TX completion frees the packet: the
 # softirq being served, and when NET_TX was raised (the record's xmit_context and
-# completion_context, and its softirq_pending_ns).
+# completion_context, and its softirq_pending_ns). Attached in this order: with the exit
+# hook first, no softirq whose entry was seen can end unseen and leave its CPU marked.
 CONTEXT_POINTS = tuple(_typed_tracepoint(f"irq:{name}", name, refines=True)
-                       for name in ("softirq_raise", "softirq_entry", "softirq_exit"))
+                       for name in ("softirq_exit", "softirq_entry", "softirq_raise"))
 
 # x86_64 has no send(2): libc's send() is sendto(); write/writev reach UDP sockets too.
 SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev")

@@ -62,9 +62,15 @@ static __always_inline int on_dev_xmit(struct sk_buff *skb)
 }
 
 /* A kernel function hook, written once and wrapped twice, as fentry and kprobe. */
+#ifdef UT_NO_KPROBES
+#define UT_KPROBE(fn, call, ...)
+#else
+#define UT_KPROBE(fn, call, ...)                                                 \
+	SEC("kprobe/" #fn) int BPF_KPROBE(ut_kprobe_##fn, __VA_ARGS__) { return call; }
+#endif
 #define UT_FUNCTION(fn, args, call)                                              \
 	SEC("fentry/" #fn) int BPF_PROG(ut_fentry_##fn, args) { return call; }       \
-	SEC("kprobe/" #fn) int BPF_KPROBE(ut_kprobe_##fn, args) { return call; }
+	UT_KPROBE(fn, call, args)
 
 UT_FUNCTION(udp_sendmsg, struct sock *sk, on_socket_function(sk, UT_STAGE_UDP_SENDMSG))
 UT_FUNCTION(udpv6_sendmsg, struct sock *sk, on_socket_function(sk, UT_STAGE_UDP_SENDMSG))

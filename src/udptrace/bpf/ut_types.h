@@ -134,7 +134,7 @@ struct user_pt_regs {
 	__u64 pstate;
 };
 #else
-#error "kprobe arguments: add this architecture's register layout to ut_types.h"
+#define UT_NO_KPROBES /* no layout here yet: the plan offers no kprobes (plan.KPROBE_MACHINES) */
 #endif
 
 /* Wire formats: fixed by RFCs, read byte-exact, no relocation. */

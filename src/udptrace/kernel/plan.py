@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 from udptrace.errors import KernelFeatureError
@@ -10,6 +11,9 @@ from udptrace.kernel.features import Features
 from udptrace.kernel.tracefs import Tracefs, tracefs
 from udptrace.loader.btf import Btf
 from udptrace.stages import STAGES, Hook, HookKind, HookPoint, Stage
+
+# where bpf/ut_types.h lays out the registers kprobe programs read arguments from
+KPROBE_MACHINES = frozenset({"x86_64", "aarch64"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def why_not(hook: Hook, features: Features, btf: Btf | None, fs: Tracefs | None)
         case HookKind.KPROBE:
             if not features.kprobe.ok:
                 return f"kprobes refused ({features.kprobe.detail})"
+            if platform.machine() not in KPROBE_MACHINES:
+                return f"no kprobe argument layout for {platform.machine()} yet"
             return symbols.why_not_function(name)
         case HookKind.UPROBE:
             return "" if features.uprobe.ok else f"uprobes refused ({features.uprobe.detail})"
