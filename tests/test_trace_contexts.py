@@ -3,14 +3,17 @@ NET_TX softirq (with how long that softirq was pending), and where a TX completi
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import records, tracing
+from conftest import records, send_from, start_tracer, tracing
 from test_trace_send_path import sendmmsg
 
 from udptrace.netns import VethPair, inside
@@ -103,3 +106,29 @@ def test_a_device_with_tx_completion_records_where_it_ran(net: VethPair) -> None
     assert (recs["ts"][:, layout.stage_index("free")] > 0).all()
     assert set(contexts(recs, layout, "completion_context")) == {"sender"}
     assert snap.completion_contexts == {"sender": 20}
+
+
+@pytest.mark.vm
+def test_json_events_and_the_report_say_where_the_driver_ran(tmp_path: Path) -> None:
+    with VethPair() as net:
+        udp_socket(net).sendto(b"arp", (net.addr_b, PORT))  # no traced datagram waits for it
+        time.sleep(0.05)
+        out = tmp_path / "packets.jsonl"
+        tracer = start_tracer("--netns", net.ns_a, "-d", "120", "--no-hist", "--events",
+                              "--json", str(out))
+        send_from(net, 20, 0.002).wait(timeout=60)
+        time.sleep(0.5)
+        tracer.send_signal(signal.SIGINT)
+        report, err = tracer.communicate(timeout=60)
+    assert tracer.returncode == 0, err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    packets, summary = lines[:-1], lines[-1]
+    assert len(packets) == 20
+    for packet in packets:
+        assert packet["xmit_context"] == "sender"
+        assert packet["softirq_pending_ns"] is None and packet["completion_context"] is None
+    assert summary["contexts"] == {"xmit": {"sender": 20}, "completion": {},
+                                   "softirq_pending_ns": None}
+    events = [line for line in report.splitlines() if " → " in line]
+    assert len(events) == 20 and all("xmit: sender" in line for line in events)
+    assert "where it ran" in report and "the sending thread (direct) │      20" in report

@@ -2,8 +2,8 @@
 
 Each line: seconds since the trace started, process, addresses, length, each
 stage reached with the time since the stage before it (as in the report's
-table), the total and the fate, and where the driver was called (with the
-NET_TX softirq's wait) and where a TX completion ran. Written and flushed per batch, so `| grep`
+table), where the driver was called (with the NET_TX softirq's wait) and where
+a TX completion ran, the total and the fate. Written and flushed per batch, so `| grep`
 and `| tee` see lines while the trace runs.
 """
 
@@ -67,18 +67,18 @@ class EventLog:
             lines.append(
                 f"{since[i]:12.6f}  {comm[i]}/{cols['pid'][i]}  "
                 f"{_endpoint(saddr[i], cols['sport'][i])} → {_endpoint(daddr[i], cols['dport'][i])}"
-                f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{contexts}{interval}\n")
+                f"  {cols['len'][i]} B  {'  '.join(steps)}{contexts}  {fate}{interval}\n")
         return lines
 
     def _contexts(self, xmit: int, pending_ns: int, completion: int) -> str:
-        """`  xmit net_tx (pending 3.1 µs)  completion net_rx`; empty where not told."""
+        """`  xmit: net_tx (pending 3.1 µs)  completion: net_rx`; empty where not told."""
         text = ""
         if xmit:
-            text += f"  xmit {self.layout.contexts[xmit]}"
+            text += f"  xmit: {self.layout.contexts[xmit]}"
             if pending_ns:
                 text += f" (pending {duration(pending_ns)})"
         if completion:
-            text += f"  completion {self.layout.contexts[completion]}"
+            text += f"  completion: {self.layout.contexts[completion]}"
         return text
 
     def write(self, packets: Packets) -> None:
