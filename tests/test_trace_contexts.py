@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import records, send_from, start_tracer, tracing
+from conftest import loaded_programs, prog_ids, records, send_from, start_tracer, tracing
 from test_trace_send_path import sendmmsg
 
 from udptrace.netns import VethPair, inside
@@ -132,3 +132,20 @@ def test_json_events_and_the_report_say_where_the_driver_ran(tmp_path: Path) -> 
     events = [line for line in report.splitlines() if " → " in line]
     assert len(events) == 20 and all("xmit: sender" in line for line in events)
     assert "where it ran" in report and "the sending thread (direct) │      20" in report
+
+
+def test_without_contexts_no_softirq_hook_is_loaded_and_records_say_unknown(
+        net: VethPair) -> None:
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),), contexts=False) as (session, batches):
+        names = loaded_programs()
+        ours = [names.get(i, "") for i in prog_ids(os.getpid())]
+        for _ in range(10):
+            s.sendto(b"x", (net.addr_b, PORT))
+        time.sleep(0.05)
+        snap = session.snapshot()
+    assert ours and not [n for n in ours if "softirq" in n]
+    recs = records(batches)
+    assert len(recs) == 10
+    assert set(contexts(recs, session.layout, "xmit_context")) == {"unknown"}
+    assert snap.xmit_contexts == {} and snap.completion_contexts == {}

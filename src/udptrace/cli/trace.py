@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--interval", action="store_true",
                    help="time between successive sends per flow (and per --uprobe callback): "
                         "period, jitter, missed periods")
+    o.add_argument("--no-contexts", action="store_true",
+                   help="do not tell where the driver and TX completions ran (spares every "
+                        "softirq of the machine three hooks; bench/README.md has the cost)")
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
     o.add_argument("--pubsub", action="store_true",
@@ -87,6 +90,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
+        contexts=not args.no_contexts,
     )
 
 

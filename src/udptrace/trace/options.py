@@ -37,6 +37,7 @@ class TraceOptions:
     max_age_s: float = DEFAULT_MAX_AGE_S
     uprobe: str = ""  # BINARY:SYMBOL whose entry starts the records of its sends
     intervals: bool = False  # per-flow send intervals, aggregated in the kernel
+    contexts: bool = True  # where the driver and TX completions ran (three hooks per softirq)
 
 
 def _check_pid(pid: int) -> None:

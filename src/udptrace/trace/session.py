@@ -15,7 +15,7 @@ import numpy as np
 from udptrace import bpf
 from udptrace.errors import KernelFeatureError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, send_path_plans
+from udptrace.kernel.plan import PointPlan, StagePlan, send_path_plans
 from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
@@ -74,7 +74,8 @@ class TraceSession:
         self.options = options
         self.uprobe: UprobeTarget | None = (
             resolve(options.uprobe, options.pids) if options.uprobe else None)
-        self.plans: list[StagePlan] = [p for p in send_path_plans(detect())
+        self.plans: list[StagePlan] = [self._without_unasked_points(p)
+                                       for p in send_path_plans(detect())
                                        if self._asked_for(p.stage)]
         for plan in self.plans:
             if plan.stage.needs and not plan.available:
@@ -100,6 +101,14 @@ class TraceSession:
 
     def _asked_for(self, stage: Stage) -> bool:
         return stage.needs != "--uprobe" or self.uprobe is not None
+
+    def _without_unasked_points(self, plan: StagePlan) -> StagePlan:
+        """The plan minus the softirq hooks when the contexts are not wanted."""
+        if self.options.contexts:
+            return plan
+        return StagePlan(plan.stage, tuple(
+            PointPlan(p.point, None, "not asked for (--no-contexts)")
+            if p.point in CONTEXT_POINTS else p for p in plan.points))
 
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
