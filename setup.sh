@@ -18,9 +18,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # clang/libbpf-dev build the BPF objects at install; libbpf1 loads them; iproute2 makes
-# the namespaces; bpftool and bpftrace serve the tests and the benchmark.
-packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc python3 python3-venv
-          python3-pip util-linux procps)
+# the namespaces; bpftool and bpftrace serve the tests and the benchmark; linux-libc-dev's
+# <asm/unistd_64.h> names the syscalls of `udptrace syscalls` (gcc pulls it in, but say so);
+# chromium renders the HTML report in its test.
+packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc linux-libc-dev python3
+          python3-venv python3-pip util-linux procps)
+# the tests build an io_uring sender against liburing
+[ "$job" = test ] && packages+=(chromium liburing-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,8 +38,8 @@ fi
 
 python=python3
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extra=""
-[ "$job" = test ] && extra="[test]"
+extra="[full]"  # Parquet, HTML and Prometheus outputs: the demo writes an HTML report
+[ "$job" = test ] && extra="[full,test]"
 .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
 
 case "$job" in

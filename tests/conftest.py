@@ -76,6 +76,7 @@ def tracing(**options: object) -> Iterator[tuple[TraceSession, list[Packets]]]:
         yield session, batches
         time.sleep(0.2)
         batches.append(join.add(session.read()))
+        batches.append(join.add(session.unfinished()))
         batches.append(join.flush())
     finally:
         session.close()

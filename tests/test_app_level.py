@@ -37,7 +37,7 @@ class Publisher:
                  twice: int = -1, outside: int = -1) -> None:
         self.process = net.popen(net.ns_a, [str(binary), net.addr_b, str(PORT), str(cycles),
                                             str(PERIOD_US), str(skip), str(twice), str(outside)],
-                                 stdin=subprocess.PIPE)
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pid = self.process.pid
         self.cycles = cycles
 
@@ -45,9 +45,12 @@ class Publisher:
         assert self.process.stdin is not None
         self.process.stdin.write(b"go\n")
         self.process.stdin.close()
+        self.process.stdin = None  # communicate() must not flush it again
 
-    def finish(self) -> None:
-        self.process.wait(timeout=self.cycles * PERIOD_US / 1e6 + 10)
+    def finish(self) -> np.ndarray:
+        """Wait for the last cycle; the callback's entry times, as the publisher saw them."""
+        out, _ = self.process.communicate(timeout=self.cycles * PERIOD_US / 1e6 + 10)
+        return np.array(out.split(), dtype=np.int64)
 
 
 @pytest.fixture
@@ -97,15 +100,19 @@ def test_intervals_show_the_period_and_count_a_skipped_cycle_as_missed(
     with tracing(pids=(pub.pid,), uprobe=f"{publisher_binary}:publish_cb",
                  intervals=True) as (session, batches):
         pub.go()
-        pub.finish()
+        entries = pub.finish()
         flows = kernel_flows(*session.intervals(), session.layout)
     recs = records(batches)
     assert len(recs) == 79
+    # a loaded machine wakes some cycles late too: what counts is agreeing with the truth
+    truth = np.diff(entries)
+    expected_missed = int((truth > 1.5 * PERIOD_US * 1000).sum())
+    assert expected_missed >= 1  # the skipped cycle
     by_kind = {"callback" if f.label.endswith("callback") else "socket": f.summary for f in flows}
     for kind, summary in by_kind.items():
         assert summary.count == 78, kind
         assert abs(summary.period_ns - PERIOD_US * 1000) < 1_000_000, kind
-        assert summary.missed == 1, kind
+        assert summary.missed == expected_missed, kind
         assert summary.intervals.max > 1.5 * PERIOD_US * 1000, kind
     # every packet record but the first carries its interval, the skipped one twice as long
     intervals = np.sort(recs["interval_ns"][recs["interval_ns"] > 0].astype(np.int64))

@@ -22,7 +22,8 @@ def namespaces_of(pid: int) -> set[str]:
 def test_a_short_demo_traces_exactly_what_was_published(tmp_path: Path) -> None:
     out = tmp_path / "demo.jsonl"
     demo = subprocess.Popen(udptrace("demo", "-d", "2", "--interval-ms", "10", "--json", str(out)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
     stdout, stderr = demo.communicate(timeout=120)
     assert demo.returncode == 0, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -37,12 +38,16 @@ def test_a_short_demo_traces_exactly_what_was_published(tmp_path: Path) -> None:
     assert {p["pubsub"]["publisher_id"] for p in packets} == {2234}
     assert sorted(p["pubsub"]["sequence_number"] for p in packets) == list(range(published))
     assert "latency per stage" in stdout and "sendto→wire" in stdout
+    page = tmp_path / "udptrace-demo.html"  # by default, in the current directory
+    assert f"HTML report with plots: {page}" in stdout
+    assert "Plotly.newPlot" in page.read_text()
     assert not namespaces_of(demo.pid)
 
 
 def test_interrupting_the_demo_removes_everything(tmp_path: Path) -> None:
     demo = subprocess.Popen(udptrace("demo", "-d", "30"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=tmp_path)
     assert demo.stderr is not None
     status = demo.stderr.readline()  # the first status line: tracing has begun
     assert "packets" in status, status

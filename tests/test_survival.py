@@ -26,7 +26,10 @@ def test_a_killed_tracer_leaves_nothing_attached(net: VethPair, sig: signal.Sign
                                                  tmp_path: Path) -> None:
     tracer = start_tracer("--netns", net.ns_a, "--json", str(tmp_path / "out.jsonl"))
     sender = send_from(net, 200, 0.001)
-    time.sleep(0.1)
+    out = tmp_path / "out.jsonl"
+    deadline = time.monotonic() + 10
+    while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a loaded machine starts the sender late: wait for its first record
     ours = prog_ids(held_by=tracer.pid)
     assert len(ours) >= 10  # the tracer really holds its programs while it runs
     tracer.send_signal(sig)

@@ -138,10 +138,28 @@ def test_first_packet_parked_for_arp_is_still_attributed_to_its_syscall(net: Vet
     assert rec["pid"] == os.getpid() and rec["syscall_id"] > 0
     assert rec["flags"] & layout.flags["neigh_queued"]
     assert snap.counters["neigh_queued"] == 1
-    waited = int(rec["ts"][layout.stage_index("dev_queue")]) - int(
-        rec["ts"][layout.stage_index("neigh_queue")])
+    waited = int(rec["ts"][layout.stage_index("neigh_queue")]) - int(
+        rec["ts"][layout.stage_index("neigh_parked")])
     assert waited > 100_000_000  # parked while the peer stayed silent
+    assert rec["ts"][layout.stage_index("dev_queue")] >= rec["ts"][layout.stage_index(
+        "neigh_queue")]
     assert rec["fate"] == layout.fates_by_name["sent"]
+
+
+def test_a_neighbour_answering_at_once_still_shows_its_wait_in_neigh_queue(
+        net: VethPair) -> None:
+    # on a veth the peer answers ARP within the same sendto(): the packet is released
+    # before the syscall returns, and the wait is still neigh_queue's, not dev_queue's
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        s.sendto(b"first", (net.addr_b, PORT))
+    recs = records(batches)
+    layout = session.layout
+    assert len(recs) == 1 and recs[0]["flags"] & layout.flags["neigh_queued"]
+    parked, released, queued = (int(recs[0]["ts"][layout.stage_index(n)]) for n in (
+        "neigh_parked", "neigh_queue", "dev_queue"))
+    exit_ns = int(np.concatenate([b.syscall_exit for b in batches])[0])
+    assert 0 < parked < released <= queued <= exit_ns
 
 
 def test_filters_keep_only_the_asked_for_traffic(net: VethPair) -> None:

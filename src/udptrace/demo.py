@@ -2,9 +2,10 @@
 
 Two namespaces joined by a veth; `udptrace subscribe` in one, `udptrace
 publish` (the tutorial publisher's defaults, multicast) in the other, and
-the send path of the publisher's namespace traced from before its first
-datagram until after its last. Everything created is removed on every way
-out, including Ctrl-C.
+every datagram of the publisher's namespace followed end to end, from its
+publish cycle through sendto() and the wire to the subscriber's recvfrom(),
+from before its first datagram until after its last. Everything created is
+removed on every way out, including Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,25 +18,30 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from udptrace.errors import PermissionProblem, UdptraceError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, send_path_plans
+from udptrace.kernel.plan import StagePlan, plans_to_trace
 from udptrace.netns import VethPair
 from udptrace.pubsub import cycle
 from udptrace.pubsub.url import DEFAULT_URL
 from udptrace.report.intervals import Flow, kernel_flows
 from udptrace.report.jsonl import JsonLines, summary_object
 from udptrace.report.pubsub_groups import PubSubGroups, labels
+from udptrace.stages import BOTH
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import UADP_PORT, TraceOptions
 from udptrace.trace.session import TraceSession
+
+if TYPE_CHECKING:  # pyarrow, under it, is an optional extra
+    from udptrace.report.recorder import Recorder
 
 READY_TIMEOUT_S = 10.0
 DRAIN_S = 0.3
@@ -71,7 +77,7 @@ def require_traceable() -> None:
     except PermissionProblem as e:
         raise PermissionProblem(f"{e}; 'sudo udptrace check' shows what this machine allows") \
             from None
-    send_path_plans(detect())
+    plans_to_trace(detect(), BOTH)
 
 
 def _last_json(text: str) -> dict[str, object]:
@@ -99,7 +105,9 @@ def _summary(process: subprocess.Popen, output: Path) -> dict[str, object]:
 
 def run_demo(settings: DemoSettings, stop: threading.Event,
              on_status: run.StatusCallback | None = None,
-             json_file: IO[str] | None = None) -> DemoResult:
+             json_file: IO[str] | None = None,
+             recorder_for: Callable[[TraceSession], Recorder] | None = None) -> DemoResult:
+    """``recorder_for`` (the HTML report) records the run from the session it is given."""
     require_traceable()
     count = max(1, round(settings.duration_s * 1000 / settings.interval_ms))
     with ExitStack() as stack:
@@ -120,15 +128,18 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         # the publisher runs each cycle through a native function: the app stage's hook
         session = stack.enter_context(TraceSession(TraceOptions(
             netns=net.ns_a, ports=(UADP_PORT,), stream=True, payload_port=UADP_PORT,
-            uprobe=cycle.UPROBE, intervals=True)))
+            uprobe=cycle.UPROBE, intervals=True, e2e=True)))
         groups = PubSubGroups()
         drop_names = session.drop_reason_names()
         json_out = JsonLines(json_file, session.layout, drop_names) if json_file else None
+        recorder = recorder_for(session) if recorder_for else None
 
         def on_packets(packets: Packets) -> None:
             headers = groups.add(packets, session.layout)
             if json_out is not None:
                 json_out.write_packets(packets, labels(headers))
+            if recorder is not None:
+                recorder.packets(packets, headers)
 
         publisher = stack.enter_context(net.popen(net.ns_a, _udptrace(
             "publish", settings.url, "-i", net.if_a, "--interval-ms", f"{settings.interval_ms:g}",
@@ -142,13 +153,16 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
             stop.set()
 
         threading.Thread(target=watch_publisher, daemon=True).start()
-        result = run.run(session, None, stop, on_packets, on_status)
+        result = run.run(session, None, stop, on_packets,
+                         recorder.status(on_status) if recorder else on_status)
         flows = kernel_flows(*session.intervals(), session.layout)
         publisher_summary = _summary(publisher, pub_out)
         time.sleep(DRAIN_S)
         subscriber_summary = _summary(subscriber, sub_out).get("summary", {})
         interrupted = publisher_summary.get("messages_sent") != count
         trace = dataclasses.replace(result, interrupted=interrupted)
+        if recorder is not None:
+            recorder.finish(trace)
         if json_out is not None:
             json_out.write_summary(summary_object(
                 trace.snapshot, session.layout, drop_names, trace.records,

@@ -52,14 +52,25 @@ class HookPoint:
     refines: bool = False  # adds detail to the stage's records; the stage is reached without it
 
 
+class TracePath(StrEnum):
+    SEND = "send"  # from the send syscall to the wire
+    RECEIVE = "receive"  # from the driver (or a veth/lo handoff) to the reader
+
+
+SEND = frozenset({TracePath.SEND})
+RECEIVE = frozenset({TracePath.RECEIVE})
+BOTH = frozenset(TracePath)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     title: str
     meaning: str  # what the time spent before reaching this stage is
     points: tuple[HookPoint, ...]
-    core: bool = False  # without it the send path cannot be followed
+    core: bool = False  # without it its paths cannot be followed
     needs: str = ""  # the option that asks for it; empty: always traced when available
+    paths: frozenset[TracePath] = SEND  # the paths it belongs to
 
 
 @dataclass(frozen=True)
@@ -94,17 +105,31 @@ def _function(name: str) -> HookPoint:
 CONTEXT_POINTS = tuple(_typed_tracepoint(f"irq:{name}", name, refines=True)
                        for name in ("softirq_exit", "softirq_entry", "softirq_raise"))
 
-# x86_64 has no send(2): libc's send() is sendto(); write/writev reach UDP sockets too.
-SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev")
+# x86_64 has no send(2): libc's send() is sendto(); write/writev, sendfile and splice reach
+# UDP sockets too.
+SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev", "sendfile64", "splice")
+
+# io_uring send requests: time zero at their submission, ended by io_uring_enter's return
+IO_URING_POINTS = (
+    HookPoint("io_uring_submit_req", (
+        Hook(HookKind.TRACEPOINT, "io_uring:io_uring_submit_req", "ut_iou_submit"),)),
+    HookPoint("sys_exit_io_uring_enter", (
+        Hook(HookKind.TRACEPOINT, "syscalls:sys_exit_io_uring_enter", "ut_exit_io_uring_enter"),)),
+)
 
 
-def _syscall_points() -> tuple[HookPoint, ...]:
+# what a reader's datagram returns through (recv(2) is recvfrom(2) on x86_64)
+RECEIVE_SYSCALLS = ("recvfrom", "recvmsg", "recvmmsg", "read", "readv")
+
+
+def _syscall_points(syscalls: tuple[str, ...], edges: dict[str, str]) -> tuple[HookPoint, ...]:
+    """Syscall tracepoints; `edges` maps enter/exit to the program name's prefix."""
     points = []
-    for syscall in SEND_SYSCALLS:
-        for edge in ("enter", "exit"):
+    for syscall in syscalls:
+        for edge, prefix in edges.items():
             tracepoint = f"sys_{edge}_{syscall}"
             points.append(HookPoint(tracepoint, (
-                Hook(HookKind.TRACEPOINT, f"syscalls:{tracepoint}", f"ut_{edge}_{syscall}"),)))
+                Hook(HookKind.TRACEPOINT, f"syscalls:{tracepoint}", f"{prefix}_{syscall}"),)))
     return tuple(points)
 
 
@@ -121,7 +146,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("syscall", "to syscall",
           "until the send syscall's entry (from the callback's entry with --uprobe); "
           "time zero of the send path",
-          _syscall_points(), core=True),
+          _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"})
+          + IO_URING_POINTS, core=True),
     Stage("udp_sendmsg", "socket layer",
           "syscall entry until udp_sendmsg (udpv6_sendmsg): the socket layer",
           (_function("udp_sendmsg"), _function("udpv6_sendmsg"))),
@@ -136,13 +162,20 @@ STAGES: tuple[Stage, ...] = (
           "until ip_finish_output2 (ip6_finish_output2): IP output, netfilter, "
           "fragmentation; the neighbour comes next",
           (_function("ip_finish_output2"), _function("ip6_finish_output2"))),
+    Stage("neigh_parked", "to neighbour",
+          "until it was parked on the neighbour entry to await ARP/ND (first packet to a "
+          "host)",
+          (_typed_tracepoint("neigh:neigh_event_send_done", "neigh_queue"),
+           _typed_tracepoint("neigh:neigh_create", "neigh_create"),
+           _typed_tracepoint("neigh:neigh_update", "neigh_update"))),
     Stage("neigh_queue", "neighbour wait",
-          "parked on the neighbour entry until ARP/ND resolves (first packet to a host)",
+          "parked until ARP/ND resolved and it went on, whether later from softirq or at "
+          "once within the syscall",
           (_typed_tracepoint("neigh:neigh_event_send_done", "neigh_queue"),)),
     Stage("dev_queue", "to device queue",
           "until the device queue: from the syscall entry, socket, UDP, IP, routing, "
-          "netfilter, neighbour (only the neighbour output after ip_output, the "
-          "neighbour's answer after neigh_queue)",
+          "netfilter, neighbour; only the neighbour output after ip_output; nothing after a "
+          "neighbour wait",
           (_typed_tracepoint("net:net_dev_queue", "dev_queue"),), core=True),
     Stage("qdisc_enqueue", "qdisc enqueue",
           "device queue until a queueing qdisc accepted it",
@@ -162,15 +195,37 @@ STAGES: tuple[Stage, ...] = (
     Stage("rx_handoff", "to peer",
           "veth/loopback only: until the packet entered the peer's receive path",
           (_typed_tracepoint("net:netif_rx", "netif_rx"),
-           _typed_tracepoint("net:netif_receive_skb", "netif_recv"))),
+           _typed_tracepoint("net:netif_receive_skb", "netif_recv")),
+          # without it a veth/lo send ends only when the peer frees the skb, maybe never
+          core=True),
     Stage("xmit_done", "driver",
           "the driver's transmit function: the packet has left the device",
           (_typed_tracepoint("net:net_dev_xmit", "xmit_done"),), core=True),
     Stage("free", "TX completion",
           "a NIC's TX completion freeing the skb (in the record's completion_context), "
-          "or the free that dropped it",
+          "or the free that dropped it (on the receive path: the drop, with its reason)",
           (_typed_tracepoint("skb:consume_skb", "consume"),
-           _typed_tracepoint("skb:kfree_skb", "kfree")), core=True),
+           _typed_tracepoint("skb:kfree_skb", "kfree")), core=True, paths=BOTH),
+    Stage("rx_driver", "to receive",
+          "until a driver handed it to the stack (NAPI, or netif_rx for veth/lo); with "
+          "--e2e on veth/lo this is the handoff",
+          (_typed_tracepoint("net:napi_gro_receive_entry", "napi_rx"),
+           _typed_tracepoint("net:netif_rx", "netif_rx")), paths=RECEIVE),
+    Stage("rx_stack", "receive backlog",
+          "until the stack took it from the receive queue (net:netif_receive_skb)",
+          (_typed_tracepoint("net:netif_receive_skb", "netif_recv"),), core=True,
+          paths=RECEIVE),
+    Stage("sock_queue", "IP+UDP receive",
+          "until it was queued on a socket: IP, netfilter, UDP, socket lookup",
+          (_typed_tracepoint("sock:sk_data_ready", "sock_queue"),), paths=RECEIVE),
+    Stage("rx_read", "socket queue wait",
+          "until the reader's recvmsg took it (sock:sock_recv_length): how long it sat in "
+          "the socket's queue, how late the application read it",
+          (_typed_tracepoint("sock:sock_recv_length", "sock_read"),), core=True,
+          paths=RECEIVE),
+    Stage("rx_done", "to recv return",
+          "until the reader's receive syscall returned",
+          _syscall_points(RECEIVE_SYSCALLS, {"exit": "ut_rxexit"}), paths=RECEIVE),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -180,6 +235,19 @@ SPANS: tuple[Span, ...] = (
     Span("send_syscall", "whole syscall", "the send syscall, from its entry to its return"),
     Span("total", "sendto→wire", "send syscall entry until the packet left the device"),
     Span("app_to_wire", "app→wire", "callback entry (--uprobe) until the packet left the device"),
+    Span("rx", "wire→app", "entering the receive path until the reader's receive syscall "
+         "returned"),
+    Span("e2e", "sendto→recv", "the sender's syscall entry until the reader's receive syscall "
+         "returned (--e2e)"),
 )
 SPAN_NAMES: tuple[str, ...] = tuple(s.name for s in SPANS)
 
+
+# Not a stage of a packet: the hooks of `udptrace syscalls`, every syscall of one process.
+SYSCALL_VIEW = Stage(
+    "syscalls", "every syscall", "entry to exit of each syscall of the traced process",
+    tuple(HookPoint(edge, (Hook(HookKind.TP_BTF, f"raw_syscalls:{edge}", f"ut_sc_btf_{short}"),
+                           Hook(HookKind.RAW_TP, f"raw_syscalls:{edge}", f"ut_sc_raw_{short}"),
+                           Hook(HookKind.TRACEPOINT, f"raw_syscalls:{edge}", f"ut_sc_tp_{short}")))
+          for edge, short in (("sys_enter", "enter"), ("sys_exit", "exit"))),
+)

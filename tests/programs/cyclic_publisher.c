@@ -7,7 +7,9 @@
  * SKIP: a cycle that publishes nothing (a missed period); DOUBLE: a cycle whose
  * callback sends twice; OUTSIDE: a cycle that also sends once outside the
  * callback. -1 (the default) for none. It starts when a line arrives on stdin,
- * so a test can attach its tracer first.
+ * so a test can attach its tracer first, and at the end prints the
+ * CLOCK_MONOTONIC time of every callback entry: the ground truth a test
+ * compares the tracer with.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -46,6 +48,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char go[8];
+	long long *entries = calloc(cycles > 0 ? cycles : 1, sizeof(*entries));
+	int called = 0;
 
 	if (!fgets(go, sizeof(go), stdin))
 		return 1;
@@ -59,10 +63,17 @@ int main(int argc, char **argv)
 		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
 		if (cycle == skip)
 			continue;
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		entries[called++] = now.tv_sec * 1000000000LL + now.tv_nsec;
 		publish_cb(fd, &to, cycle == twice ? 2 : 1);
 		if (cycle == outside)
 			sendto(fd, payload, sizeof(payload), 0, (const struct sockaddr *)&to, sizeof(to));
 	}
 	close(fd);
+	for (int i = 0; i < called; i++)
+		printf("%lld\n", entries[i]);
+	free(entries);
 	return 0;
 }

@@ -6,6 +6,8 @@
 #ifndef UT_COMMON_BPF_H
 #define UT_COMMON_BPF_H
 
+#include "ut_hist.bpf.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_UDP 17
@@ -71,54 +73,25 @@ struct {
 	__type(value, __u8);
 } dst_nets SEC(".maps");
 
+struct ut_pkt_state {
+	struct ut_record rec;
+	__u64 last;                /* time of the latest event, to spot stale entries */
+};
+
 static __always_inline struct ut_counters *counts(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&counters, &zero);
 }
 
-#define COUNT(field)                                   \
+#define COUNT_ADD(field, n)                            \
 	do {                                               \
 		struct ut_counters *c__ = counts();            \
 		if (c__)                                       \
-			c__->field++;                              \
+			c__->field += (n);                         \
 	} while (0)
 
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	return r | (v >> 1);
-}
-
-/* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
-static __always_inline void hist_put(struct ut_hist *h, __u64 value)
-{
-	__u64 row, sub, lg;
-
-	if (value < UT_HIST_SUB_BUCKETS) {
-		row = 0;
-		sub = value;
-	} else {
-		lg = log2_u64(value);
-		row = lg - 2;
-		sub = (value >> (lg - 3)) & (UT_HIST_SUB_BUCKETS - 1);
-	}
-	if (row >= UT_HIST_ROWS)
-		row = UT_HIST_ROWS - 1;
-	h->buckets[row][sub & (UT_HIST_SUB_BUCKETS - 1)]++;
-	if (!h->count || value < h->min)
-		h->min = value;
-	if (value > h->max)
-		h->max = value;
-	h->count++;
-	h->sum += value;
-}
+#define COUNT(field) COUNT_ADD(field, 1)
 
 /* Into the report's histogram `slot`: a stage, or UT_STAGE_COUNT + a span. */
 static __always_inline void hist_add(__u32 slot, __u64 value)
@@ -165,13 +138,100 @@ static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
 }
 
 /*
- * A tracepoint hook, written once and wrapped twice, as tp_btf and raw_tp:
- * user space autoloads the variant this kernel supports.
+ * The IP and UDP identity of a packet whose IP header starts at head + nh:
+ * family, addresses, fragment flag; `l4` is the UDP header's offset from head
+ * and `first` whether this fragment carries it. False when it is not UDP.
  */
-#define UT_HOOK(tp, name, args, call)                                       \
-	SEC("tp_btf/" #tp) int BPF_PROG(ut_btf_##name, args) { return call; }   \
-	SEC("raw_tp/" #tp) int BPF_PROG(ut_raw_##name, args) { return call; }
+static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct ut_record *r,
+					 __u32 *l4, bool *first)
+{
+	__u8 version = 0;
 
-#define ARGS(...) __VA_ARGS__
+	*first = true;
+	bpf_probe_read_kernel(&version, 1, head + nh);
+	version >>= 4;
+	if (version == 4) {
+		struct ut_iphdr ip;
+		__u16 frag;
+
+		bpf_probe_read_kernel(&ip, sizeof(ip), head + nh);
+		if (ip.protocol != IPPROTO_UDP)
+			return false;
+		r->family = AF_INET;
+		r->saddr[10] = r->saddr[11] = r->daddr[10] = r->daddr[11] = 0xff;
+		__builtin_memcpy(&r->saddr[12], ip.saddr, 4);
+		__builtin_memcpy(&r->daddr[12], ip.daddr, 4);
+		frag = bpf_ntohs(ip.frag_off);
+		if (frag & 0x3FFF) /* MF flag or an offset */
+			r->flags |= UT_F_FRAGMENT;
+		*first = (frag & 0x1FFF) == 0;
+		*l4 = nh + (ip.ver_ihl & 0xF) * 4;
+		return true;
+	}
+	if (version == 6) {
+		struct ut_ipv6hdr ip6;
+		__u8 next;
+
+		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
+		next = ip6.nexthdr;
+		*l4 = nh + sizeof(ip6);
+		if (next == IPV6_FRAGMENT) {
+			struct ut_frag6hdr fh;
+
+			bpf_probe_read_kernel(&fh, sizeof(fh), head + *l4);
+			next = fh.nexthdr;
+			r->flags |= UT_F_FRAGMENT;
+			*first = (bpf_ntohs(fh.frag_off) & 0xFFF8) == 0;
+			*l4 += sizeof(fh);
+		}
+		if (next != IPPROTO_UDP)
+			return false;
+		r->family = AF_INET6;
+		__builtin_memcpy(r->saddr, ip6.saddr, 16);
+		__builtin_memcpy(r->daddr, ip6.daddr, 16);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)
+{
+	if (!r->ts[stage])
+		r->ts[stage] = now;
+}
+
+/* The stage the packet reached last (by time), for a drop's attribution. */
+static __always_inline enum ut_stage last_stage(struct ut_record *r)
+{
+	enum ut_stage last = UT_STAGE_SYSCALL;
+	__u64 latest = 0;
+
+#pragma unroll
+	for (int i = 0; i < UT_STAGE_COUNT; i++) {
+		if (r->ts[i] && r->ts[i] >= latest) {
+			latest = r->ts[i];
+			last = i;
+		}
+	}
+	return last;
+}
+
+/* Each stage's histogram holds the time since the stage reached before it; stages before
+ * `first` are left out (the send side counted them when it ended). */
+static __always_inline void add_stage_hists(struct ut_record *r, int first)
+{
+	__u64 prev = 0;
+
+#pragma unroll
+	for (int i = 0; i < UT_STAGE_COUNT; i++) {
+		__u64 t = r->ts[i];
+
+		if (t && t >= prev) {
+			if (prev && i >= first)
+				hist_add(i, t - prev);
+			prev = t;
+		}
+	}
+}
 
 #endif /* UT_COMMON_BPF_H */

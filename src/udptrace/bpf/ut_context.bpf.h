@@ -130,8 +130,4 @@ static __always_inline void count_contexts(struct ut_record *r)
 		hist_put(&c->net_tx_pending, r->softirq_pending_ns);
 }
 
-UT_HOOK(softirq_raise, softirq_raise, unsigned int vec, on_softirq_raise(vec))
-UT_HOOK(softirq_entry, softirq_entry, unsigned int vec, on_softirq_entry(vec))
-UT_HOOK(softirq_exit, softirq_exit, unsigned int vec, on_softirq_exit(vec))
-
 #endif /* UT_CONTEXT_BPF_H */

@@ -68,21 +68,21 @@ static __always_inline int on_dev_xmit(struct sk_buff *skb)
 #define UT_KPROBE(fn, call, ...)                                                 \
 	SEC("kprobe/" #fn) int BPF_KPROBE(ut_kprobe_##fn, __VA_ARGS__) { return call; }
 #endif
-#define UT_FUNCTION(fn, args, call)                                              \
-	SEC("fentry/" #fn) int BPF_PROG(ut_fentry_##fn, args) { return call; }       \
-	UT_KPROBE(fn, call, args)
+#define UT_FUNCTION(fn, call, ...)                                               \
+	SEC("fentry/" #fn) int BPF_PROG(ut_fentry_##fn, __VA_ARGS__) { return call; } \
+	UT_KPROBE(fn, call, __VA_ARGS__)
 
-UT_FUNCTION(udp_sendmsg, struct sock *sk, on_socket_function(sk, UT_STAGE_UDP_SENDMSG))
-UT_FUNCTION(udpv6_sendmsg, struct sock *sk, on_socket_function(sk, UT_STAGE_UDP_SENDMSG))
-UT_FUNCTION(udp_send_skb, struct sk_buff *skb, on_skb_function(skb, UT_STAGE_UDP_SEND_SKB))
-UT_FUNCTION(udp_v6_send_skb, struct sk_buff *skb, on_skb_function(skb, UT_STAGE_UDP_SEND_SKB))
-UT_FUNCTION(ip_send_skb, ARGS(struct net *net, struct sk_buff *skb),
-	    on_skb_function(skb, UT_STAGE_IP_SEND_SKB))
-UT_FUNCTION(ip6_send_skb, struct sk_buff *skb, on_skb_function(skb, UT_STAGE_IP_SEND_SKB))
-UT_FUNCTION(ip_finish_output2, ARGS(struct net *net, struct sock *sk, struct sk_buff *skb),
-	    on_ip_output(skb))
-UT_FUNCTION(ip6_finish_output2, ARGS(struct net *net, struct sock *sk, struct sk_buff *skb),
-	    on_ip_output(skb))
-UT_FUNCTION(dev_hard_start_xmit, struct sk_buff *first, on_dev_xmit(first))
+UT_FUNCTION(udp_sendmsg, on_socket_function(sk, UT_STAGE_UDP_SENDMSG), struct sock *sk)
+UT_FUNCTION(udpv6_sendmsg, on_socket_function(sk, UT_STAGE_UDP_SENDMSG), struct sock *sk)
+UT_FUNCTION(udp_send_skb, on_skb_function(skb, UT_STAGE_UDP_SEND_SKB), struct sk_buff *skb)
+UT_FUNCTION(udp_v6_send_skb, on_skb_function(skb, UT_STAGE_UDP_SEND_SKB), struct sk_buff *skb)
+UT_FUNCTION(ip_send_skb, on_skb_function(skb, UT_STAGE_IP_SEND_SKB),
+	    struct net *net, struct sk_buff *skb)
+UT_FUNCTION(ip6_send_skb, on_skb_function(skb, UT_STAGE_IP_SEND_SKB), struct sk_buff *skb)
+UT_FUNCTION(ip_finish_output2, on_ip_output(skb),
+	    struct net *net, struct sock *sk, struct sk_buff *skb)
+UT_FUNCTION(ip6_finish_output2, on_ip_output(skb),
+	    struct net *net, struct sock *sk, struct sk_buff *skb)
+UT_FUNCTION(dev_hard_start_xmit, on_dev_xmit(first), struct sk_buff *first)
 
 #endif /* UT_FUNCTIONS_BPF_H */

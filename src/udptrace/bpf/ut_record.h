@@ -20,7 +20,8 @@ enum ut_stage {
 	UT_STAGE_UDP_SEND_SKB,     /* udp_send_skb entry: the datagram built */
 	UT_STAGE_IP_SEND_SKB,      /* ip_send_skb entry: handed to IP */
 	UT_STAGE_IP_OUTPUT,        /* ip_finish_output2: routing and netfilter done, neighbour next */
-	UT_STAGE_NEIGH_QUEUE,      /* parked on the neighbour's queue awaiting ARP/ND */
+	UT_STAGE_NEIGH_PARKED,     /* parked on the neighbour's queue awaiting ARP/ND */
+	UT_STAGE_NEIGH_QUEUE,      /* released from it: the neighbour resolved */
 	UT_STAGE_DEV_QUEUE,        /* net:net_dev_queue, entering the device layer */
 	UT_STAGE_QDISC_ENQUEUE,    /* qdisc:qdisc_enqueue, a queueing qdisc took it */
 	UT_STAGE_QDISC_DEQUEUE,    /* qdisc:qdisc_dequeue, the qdisc released it */
@@ -29,6 +30,12 @@ enum ut_stage {
 	UT_STAGE_RX_HANDOFF,       /* veth/loopback: entered the peer's receive path */
 	UT_STAGE_XMIT_DONE,        /* net:net_dev_xmit, the driver returned */
 	UT_STAGE_FREE,             /* skb freed: TX completion on a NIC, or a drop */
+	/* the receive path (--rx, --e2e) */
+	UT_STAGE_RX_DRIVER,        /* a driver handed it to the stack (NAPI, netif_rx) */
+	UT_STAGE_RX_STACK,         /* net:netif_receive_skb: into the protocol stack */
+	UT_STAGE_SOCK_QUEUE,       /* queued on a socket (sock:sk_data_ready) */
+	UT_STAGE_RX_READ,          /* the reader's recvmsg took it (sock:sock_recv_length) */
+	UT_STAGE_RX_DONE,          /* the reader's receive syscall returned */
 	UT_STAGE_COUNT,
 };
 
@@ -40,11 +47,14 @@ enum ut_span {
 	UT_SPAN_SEND_SYSCALL = 0,  /* the send syscall, entry to return */
 	UT_SPAN_TOTAL,             /* send syscall entry until the packet left the device */
 	UT_SPAN_APP_TO_WIRE,       /* callback entry until the packet left the device */
+	UT_SPAN_RX,                /* entering the receive path until the reader's syscall returned */
+	UT_SPAN_E2E,               /* send syscall entry until the reader's syscall returned */
 	UT_SPAN_COUNT,
 };
 
 enum ut_limits {
 	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
+	UT_RX_BATCH = 8,           /* datagrams one receive syscall can read with times each */
 	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
 	UT_HIST_ROWS = 62,
 	UT_HIST_SLOTS = UT_STAGE_COUNT + UT_SPAN_COUNT,
@@ -56,19 +66,29 @@ enum ut_record_kind {
 	UT_KIND_SYSCALL = 2,       /* one send syscall that made packets, at its exit */
 };
 
-/* Which send syscall: our own numbering, the same on every architecture. */
+/* Which send or receive syscall: our own numbering, the same on every architecture. */
 enum ut_syscall {
 	UT_SYS_SENDTO = 1,
 	UT_SYS_SENDMSG,
 	UT_SYS_SENDMMSG,
 	UT_SYS_WRITE,
 	UT_SYS_WRITEV,
+	UT_SYS_SENDFILE,
+	UT_SYS_SPLICE,
+	UT_SYS_IO_URING,           /* an io_uring send request: time zero is its submission */
+	UT_SYS_RECVFROM,
+	UT_SYS_RECVMSG,
+	UT_SYS_RECVMMSG,
+	UT_SYS_READ,
+	UT_SYS_READV,
 };
 
 enum ut_fate {
 	UT_FATE_SENT = 1,
 	UT_FATE_DROPPED = 2,
 	UT_FATE_LOOPED = 3,        /* a multicast copy delivered to this host's own members */
+	UT_FATE_RECEIVED = 4,      /* a reader's receive syscall returned it */
+	UT_FATE_UNREAD = 5,        /* still queued on a socket when the trace ended */
 };
 
 /*
@@ -91,6 +111,7 @@ enum ut_record_flags {
 	UT_F_HANDED_OFF = 2,       /* continued into a receive path (veth/lo) */
 	UT_F_FRAGMENT = 4,         /* an IP fragment (not the whole datagram) */
 	UT_F_PAYLOAD = 8,          /* payload[] holds the first UDP payload bytes */
+	UT_F_RECEIVE = 16,         /* followed on the receive path: rx_* fields are set */
 };
 
 struct ut_record {
@@ -119,12 +140,25 @@ struct ut_record {
 	__u16 dport;
 	__u16 packet_index;        /* n-th packet of its syscall; syscall records: count */
 	__u16 payload_len;
+	__u16 udp_len;             /* the UDP header's length: header and payload */
+	__u16 gso_segs;            /* UDP GSO: datagrams this skb becomes on the wire; 0: one */
+	__u16 gso_size;            /* UDP GSO: payload bytes per datagram */
 	enum ut_record_flags flags;
 	__u8 saddr[16];            /* IPv4 as ::ffff:a.b.c.d */
 	__u8 daddr[16];
 	char comm[16];
 	char ifname[16];
 	__u8 payload[UT_PAYLOAD_BYTES];
+	/* the receive side (UT_F_RECEIVE) */
+	__s64 rx_ret;              /* the reader's receive syscall's return value */
+	__u32 rx_pid;
+	__u32 rx_tid;
+	__u32 rx_cpu;              /* CPU of the reader */
+	__u32 rx_netns;            /* inode of the receiving device's network namespace */
+	__u32 rx_ifindex;
+	enum ut_syscall rx_syscall;
+	char rx_comm[16];
+	char rx_ifname[16];
 };
 
 /* Per-CPU totals; the Python side reads the field names from BTF. */
@@ -140,6 +174,13 @@ struct ut_counters {
 	__u64 neigh_queued;        /* packets attributed while parked for ARP/ND */
 	__u64 peer_dropped;        /* sent on a veth/lo, then dropped by the peer's receive path */
 	__u64 looped;              /* multicast copies looped back to local members */
+	__u64 datagrams;           /* datagrams on the wire from sent packets (UDP GSO: each segment) */
+	__u64 unattributed;        /* UDP sent by a traced process that no traced send made */
+	__u64 rx_datagrams;        /* datagrams followed into a receive path */
+	__u64 queued;              /* queued on a socket (one per socket for multicast) */
+	__u64 received;            /* returned by a reader's receive syscall */
+	__u64 rx_dropped;          /* dropped on the receive path */
+	__u64 rx_expired;          /* receive states dropped as stale */
 };
 
 /* One latency distribution: exact count/sum/min/max, log-linear buckets. */
@@ -209,6 +250,9 @@ struct ut_config {
 	__u32 stream;              /* emit per-packet records to the ring buffer */
 	__u32 kfree_has_reason;    /* kfree_skb tracepoint carries a drop reason */
 	__u32 intervals;           /* keep per-flow send intervals */
+	__u32 send;                /* follow datagrams from their send syscalls */
+	__u32 rx;                  /* follow every UDP datagram that enters a receive path */
+	__u32 e2e;                 /* followed sends continue into this host's receive path */
 	__u32 contexts;            /* the softirq hooks run: record the contexts of packets' steps */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;

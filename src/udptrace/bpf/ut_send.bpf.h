@@ -18,10 +18,6 @@
 /* a peer drops within microseconds; an older entry means we missed a silent free */
 #define PEER_WINDOW_NS 1000000000ULL
 
-struct ut_pkt_state {
-	struct ut_record rec;
-	__u64 last;                /* time of the latest event, to spot stale entries */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -95,53 +91,13 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	__u32 l4 = 0, linear_end;
 	bool first_fragment = true;
-	__u8 version = 0;
 
-	bpf_probe_read_kernel(&version, 1, head + nh);
-	version >>= 4;
-	if (version == 4) {
-		struct ut_iphdr ip;
-		__u16 frag;
-
-		bpf_probe_read_kernel(&ip, sizeof(ip), head + nh);
-		if (ip.protocol != IPPROTO_UDP)
-			return false;
-		r->family = AF_INET;
-		r->saddr[10] = r->saddr[11] = r->daddr[10] = r->daddr[11] = 0xff;
-		__builtin_memcpy(&r->saddr[12], ip.saddr, 4);
-		__builtin_memcpy(&r->daddr[12], ip.daddr, 4);
-		frag = bpf_ntohs(ip.frag_off);
-		if (frag & 0x3FFF) /* MF flag or an offset */
-			r->flags |= UT_F_FRAGMENT;
-		first_fragment = (frag & 0x1FFF) == 0;
-		l4 = nh + (ip.ver_ihl & 0xF) * 4;
-	} else if (version == 6) {
-		struct ut_ipv6hdr ip6;
-		__u8 next;
-
-		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
-		next = ip6.nexthdr;
-		l4 = nh + sizeof(ip6);
-		if (next == IPV6_FRAGMENT) {
-			struct ut_frag6hdr fh;
-
-			bpf_probe_read_kernel(&fh, sizeof(fh), head + l4);
-			next = fh.nexthdr;
-			r->flags |= UT_F_FRAGMENT;
-			first_fragment = (bpf_ntohs(fh.frag_off) & 0xFFF8) == 0;
-			l4 += sizeof(fh);
-		}
-		if (next != IPPROTO_UDP)
-			return false;
-		r->family = AF_INET6;
-		__builtin_memcpy(r->saddr, ip6.saddr, 16);
-		__builtin_memcpy(r->daddr, ip6.daddr, 16);
-	} else {
+	if (!parse_ip_udp(head, nh, r, &l4, &first_fragment))
 		return false;
-	}
 
 	/* histogram mode without port filters needs none of what follows but the checks */
-	if (!cfg.stream && !cfg.intervals && !cfg.filter_port && !cfg.netns && !cfg.ifname[0])
+	if (!cfg.stream && !cfg.intervals && !cfg.e2e && !cfg.filter_port && !cfg.netns &&
+	    !cfg.ifname[0])
 		return true;
 	if (first_fragment) {
 		struct ut_udphdr udp;
@@ -149,6 +105,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 		bpf_probe_read_kernel(&udp, sizeof(udp), head + l4);
 		call->sport = bpf_ntohs(udp.source);
 		call->dport = bpf_ntohs(udp.dest);
+		r->udp_len = bpf_ntohs(udp.len);
 	}
 	r->sport = call->sport;
 	r->dport = call->dport;
@@ -186,6 +143,18 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 		}
 	}
 	return true;
+}
+
+/* UDP GSO (UDP_SEGMENT): one skb that the device, or the stack just before it, cuts into
+ * gso_segs datagrams of gso_size payload bytes. */
+static __always_inline void describe_gso(struct sk_buff *skb, struct ut_record *r)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	struct skb_shared_info *shinfo = (void *)(head + BPF_CORE_READ(skb, end));
+
+	r->gso_size = BPF_CORE_READ(shinfo, gso_size);
+	if (r->gso_size)
+		r->gso_segs = BPF_CORE_READ(shinfo, gso_segs);
 }
 
 static __always_inline struct ut_current *cpu_slot(void)
@@ -237,6 +206,7 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->cpu = bpf_get_smp_processor_id();
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
+	describe_gso(skb, r);
 	if (cfg.intervals && !call->packets) {
 		/* one send is one syscall, however many datagrams or fragments it makes */
 		struct ut_flow_key flow = {.id = call->sk, .tgid = r->pid, .kind = UT_FLOW_SOCKET};
@@ -279,27 +249,7 @@ static __always_inline void spill_if_current(__u64 key)
 		spill(cur);
 }
 
-static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)
-{
-	if (!r->ts[stage])
-		r->ts[stage] = now;
-}
 
-/* The stage the packet reached last (by time), for a drop's attribution. */
-static __always_inline enum ut_stage last_stage(struct ut_record *r)
-{
-	enum ut_stage last = UT_STAGE_SYSCALL;
-	__u64 latest = 0;
-
-#pragma unroll
-	for (int i = 0; i < UT_STAGE_COUNT; i++) {
-		if (r->ts[i] && r->ts[i] >= latest) {
-			latest = r->ts[i];
-			last = i;
-		}
-	}
-	return last;
-}
 
 /* End a packet's record; `reason` and `stage` say where a dropped one died. */
 static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fate fate,
@@ -312,26 +262,15 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 	if (fate == UT_FATE_LOOPED) {
 		COUNT(looped);
 	} else if (fate == UT_FATE_SENT) {
-		__u64 prev = 0;
 		__u64 end = r->ts[UT_STAGE_XMIT_DONE] ?: r->ts[UT_STAGE_FREE];
 
-		/* each stage's histogram holds the time since the stage reached before it */
-#pragma unroll
-		for (int i = 0; i < UT_STAGE_COUNT; i++) {
-			__u64 t = r->ts[i];
-
-			if (t && t >= prev) {
-				if (prev)
-					hist_add(i, t - prev);
-				prev = t;
-			}
-		}
+		add_stage_hists(r, 0);
 		if (end) {
 			hist_add(SPAN_SLOT(UT_SPAN_TOTAL), end - r->ts[UT_STAGE_SYSCALL]);
 			if (r->ts[UT_STAGE_APP])
 				hist_add(SPAN_SLOT(UT_SPAN_APP_TO_WIRE), end - r->ts[UT_STAGE_APP]);
 		}
-		if (r->flags & UT_F_HANDED_OFF) {
+		if ((r->flags & UT_F_HANDED_OFF) && !cfg.e2e) {
 			__u64 head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head);
 			struct ut_handoff *h = handoff_slot(head);
 
@@ -344,13 +283,16 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		}
 		count_contexts(r);
 		COUNT(sent);
+		COUNT_ADD(datagrams, r->gso_segs ?: 1);
 	} else {
 		r->drop_reason = reason;
 		r->drop_stage = stage;
 		count_drop(reason, stage);
 		COUNT(dropped);
 	}
-	if (cfg.stream && bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
+	/* with --e2e a packet handed to a receive path here goes on there, its record too */
+	if (cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) && fate != UT_FATE_DROPPED) &&
+	    bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
 		COUNT(lost);
 	cur = cpu_slot();
 	if (cur && cur->skb == key)
@@ -359,34 +301,106 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		bpf_map_delete_elem(&packets, &key);
 }
 
+/*
+ * Packets parked on a neighbour entry awaiting ARP/ND. Usually the syscall
+ * returns first and neigh_event_send_done finds the packet at the queue's
+ * tail. When the peer answers at once (a veth), the answer is processed, and
+ * the queue flushed, before that tracepoint fires: neigh_update, at the start
+ * of the answer's processing, still sees the packet queued. Its parking time
+ * is then the entry's creation, which the first packet to a host triggers.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);        /* struct neighbour address */
+	__type(value, __u64);      /* when it was created */
+} neigh_created SEC(".maps");
+
+static __noinline void tie_parked(struct sk_buff *skb, __u64 parked, __u64 now)
+{
+	struct ut_call *call = owning_call(skb);
+	__u64 key = (__u64)skb;
+	struct ut_pkt_state *s;
+
+	if (!call)
+		return;
+	s = followed(key, now);
+	if (s && s->rec.syscall_id == call->id)
+		return;
+	s = begin_packet(key, skb, call, now);
+	if (!s)
+		return;
+	s->rec.ts[UT_STAGE_NEIGH_PARKED] = parked;
+	s->rec.flags |= UT_F_NEIGH_QUEUED;
+	COUNT(neigh_queued);
+	spill_if_current(key);
+}
+
 static __always_inline int on_neigh_queued(struct neighbour *n, int rc)
 {
 	struct sk_buff *skb;
-	struct ut_call *call;
-	struct ut_pkt_state *s;
-	__u64 now, key;
+	__u64 now;
 
 	if (rc != 1) /* 1: the skb was parked on arp_queue awaiting resolution */
 		return 0;
 	skb = BPF_CORE_READ(n, arp_queue.prev);
 	if (!skb || (void *)skb == (void *)&n->arp_queue)
 		return 0;
-	call = owning_call(skb);
-	if (!call)
-		return 0;
 	now = bpf_ktime_get_ns();
-	key = (__u64)skb;
-	s = followed(key, now);
-	if (s && s->rec.syscall_id == call->id)
-		return 0;
-	s = begin_packet(key, skb, call, now);
-	if (!s)
-		return 0;
-	s->rec.ts[UT_STAGE_NEIGH_QUEUE] = now;
-	s->rec.flags |= UT_F_NEIGH_QUEUED;
-	COUNT(neigh_queued);
-	spill_if_current(key);
+	tie_parked(skb, now, now);
 	return 0;
+}
+
+static __always_inline int on_neigh_create(struct neighbour *n)
+{
+	__u64 key = (__u64)n, now = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&neigh_created, &key, &now, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_neigh_update(struct neighbour *n)
+{
+	struct sk_buff *skb = BPF_CORE_READ(n, arp_queue.next);
+	__u64 key = (__u64)n, now = bpf_ktime_get_ns(), *created;
+
+	created = bpf_map_lookup_elem(&neigh_created, &key);
+	for (int i = 0; i < 4; i++) { /* a bounded loop: the verifier checks every turn */
+		if (!skb || (void *)skb == (void *)&n->arp_queue)
+			break;
+		tie_parked(skb, created ? *created : now, now);
+		skb = BPF_CORE_READ(skb, next);
+	}
+	return 0;
+}
+
+/*
+ * A UDP packet of a traced process that no traced send owns (an io_uring
+ * request punted to a worker thread, a send path we do not hook): counted, so
+ * it is never silently absent.
+ */
+static __always_inline void count_unattributed(struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return;
+	if (process_wanted(bpf_get_current_pid_tgid() >> 32))
+		COUNT(unattributed);
+}
+
+/*
+ * A parked packet reaches the device queue once its neighbour resolved: from
+ * softirq later, or at once within its syscall when the peer answers straight
+ * away (a veth). Either way the wait is the neigh_queue stage's own.
+ */
+static __always_inline void neigh_released(struct ut_pkt_state *s, struct sk_buff *skb,
+					   __u64 now)
+{
+	if (!(s->rec.flags & UT_F_NEIGH_QUEUED))
+		return;
+	reach(&s->rec, UT_STAGE_NEIGH_QUEUE, now);
+	s->rec.len = BPF_CORE_READ(skb, len); /* parked before its link header was added */
 }
 
 static __always_inline int on_dev_queue(struct sk_buff *skb)
@@ -398,14 +412,18 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 	if (call) {
 		if (!s || s->rec.syscall_id != call->id)
 			s = begin_packet(key, skb, call, now);
-		if (s)
+		if (s) {
+			neigh_released(s, skb, now);
 			reach(&s->rec, UT_STAGE_DEV_QUEUE, now);
+		}
 		return 0;
 	}
-	if (!s)
+	if (!s) {
+		count_unattributed(skb);
 		return 0;
+	}
 	if ((s->rec.flags & UT_F_NEIGH_QUEUED) && !s->rec.ts[UT_STAGE_DEV_QUEUE]) {
-		/* the neighbour resolved: our parked packet leaves, usually from softirq */
+		neigh_released(s, skb, now);
 		s->rec.ts[UT_STAGE_DEV_QUEUE] = now;
 		return 0;
 	}
@@ -476,6 +494,10 @@ static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb, __u6
 	if (!s)
 		return 0;
 	reach(&s->rec, UT_STAGE_RX_HANDOFF, now);
+	if (cfg.e2e) {
+		s->rec.flags |= UT_F_HANDED_OFF;
+		rx_continue(s, skb);
+	}
 	finish(key, s, UT_FATE_LOOPED, 0, 0);
 	return 0;
 }
@@ -490,6 +512,8 @@ static __always_inline int on_rx_handoff(struct sk_buff *skb, bool enqueue)
 		return enqueue ? on_loopback_copy(key, skb, now) : 0;
 	reach(&s->rec, UT_STAGE_RX_HANDOFF, now);
 	s->rec.flags |= UT_F_HANDED_OFF;
+	if (cfg.e2e)
+		rx_continue(s, skb);
 	if (s->rec.ts[UT_STAGE_XMIT_DONE])
 		finish(key, s, UT_FATE_SENT, 0, 0);
 	return 0;
@@ -507,8 +531,11 @@ static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 		return 0;
 	reach(&s->rec, UT_STAGE_XMIT_DONE, now);
 	/* a NIC still owns the skb until TX completion; a veth/lo has passed it on */
-	if (s->rec.flags & UT_F_HANDED_OFF)
+	if (s->rec.flags & UT_F_HANDED_OFF) {
+		if (cfg.e2e)
+			rx_note_xmit_done(skb, now);
 		finish(key, s, UT_FATE_SENT, 0, 0);
+	}
 	else
 		spill_if_current(key);
 	return 0;
@@ -556,22 +583,5 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 	finish(key, s, UT_FATE_DROPPED, reason, stage);
 	return 0;
 }
-
-UT_HOOK(neigh_event_send_done, neigh_queue, ARGS(struct neighbour *n, int rc),
-	on_neigh_queued(n, rc))
-UT_HOOK(net_dev_queue, dev_queue, ARGS(struct sk_buff *skb), on_dev_queue(skb))
-UT_HOOK(qdisc_enqueue, qdisc_enq,
-	ARGS(struct Qdisc *q, const struct netdev_queue *txq, struct sk_buff *skb),
-	on_qdisc_enqueue(skb))
-UT_HOOK(qdisc_dequeue, qdisc_deq,
-	ARGS(struct Qdisc *q, const struct netdev_queue *txq, int n, struct sk_buff *skb),
-	on_stage(skb, UT_STAGE_QDISC_DEQUEUE))
-UT_HOOK(net_dev_start_xmit, xmit_start, ARGS(struct sk_buff *skb), on_xmit_start(skb))
-UT_HOOK(net_dev_xmit, xmit_done, ARGS(struct sk_buff *skb, int rc), on_xmit_done(skb, rc))
-UT_HOOK(netif_rx, netif_rx, ARGS(struct sk_buff *skb), on_rx_handoff(skb, true))
-UT_HOOK(netif_receive_skb, netif_recv, ARGS(struct sk_buff *skb), on_rx_handoff(skb, false))
-UT_HOOK(consume_skb, consume, ARGS(struct sk_buff *skb), on_free(skb, 0, true))
-UT_HOOK(kfree_skb, kfree, ARGS(struct sk_buff *skb, void *location),
-	on_free(skb, cfg.kfree_has_reason ? (__u32)ctx[2] : 0, false))
 
 #endif /* UT_SEND_BPF_H */

@@ -5,10 +5,12 @@
 #ifndef UT_SYSCALL_BPF_H
 #define UT_SYSCALL_BPF_H
 
-/* Used only to recognise a socket file; weak so a kernel without it still loads. */
-extern const void socket_file_ops __ksym __weak;
+#include "ut_sock.bpf.h"
 
 __u64 next_syscall_id = 0;
+
+/* A call whose socket is not named by an fd this side can read (io_uring) */
+#define UT_FD_ANY 0xffffffffU
 
 /*
  * One entry per thread, rewritten in place by every send syscall (an insert and
@@ -153,11 +155,12 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-#define UT_SYSCALL(name, id)                                                \
+/* A send syscall whose socket is its argument `fd` (0 for most, the output fd of splice). */
+#define UT_SYSCALL_FD(name, id, fd)                                         \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
 	int ut_enter_##name(struct syscall_enter_ctx *ctx)                      \
 	{                                                                       \
-		return syscall_enter(id, ctx->args[0]);                             \
+		return syscall_enter(id, ctx->args[fd]);                            \
 	}                                                                       \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
 	int ut_exit_##name(struct syscall_exit_ctx *ctx)                        \
@@ -165,32 +168,15 @@ struct syscall_exit_ctx {
 		return syscall_exit(ctx->ret);                                      \
 	}
 
+#define UT_SYSCALL(name, id) UT_SYSCALL_FD(name, id, 0)
+
 UT_SYSCALL(sendto, UT_SYS_SENDTO)
 UT_SYSCALL(sendmsg, UT_SYS_SENDMSG)
 UT_SYSCALL(sendmmsg, UT_SYS_SENDMMSG)
 UT_SYSCALL(write, UT_SYS_WRITE)
 UT_SYSCALL(writev, UT_SYS_WRITEV)
-
-/* The socket behind the syscall's fd, or 0 when the fd is not a socket. */
-static __always_inline __u64 fd_socket(__u32 fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *file = 0;
-	struct socket *sock;
-
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	if (!file)
-		return 0;
-	if (&socket_file_ops && BPF_CORE_READ(file, f_op) != &socket_file_ops)
-		return 0;
-	sock = BPF_CORE_READ(file, private_data);
-	return (__u64)BPF_CORE_READ(sock, sk);
-}
+UT_SYSCALL(sendfile64, UT_SYS_SENDFILE)
+UT_SYSCALL_FD(splice, UT_SYS_SPLICE, 2)
 
 /* The traced syscall in flight on this thread, or 0. */
 static __always_inline struct ut_call *call_in_flight(void)
@@ -206,9 +192,11 @@ static __always_inline bool is_call_socket(struct ut_call *call, __u64 sk)
 {
 	if (!sk)
 		return false;
+	if (call->fd == UT_FD_ANY) /* an io_uring request: its fd may index fixed files */
+		return true;
 	if (sk == call->sk && call->fd == call->sk_fd)
 		return true; /* the common case: the same socket as last time, no fd walk */
-	call->sk = fd_socket(call->fd);
+	call->sk = (__u64)ut_fd_sock(call->fd);
 	call->sk_fd = call->fd;
 	return sk == call->sk;
 }

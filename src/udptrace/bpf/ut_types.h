@@ -58,10 +58,23 @@ struct net_device {
 	possible_net_t nd_net;
 };
 
-struct sock;
+struct in6_addr {
+	__u8 u6_addr8[16];         /* a union in the kernel; only ever copied whole */
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
 
 struct sk_buff {
-	struct sk_buff *next;
+	struct sk_buff *next;      /* on a queue (inside anonymous unions in the kernel) */
+	struct sk_buff *prev;
 	unsigned int len;
 	unsigned int data_len;
 	__u16 transport_header;
@@ -70,10 +83,16 @@ struct sk_buff {
 	__be16 protocol;
 	__u8 pkt_type:3;
 	unsigned int tail;         /* sk_buff_data_t: an offset from head on 64-bit */
+	unsigned int end;          /* the skb_shared_info lies at head + end */
 	unsigned char *head;
 	unsigned char *data;
 	struct net_device *dev;
 	struct sock *sk;
+};
+
+struct skb_shared_info {
+	unsigned short gso_size;
+	unsigned short gso_segs;
 };
 
 struct sk_buff_head {
@@ -86,14 +105,23 @@ struct neighbour {
 	struct sk_buff_head arp_queue;
 };
 
+struct sock {
+	struct sock_common __sk_common;
+	struct sk_buff_head sk_receive_queue;
+	__u16 sk_type;
+	__u16 sk_protocol;
+};
+
 struct socket {
 	struct sock *sk;
 };
 
-struct file_operations;
+struct inode {
+	unsigned short i_mode;
+};
 
 struct file {
-	const struct file_operations *f_op;
+	struct inode *f_inode;
 	void *private_data;
 };
 
@@ -112,21 +140,24 @@ struct task_struct {
 
 struct Qdisc;
 struct netdev_queue;
-
-#pragma clang attribute pop
+struct neigh_table;
 
 /*
- * Kprobe contexts: the registers as the user ABI lays them out (asm/ptrace.h),
- * which the kernel's struct pt_regs shares; bpf_tracing.h reads arguments
- * from them by these names.
+ * Registers under the kernel's names, placed by CO-RE: a raw syscall's
+ * arguments (ut_syscalls.bpf.c) and a kprobe's, which bpf_tracing.h reads by
+ * these names once __VMLINUX_H__ says this header stands for vmlinux.h.
+ * Laid out for x86 and arm64 only.
  */
+#define __VMLINUX_H__
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
-	unsigned long r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
-	unsigned long rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+	unsigned long di, si, dx, cx, r10, r8, r9, ax, bp, sp, ip;
 };
 #elif defined(__TARGET_ARCH_arm64)
-struct pt_regs;
+struct pt_regs {
+	unsigned long regs[31];
+};
+
 struct user_pt_regs {
 	__u64 regs[31];
 	__u64 sp;
@@ -136,6 +167,8 @@ struct user_pt_regs {
 #else
 #define UT_NO_KPROBES /* no layout here yet: the plan offers no kprobes (plan.KPROBE_MACHINES) */
 #endif
+
+#pragma clang attribute pop
 
 /* Wire formats: fixed by RFCs, read byte-exact, no relocation. */
 struct ut_iphdr {

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from udptrace import __version__
 from udptrace.errors import UdptraceError
 
-SUBCOMMANDS = ("check", "list", "trace", "publish", "subscribe", "demo")
+SUBCOMMANDS = ("check", "list", "trace", "syscalls", "publish", "subscribe", "demo",
+               "record", "report", "exporter")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,11 +7,15 @@ import json
 
 from rich.table import Table
 
+from udptrace import bpf
 from udptrace.cli import help_formatter
 from udptrace.errors import require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import missing_core, plans_for
+from udptrace.kernel.plan import StagePlan, missing_core, plans_for, syscall_view_plan
+from udptrace.loader.bpf_object import BpfObject
 from udptrace.report.terminal import report_console
+from udptrace.stages import RECEIVE
+from udptrace.trace.options import parse_stages, stage_chosen
 
 EXAMPLES = """\
 examples:
@@ -34,16 +38,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="kernel features and the hook for every stage",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--stages", type=parse_stages, default=(), metavar="LIST",
+                   help="mark the optional stages 'trace --stages LIST' would leave out")
     p.set_defaults(func=main)
+
+
+def _left_out(plan: StagePlan, chosen: tuple[str, ...]) -> bool:
+    return not stage_chosen(plan.stage, chosen)
 
 
 def main(args: argparse.Namespace) -> int:
     require_root()
     features = detect()
     plans = plans_for(features)
+    with BpfObject(bpf.object_bytes("ut_syscalls"), "ut_syscalls") as obj:
+        view = syscall_view_plan(features, obj.programs)
+    view_ok = all(point.hook for point in view.points)
     missing = missing_core(plans)
+    missing_rx = missing_core(plans, RECEIVE)
     verdict = ("the core send path is traceable" if not missing else
                f"cannot trace the send path: {', '.join(missing)} unavailable")
+    verdict += ("; the receive path too" if not missing_rx else
+                f"; cannot trace the receive path: {', '.join(missing_rx)} unavailable")
     if args.json:
         print(json.dumps({
             "kernel": features.kernel,
@@ -53,8 +69,13 @@ def main(args: argparse.Namespace) -> int:
                 "hooks": [str(h) for h in p.hooks],
                 "unavailable": {pp.point.name: pp.why_not for pp in p.points if not pp.hook},
                 "core": p.stage.core,
+                "left_out": _left_out(p, args.stages),
+                "paths": sorted(p.stage.paths),
             } for p in plans},
+            "syscall_view": {"available": view_ok,
+                             "hooks": [str(h) for h in view.hooks]},
             "send_path_traceable": not missing,
+            "receive_path_traceable": not missing_rx,
             "verdict": verdict,
         }, indent=2))
         return 0 if not missing else 1
@@ -69,11 +90,17 @@ def main(args: argparse.Namespace) -> int:
     console.print(table)
     stages = Table(title="stages", title_justify="left", header_style="bold")
     stages.add_column("stage")
+    stages.add_column("path")
     stages.add_column("hook on this kernel")
     for plan in plans:
         text = plan.describe()
         style = None if plan.available else ("bold red" if plan.stage.core else "yellow")
-        stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""), text, style=style)
+        if _left_out(plan, args.stages):
+            text, style = f"left out (--stages); {text}", "dim"
+        stages.add_row(plan.stage.name + (" *" if plan.stage.core else ""),
+                       "/".join(sorted(plan.stage.paths)), text, style=style)
+    stages.add_row("(syscalls)", "", view.describe(), style=None if view_ok else "yellow")
     console.print(stages)
-    console.print("* core send path. " + verdict)
+    console.print("* core stage of its path. (syscalls): what 'udptrace syscalls' hooks. "
+                  + verdict)
     return 0 if not missing else 1

@@ -9,22 +9,27 @@ import threading
 
 from rich.table import Table
 
+from udptrace import extras
 from udptrace.cli import help_formatter
-from udptrace.cli.trace import status_printer
+from udptrace.cli.trace import html_page, status_printer
 from udptrace.demo import DemoResult, DemoSettings, require_traceable, run_demo
 from udptrace.report import intervals, terminal
 from udptrace.report.terminal import duration, report_console
 
+DEFAULT_HTML = "udptrace-demo.html"
 EXAMPLES = """\
 examples:
-  udptrace demo                    10 s of the tutorial publisher every 10 ms, traced
+  udptrace demo                    10 s of the tutorial publisher every 10 ms, traced end to end
   udptrace demo -d 30 --interval-ms 1 --json demo.jsonl
                                    1 kHz for 30 s, every datagram also as JSON
+  udptrace demo --html /tmp/demo.html     the HTML report elsewhere (default:
+                                   ./udptrace-demo.html when udptrace[html] is installed)
 
 What it does: two network namespaces joined by a veth pair (removed afterwards),
 `udptrace subscribe` in one, `udptrace publish` (OPC UA PubSub, UADP multicast to
 opc.udp://224.0.0.22:4840/) in the other, and every datagram of the publisher
-followed from sendto() to the wire.
+followed from its publish cycle via sendto() and the wire to the subscriber's
+recvfrom().
 """
 
 
@@ -36,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval-ms", type=float, default=10.0,
                    help="publishing interval (default 10)")
     p.add_argument("--json", metavar="FILE", help="also write one JSON object per datagram")
+    p.add_argument("--html", metavar="FILE",
+                   help=f"the HTML report with plots (default {DEFAULT_HTML}, when "
+                        "udptrace[html] is installed)")
+    p.add_argument("--no-html", action="store_true", help="no HTML report")
     p.set_defaults(func=main)
 
 
@@ -70,6 +79,13 @@ def _endpoints(result: DemoResult) -> Table:
     return table
 
 
+def _html_path(args: argparse.Namespace) -> str | None:
+    """An explicit --html needs the extra (html_page says so); the default only if present."""
+    if args.no_html:
+        return None
+    return args.html or (DEFAULT_HTML if not extras.missing("html") else None)
+
+
 def main(args: argparse.Namespace) -> int:
     require_traceable()
     console = report_console()
@@ -79,14 +95,19 @@ def main(args: argparse.Namespace) -> int:
         f"{settings.interval_ms:g} ms for {settings.duration_s:g} s) in a private network "
         "namespace, every datagram followed from its publish cycle's entry (a uprobe on "
         "udptrace_publish_cycle, the native function the publisher runs each cycle "
-        "through) via sendto() to the wire")
+        "through) via sendto() and the wire to the subscriber's recvfrom()")
     with contextlib.ExitStack() as stack:
+        page = html_page(_html_path(args), stack)
         out = stack.enter_context(open(args.json, "w")) if args.json else None
-        result = run_demo(settings, threading.Event(), status_printer(sys.stderr), out)
+        result = run_demo(settings, threading.Event(), status_printer(sys.stderr), out,
+                          (lambda session: page.start(session, ["udptrace", *sys.argv[1:]]))
+                          if page else None)
+        html_done = page.publish() if page else None
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     trace = result.trace
-    terminal.render(console, trace.snapshot, result.layout, result.plans, result.drop_names)
+    terminal.render(console, trace.snapshot, result.layout, result.plans, result.drop_names,
+                    unread=trace.unread)
     intervals.render(console, result.intervals, histograms=False,
                      title="send intervals of the publisher's socket and cycle function")
     result.groups.render(console)
@@ -95,9 +116,17 @@ def main(args: argparse.Namespace) -> int:
     sent = result.publisher.get("messages_sent")
     console.print(
         f"traced {counters['packets']} of {sent} published datagrams "
-        f"({trace.records} records, {counters['lost']} lost); the subscriber received "
+        f"({trace.records} records, {counters['lost']} lost): {counters['received']} reached "
+        f"the subscriber's recvfrom(), {counters['rx_dropped'] + counters['dropped']} were "
+        f"dropped, {trace.unread} unread at the end; the subscriber counted "
         f"{result.subscriber.get('datagrams', '?')}. How to read this: README.md, "
         "'Reading the report'.", highlight=False)
+    if html_done is not None:
+        console.print(f"HTML report with plots: {html_done} (open it in a browser)",
+                      highlight=False)
+    elif not args.no_html:
+        console.print(f"no HTML report: {' '.join(extras.missing('html'))} missing, install "
+                      "it with pip install 'udptrace[html]'", highlight=False)
     if trace.interrupted:
         console.print("interrupted: the report covers the datagrams sent so far")
         return 130

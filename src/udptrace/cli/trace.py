@@ -8,8 +8,9 @@ import os
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from udptrace import extras
 from udptrace.cli import help_formatter
 from udptrace.errors import UsageError
 from udptrace.report import intervals, terminal
@@ -20,8 +21,17 @@ from udptrace.report.pubsub_groups import PubSubGroups, labels
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
-from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT, TraceOptions, comm_running
+from udptrace.trace.options import (
+    DEFAULT_RINGBUF_BYTES,
+    UADP_PORT,
+    TraceOptions,
+    comm_running,
+    parse_stages,
+)
 from udptrace.trace.session import TraceSession
+
+if TYPE_CHECKING:
+    from udptrace.report.html import HtmlAfterRun
 
 EXAMPLES = """\
 examples:
@@ -32,6 +42,7 @@ examples:
   udptrace trace --port 4840 --json -       one JSON object per datagram on stdout
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
+  udptrace trace -p 4242 -d 10 --html run.html   the same with plots, in one page
 """
 
 
@@ -51,6 +62,31 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--netns", default="", help="only this network namespace (name, path, inode)")
 
 
+def add_app_arguments(o: argparse._ArgumentGroup) -> None:
+    """The app stage, send intervals and the receive side: trace, record and exporter offer
+    them alike."""
+    o.add_argument("--uprobe", metavar="BINARY:SYMBOL", default="",
+                   help="a stage 'app' at this function's entry: every datagram a thread sends "
+                        "inside it carries it (also BINARY:SYMBOL+OFFSET, BINARY:0xADDRESS; "
+                        "BINARY may be a library, found in the -p process's mappings)")
+    o.add_argument("--interval", action="store_true",
+                   help="time between successive sends per flow (and per --uprobe callback): "
+                        "period, jitter, missed periods")
+    o.add_argument("--stages", type=parse_stages, default=(), metavar="LIST",
+                   help="attach only what these optional stages need, e.g. "
+                        "'qdisc_dequeue,neigh_queue', or 'core' (the fewest hooks: "
+                        "syscall → wire); core stages are always traced")
+    o.add_argument("--rx", action="store_true",
+                   help="receive records only: every UDP datagram from the wire (or a veth/lo "
+                        "peer) to the reader's receive syscall; -p/-c select the reader")
+    o.add_argument("--e2e", action="store_true",
+                   help="follow each traced send on into this host's receive path: one record "
+                        "per receiving socket, from sendto() to the reader's recv return")
+    o.add_argument("--no-contexts", action="store_true",
+                   help="do not tell where the driver and TX completions ran (spares every "
+                        "softirq of the machine three hooks; bench/README.md has the cost)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
@@ -62,16 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--linear", type=float, metavar="STEP_US",
                    help="linear histograms with this bin width in µs (default: log2)")
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
-    o.add_argument("--uprobe", metavar="BINARY:SYMBOL", default="",
-                   help="a stage 'app' at this function's entry: every datagram a thread sends "
-                        "inside it carries it (also BINARY:SYMBOL+OFFSET, BINARY:0xADDRESS; "
-                        "BINARY may be a library, found in the -p process's mappings)")
-    o.add_argument("--interval", action="store_true",
-                   help="time between successive sends per flow (and per --uprobe callback): "
-                        "period, jitter, missed periods")
-    o.add_argument("--no-contexts", action="store_true",
-                   help="do not tell where the driver and TX completions ran (spares every "
-                        "softirq of the machine three hooks; bench/README.md has the cost)")
+    o.add_argument("--html", metavar="FILE",
+                   help="also write an HTML report with plots (needs udptrace[html])")
+    add_app_arguments(o)
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
     o.add_argument("--pubsub", action="store_true",
@@ -90,7 +119,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
-        contexts=not args.no_contexts,
+        rx=args.rx, e2e=args.e2e, stages=args.stages, contexts=not args.no_contexts,
     )
 
 
@@ -105,16 +134,27 @@ def status_printer(out: IO[str]) -> run.StatusCallback:
     return show
 
 
+def html_page(path: str | None, stack: contextlib.ExitStack) -> HtmlAfterRun | None:
+    """`--html`: checked and opened before tracing starts (plotly is an optional extra)."""
+    if not path:
+        return None
+    extras.require("html")
+    from udptrace.report.html import HtmlAfterRun
+    return stack.enter_context(HtmlAfterRun(path))
+
+
 def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
     if to_stdout and args.events:
         raise UsageError("--events and --json - both write to stdout: give --json a FILE")
     console = report_console(stderr=to_stdout)
-    stream = bool(args.json or args.pubsub or args.events)
+    stream = bool(args.json or args.pubsub or args.events or args.html)
     options = options_from(args, stream)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
+        page = html_page(args.html, stack)
         session = stack.enter_context(TraceSession(options))
+        recorder = page.start(session, ["udptrace", *sys.argv[1:]]) if page else None
         out = sys.stdout if to_stdout else (
             stack.enter_context(open(args.json, "w")) if args.json else None)
         if args.comm and not comm_running(args.comm):
@@ -129,6 +169,8 @@ def main(args: argparse.Namespace) -> int:
 
         def on_packets(packets: Packets) -> None:
             headers = groups.add(packets, session.layout) if groups is not None else None
+            if recorder is not None:
+                recorder.packets(packets, headers)
             if failure:
                 return
             try:
@@ -144,17 +186,24 @@ def main(args: argparse.Namespace) -> int:
             f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
             f"comm {args.comm}" if args.comm else "",
             f"port {' '.join(map(str, args.port))}" if args.port else ""])) or "all processes"
+        what = "receives by" if args.rx else "sends of"
+        if args.e2e:
+            targets += " to their receivers"
         if session.uprobe is not None:
             targets += f", from {session.uprobe}"
-        console.print(f"tracing UDP sends of {targets}"
+        console.print(f"tracing UDP {what} {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
+        status = status_printer(sys.stderr)
         result = run.run(session, args.duration, stop, on_packets,
-                         status_printer(sys.stderr))
+                         recorder.status(status) if recorder else status)
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         step = int(args.linear * 1000) if args.linear else None
+        receiving = args.rx or args.e2e
         terminal.render(console, result.snapshot, session.layout, session.plans, drop_names,
-                        step, histograms=not args.no_hist)
+                        step, histograms=not args.no_hist,
+                        unread=result.unread if receiving else None,
+                        left_out=tuple(session.left_out))
         flows = (intervals.kernel_flows(*session.intervals(), session.layout)
                  if args.interval else [])
         if args.interval:
@@ -164,8 +213,11 @@ def main(args: argparse.Namespace) -> int:
             if args.interval:
                 intervals.render(console, groups.interval_flows(), step, histograms=False,
                                  title="send intervals per PubSub writer group")
+        if page is not None:
+            console.print(f"HTML report: {page.finish(result)}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
                                  elapsed_s=result.elapsed_s,
+                                 **({"unread": result.unread} if receiving else {}),
                                  **({"intervals": intervals.summaries(flows)} if flows else {}))
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")

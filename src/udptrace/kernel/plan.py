@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 from udptrace.errors import KernelFeatureError
 from udptrace.kernel import symbols
 from udptrace.kernel.features import Features
 from udptrace.kernel.tracefs import Tracefs, tracefs
 from udptrace.loader.btf import Btf
-from udptrace.stages import STAGES, Hook, HookKind, HookPoint, Stage
+from udptrace.stages import SEND, STAGES, SYSCALL_VIEW, Hook, HookKind, HookPoint, Stage, TracePath
 
 # where bpf/ut_types.h lays out the registers kprobe programs read arguments from
 KPROBE_MACHINES = frozenset({"x86_64", "aarch64"})
@@ -91,40 +92,58 @@ def why_not(hook: Hook, features: Features, btf: Btf | None, fs: Tracefs | None)
     return f"unknown hook kind {hook.kind}"
 
 
+def plan_stage(stage: Stage, features: Features, btf: Btf | None,
+               fs: Tracefs | None) -> StagePlan:
+    """Each hook point of the stage served by its first hook this kernel allows."""
+    points = []
+    for point in stage.points:
+        reasons = [why_not(h, features, btf, fs) for h in point.hooks]
+        chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
+        points.append(PointPlan(point, chosen, "" if chosen else "; ".join(reasons)))
+    return StagePlan(stage, tuple(points))
+
+
 def plan_stages(features: Features, btf: Btf | None, fs: Tracefs | None) -> list[StagePlan]:
-    plans = []
-    for stage in STAGES:
-        points = []
-        for point in stage.points:
-            reasons = [why_not(h, features, btf, fs) for h in point.hooks]
-            chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
-            points.append(PointPlan(point, chosen, "" if chosen else "; ".join(reasons)))
-        plans.append(StagePlan(stage, tuple(points)))
-    return plans
+    return [plan_stage(stage, features, btf, fs) for stage in STAGES]
 
 
-def missing_core(plans: list[StagePlan]) -> list[str]:
-    """Core send-path stages this kernel cannot trace (empty: the send path is traceable)."""
-    return [p.stage.name for p in plans if p.stage.core and not p.available]
+def missing_core(plans: list[StagePlan], paths: frozenset[TracePath] = SEND) -> list[str]:
+    """Core stages of these paths this kernel cannot trace (empty: the paths are traceable)."""
+    return [p.stage.name for p in plans
+            if p.stage.core and p.stage.paths & paths and not p.available]
+
+
+def _btf_and_tracefs(features: Features) -> tuple[Btf | None, Tracefs | None]:
+    """What hooks are looked up in; without BTF or tracefs the hooks needing them are out."""
+    return (Btf.vmlinux() if features.btf.ok else None,
+            tracefs() if features.tracefs.ok else None)
 
 
 def plans_for(features: Features) -> list[StagePlan]:
-    """The plan on this kernel; without BTF or tracefs the stages needing them are out."""
-    btf = Btf.vmlinux() if features.btf.ok else None
-    fs = tracefs() if features.tracefs.ok else None
-    return plan_stages(features, btf, fs)
+    """The plan on this kernel."""
+    return plan_stages(features, *_btf_and_tracefs(features))
 
 
-def send_path_plans(features: Features) -> list[StagePlan]:
-    """The plan for tracing, or one actionable error when the core send path is out of reach."""
+def syscall_view_plan(features: Features, programs: Collection[str]) -> StagePlan:
+    """The hooks of `udptrace syscalls`, among those with a program in the object (it
+    builds the register-based ones only for architectures whose registers it knows)."""
+    points = tuple(replace(p, hooks=tuple(h for h in p.hooks if h.program in programs))
+                   for p in SYSCALL_VIEW.points)
+    return plan_stage(replace(SYSCALL_VIEW, points=points), features,
+                      *_btf_and_tracefs(features))
+
+
+def plans_to_trace(features: Features, paths: frozenset[TracePath] = SEND) -> list[StagePlan]:
+    """The plan for tracing these paths, or one actionable error when one is out of reach."""
     for probe in (features.btf, features.tracefs):
         if not probe.ok:
             raise KernelFeatureError(f"{probe.detail} (see 'udptrace check')")
     plans = plans_for(features)
-    missing = missing_core(plans)
+    missing = missing_core(plans, paths)
     if missing:
+        which = " and ".join(sorted(paths))
         raise KernelFeatureError(
-            f"this kernel cannot trace the send path ({', '.join(missing)} unavailable): "
+            f"this kernel cannot trace the {which} path ({', '.join(missing)} unavailable): "
             "run 'udptrace check' for the reasons"
         )
-    return plans
+    return [p for p in plans if p.stage.paths & paths]

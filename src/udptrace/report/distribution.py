@@ -111,11 +111,13 @@ class Distribution:
         """(low, high, count) per `step` ns, each bucket's count spread over its width."""
         top = self.max + step
         edges = np.arange(0, top + step, step, dtype=np.float64)
-        spread = np.zeros(len(edges) - 1)
-        for low, width, n in zip(self.low, self.width, self.counts, strict=True):
-            if n:
-                mid = min(low + width / 2, self.max)
-                spread[min(int(mid // step), len(spread) - 1)] += n
+        bins = len(edges) - 1
+        # vectorized: a recorded run has one bucket per distinct value, often a million;
+        # unused buckets are left out (the kernel's top rows have wrapped-around bounds)
+        used = self.counts > 0
+        mid = np.minimum(self.low[used] + self.width[used] / 2, self.max)
+        where = np.minimum((mid // step).astype(np.int64), bins - 1)
+        spread = np.bincount(where, weights=self.counts[used], minlength=bins)
         rows = [(int(edges[i]), int(edges[i + 1]), int(spread[i])) for i in range(len(spread))]
         return _trim(rows)
 

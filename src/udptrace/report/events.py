@@ -15,12 +15,8 @@ import numpy as np
 
 from udptrace.report.output import write_or_fail
 from udptrace.report.terminal import duration
-from udptrace.trace.decode import Packets, address_strings, origin_ns, total_ns
+from udptrace.trace.decode import Packets, address_strings, e2e_ns, endpoint, origin_ns, total_ns
 from udptrace.trace.layout import Layout
-
-
-def _endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class EventLog:
@@ -41,7 +37,9 @@ class EventLog:
         totals = total_ns(r, layout).tolist()
         saddr, daddr = address_strings(r["saddr"]), address_strings(r["daddr"])
         comm = [c.decode(errors="replace") for c in r["comm"].tolist()]
-        cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate",
+        rx_comm = [c.decode(errors="replace") for c in r["rx_comm"].tolist()]
+        e2e = e2e_ns(r, layout).tolist()
+        cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate", "rx_pid",
                                            "drop_reason", "drop_stage", "interval_ns",
                                            "xmit_context", "softirq_pending_ns",
                                            "completion_context")}
@@ -58,15 +56,20 @@ class EventLog:
             if cols["fate"][i] == dropped:
                 reason = self.drop_names.get(cols["drop_reason"][i], str(cols["drop_reason"][i]))
                 fate += f" {reason} after {layout.stages[cols['drop_stage'][i]]}"
+            elif e2e[i] >= 0:
+                fate = f"e2e {duration(e2e[i])} {fate}"
             elif totals[i] >= 0:
                 fate = f"total {duration(totals[i])} {fate}"
+            if cols["rx_pid"][i]:
+                fate += f" by {rx_comm[i]}/{cols['rx_pid'][i]}"
+            sender = f"{comm[i]}/{cols['pid'][i]}" if cols["pid"][i] else "-"
             interval = (f"  interval {duration(cols['interval_ns'][i])}"
                         if cols["interval_ns"][i] else "")
             contexts = self._contexts(cols["xmit_context"][i], cols["softirq_pending_ns"][i],
                                       cols["completion_context"][i])
             lines.append(
-                f"{since[i]:12.6f}  {comm[i]}/{cols['pid'][i]}  "
-                f"{_endpoint(saddr[i], cols['sport'][i])} → {_endpoint(daddr[i], cols['dport'][i])}"
+                f"{since[i]:12.6f}  {sender}  "
+                f"{endpoint(saddr[i], cols['sport'][i])} → {endpoint(daddr[i], cols['dport'][i])}"
                 f"  {cols['len'][i]} B  {'  '.join(steps)}{contexts}  {fate}{interval}\n")
         return lines
 

@@ -16,7 +16,9 @@ from udptrace.report.output import write_or_fail
 from udptrace.trace.decode import (
     Packets,
     address_strings,
+    e2e_ns,
     origin_ns,
+    rx_ns,
     stage_offsets,
     total_ns,
 )
@@ -86,7 +88,11 @@ class JsonLines:
         cols = {name: r[name].tolist() for name in (
             "pid", "tid", "cpu", "family", "sport", "dport", "len", "netns", "fate",
             "drop_reason", "drop_stage", "syscall_id", "syscall", "packet_index", "xmit_rc",
+            "rx_pid", "rx_tid", "rx_cpu", "rx_syscall", "rx_ret", "rx_netns",
             "xmit_context", "completion_context", "softirq_pending_ns")}
+        rx_comm, rx_ifname = _quoted(_text(r["rx_comm"])), _quoted(_text(r["rx_ifname"]))
+        e2e, rx = e2e_ns(r, layout).tolist(), rx_ns(r, layout).tolist()
+        receive = self.flags["receive"]
         entry = origin_ns(r, layout).tolist()
         intervals = r["interval_ns"].tolist()
         exits = packets.syscall_exit.tolist()
@@ -128,11 +134,27 @@ class JsonLines:
                 f'"fragment":{"true" if flags[i] & fragment else "false"},'
                 f'"neigh_queued":{"true" if flags[i] & neigh else "false"}'
             )
+            if flags[i] & receive:
+                line += (f',"e2e_ns":{e2e[i] if e2e[i] >= 0 else "null"},'
+                         f'"rx_ns":{rx[i] if rx[i] >= 0 else "null"},'
+                         f'"receiver":{self._receiver(cols, i, rx_comm, rx_ifname, syscalls)}')
             label = pubsub[i] if pubsub is not None else None
             if label is not None:
                 line += ',"pubsub":' + json.dumps(label, separators=(",", ":"))
             lines.append(line + "}\n")
         return lines
+
+    @staticmethod
+    def _receiver(cols: dict[str, list], i: int, comm: list[str], ifname: list[str],
+                  syscalls: dict[int, str]) -> str:
+        """The receiving side: the device it arrived on, and the reader when one took it."""
+        device = f'"ifname":{ifname[i]},"netns":{cols["rx_netns"][i]}'
+        if not cols["rx_pid"][i]:
+            return "{" + device + "}"
+        return (f'{{"pid":{cols["rx_pid"][i]},"tid":{cols["rx_tid"][i]},"comm":{comm[i]},'
+                f'"cpu":{cols["rx_cpu"][i]},'
+                f'"syscall":{syscalls.get(cols["rx_syscall"][i], "null")},'
+                f'"ret":{cols["rx_ret"][i] if cols["rx_syscall"][i] else "null"},{device}}}')
 
     def write_packets(self, packets: Packets,
                       pubsub: list[dict[str, object] | None] | None = None) -> None:

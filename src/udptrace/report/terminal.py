@@ -1,4 +1,8 @@
-"""The terminal report: per-stage histograms, the percentile table, drops, counters."""
+"""The terminal report: per-stage histograms, the percentile table, drops, counters.
+
+A live run and a recorded one build the same :class:`ReportData` (from the
+kernel's aggregates, or from every record) and share the rendering below.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
 
 BAR_WIDTH = 40
-REPORT_WIDTH = 120  # when not on a terminal: wide enough for the percentile table
+REPORT_WIDTH = 132  # when not on a terminal: wide enough for the percentile table
 
 
 def report_console(stderr: bool = False) -> Console:
@@ -51,6 +55,37 @@ class Row:
     title: str
     meaning: str
     dist: Distribution
+
+
+@dataclass(frozen=True)
+class Drop:
+    reason: str
+    stage: str  # the last stage the packet reached
+    packets: int
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """Sent packets by where their driver call and their TX completion ran (step 7 and 8),
+    and how long the NET_TX softirq was pending for those it transmitted."""
+
+    xmit: dict[str, int]  # enum ut_context name → packets
+    completion: dict[str, int]
+    net_tx_pending: Distribution
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the terminal report shows, however it was obtained."""
+
+    rows: list[Row]
+    drops: list[Drop]
+    counters: dict[str, int]
+    unavailable: list[str]  # stages this kernel could not trace
+    exact: bool = False  # distributions from every record, not the kernel's buckets
+    unread: int | None = None  # receive records still queued at the end; None: no receive side
+    left_out: tuple[str, ...] = ()  # optional stages --stages did not ask for
+    contexts: Contexts | None = None  # where the driver and TX completions ran; None: not told
 
 
 def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -> list[Row]:
@@ -94,15 +129,20 @@ def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table
     return table
 
 
-def drops_table(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> Table | None:
-    if not snapshot.drops:
+def live_drops(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> list[Drop]:
+    return [Drop(names.get(reason, f"reason {reason}"), layout.stages[stage], n)
+            for (reason, stage), n in snapshot.drops.items()]
+
+
+def drops_table(drops: list[Drop]) -> Table | None:
+    if not drops:
         return None
     table = Table(title="drops", title_justify="left", header_style="bold")
     table.add_column("reason")
     table.add_column("after stage")
     table.add_column("packets", justify="right")
-    for (reason, stage), n in sorted(snapshot.drops.items(), key=lambda kv: -kv[1]):
-        table.add_row(names.get(reason, f"reason {reason}"), layout.stages[stage], str(n))
+    for drop in sorted(drops, key=lambda d: -d.packets):
+        table.add_row(drop.reason, drop.stage, str(drop.packets))
     return table
 
 
@@ -117,30 +157,39 @@ CONTEXT_TITLES = {
 }
 
 
-def contexts_table(snapshot: Snapshot) -> Table | None:
-    """Where the driver was called and where TX completions ran, with NET_TX's wait."""
+def live_contexts(snapshot: Snapshot) -> Contexts | None:
     if not snapshot.xmit_contexts and not snapshot.completion_contexts:
         return None
-    pending = Distribution.from_hist(snapshot.net_tx_pending)
+    return Contexts(snapshot.xmit_contexts, snapshot.completion_contexts,
+                    Distribution.from_hist(snapshot.net_tx_pending))
+
+
+def contexts_table(contexts: Contexts | None) -> Table | None:
+    """Sent packets per context: driver calls and TX completions there, and for NET_TX how
+    long the softirq was pending before it transmitted them."""
+    if contexts is None:
+        return None
+    pending = contexts.net_tx_pending
     table = Table(title="where it ran", title_justify="left", header_style="bold")
-    for column in ("step", "context"):
-        table.add_column(column, no_wrap=True)
-    for column in ("packets", "softirq pending p50", "p99", "max"):
+    table.add_column("context", no_wrap=True)
+    for column in ("driver calls", "TX completions", "softirq pending p50", "p99", "max"):
         table.add_column(column, justify="right", no_wrap=True)
-    for step, counts in (("driver call", snapshot.xmit_contexts),
-                         ("TX completion", snapshot.completion_contexts)):
-        for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            waits = ([duration(pending.percentile(50)), duration(pending.percentile(99)),
-                      duration(pending.max)]
-                     if step == "driver call" and name == "net_tx" and pending.count
-                     else ["", "", ""])
-            table.add_row(step, CONTEXT_TITLES.get(name, name), str(n), *waits)
+    for name, title in CONTEXT_TITLES.items():
+        calls, completions = contexts.xmit.get(name, 0), contexts.completion.get(name, 0)
+        if not calls and not completions:
+            continue
+        waits = ([duration(pending.percentile(50)), duration(pending.percentile(99)),
+                  duration(pending.max)] if name == "net_tx" and pending.count else ["", "", ""])
+        table.add_row(title, str(calls) if calls else "", str(completions) if completions else "",
+                      *waits)
     return table
 
 
 def status_line(counters: dict[str, int], elapsed: float, records: int | None) -> str:
     text = (f"{elapsed:6.1f}s  packets {counters['packets']}  sent {counters['sent']}  "
             f"dropped {counters['dropped']}  lost events {counters['lost']}")
+    if counters["queued"]:
+        text += f"  received {counters['received']}  rx dropped {counters['rx_dropped']}"
     if records is not None:
         text += f"  records {records}"
     return text
@@ -151,10 +200,27 @@ def counters_line(counters: dict[str, int]) -> str:
     return "counters: " + ", ".join(parts)
 
 
+def receive_line(counters: dict[str, int], unread: int) -> str:
+    """Where every datagram that reached a receive path ended, one copy per socket."""
+    return (f"receive side: {counters['queued']} queued on sockets, {counters['received']} "
+            f"received, {counters['rx_dropped']} dropped, {unread} unread at the end")
+
+
 def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[StagePlan],
            drop_names: dict[int, str], linear_step: int | None = None,
-           histograms: bool = True) -> None:
-    rows = stage_rows(snapshot, layout, plans)
+           histograms: bool = True, unread: int | None = None,
+           left_out: tuple[str, ...] = ()) -> None:
+    """The report of a live run, from the kernel's aggregates."""
+    render_report(console, ReportData(
+        stage_rows(snapshot, layout, plans), live_drops(snapshot, layout, drop_names),
+        snapshot.counters, [p.stage.name for p in plans if not p.available], unread=unread,
+        left_out=left_out, contexts=live_contexts(snapshot),
+    ), linear_step, histograms)
+
+
+def render_report(console: Console, report: ReportData, linear_step: int | None = None,
+                  histograms: bool = True) -> None:
+    rows = report.rows
     if histograms:
         for row in rows:
             console.print(f"[bold]@{row.name}_ns[/]: {row.meaning}", highlight=False)
@@ -163,19 +229,27 @@ def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[Sta
                 console.print(line, highlight=False, markup=False)
             console.print()
     if rows:
-        console.print(percentile_table(rows))
+        console.print(percentile_table(rows, "latency per stage" + (
+            " (exact percentiles, from every record)" if report.exact else "")))
     else:
         console.print("no UDP packets were followed (check the filters and the traffic)")
-    drops = drops_table(snapshot, layout, drop_names)
+    drops = drops_table(report.drops)
     console.print(drops if drops is not None else "drops: none")
-    contexts = contexts_table(snapshot)
+    contexts = contexts_table(report.contexts)
     if contexts is not None:
         console.print(contexts)
-    console.print(counters_line(snapshot.counters), highlight=False)
-    if snapshot.counters["lost"]:
-        console.print(f"[bold red]{snapshot.counters['lost']} records were lost: the ring buffer "
-                      "was full (raise --ringbuf-kb); histograms and counters are complete[/]")
-    unavailable = [p.stage.name for p in plans if not p.available]
+    console.print(counters_line(report.counters), highlight=False)
+    if report.unread is not None:
+        console.print(receive_line(report.counters, report.unread), highlight=False)
+    if report.counters.get("lost"):
+        complete = ("counters are complete, the histograms lack them" if report.exact
+                    else "histograms and counters are complete")
+        console.print(f"[bold red]{report.counters['lost']} records were lost: the ring buffer "
+                      f"was full (raise --ringbuf-kb); {complete}[/]")
+    if report.left_out:
+        console.print(f"stages left out (--stages): {', '.join(report.left_out)}",
+                      highlight=False)
+    unavailable = report.unavailable
     if unavailable:
         console.print(f"stages not traced on this kernel: {', '.join(unavailable)} "
                       "(see 'udptrace check')", highlight=False)

@@ -1,1 +1,2 @@
-"""Following packets: options and filters, the BPF session, and decoding what it streams."""
+"""Following packets: options and filters, the BPF session, and decoding what it streams;
+and the syscall view of one process (``syscalls``)."""

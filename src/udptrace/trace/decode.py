@@ -84,7 +84,8 @@ class SyscallJoin:
             rets[found] = self.call_ret[where[found]]
         now = time.monotonic_ns() if now_ns is None else now_ns
         ended = candidates["ts"].max(axis=1)
-        ready = found | (now - ended.astype(np.int64) > self.hold_ns)
+        # a datagram that came from elsewhere (--rx) has no send syscall to wait for
+        ready = found | (ids == 0) | (now - ended.astype(np.int64) > self.hold_ns)
         self.pending = _select(candidates, ~ready)
         done = _select(candidates, ready)
         order = np.lexsort((done["packet_index"], origin_ns(done, self.layout)))
@@ -95,10 +96,11 @@ class SyscallJoin:
         return self.add(np.empty(0, self.layout.record), now_ns=np.iinfo(np.int64).max)
 
 
-def address_strings(raw: np.ndarray) -> list[str]:
-    """16-byte addresses (IPv4 as ::ffff:a.b.c.d) as text, formatting each distinct one once."""
+def distinct_addresses(raw: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """16-byte addresses (IPv4 as ::ffff:a.b.c.d): each distinct one as text, and which
+    of them each row holds."""
     if not len(raw):
-        return []
+        return [], np.empty(0, np.int64)
     # one 16-byte opaque value per row: np.unique on those is far faster than with axis=0
     rows = np.ascontiguousarray(raw.reshape(len(raw), 16)).view("V16").reshape(-1)
     unique, inverse = np.unique(rows, return_inverse=True)
@@ -106,7 +108,26 @@ def address_strings(raw: np.ndarray) -> list[str]:
     for value in unique:
         address = ipaddress.IPv6Address(value.tobytes())
         texts.append(str(address.ipv4_mapped or address))
-    return [texts[i] for i in inverse.reshape(-1)]
+    return texts, inverse.reshape(-1)
+
+
+def address_strings(raw: np.ndarray) -> list[str]:
+    """16-byte addresses as text, formatting each distinct one once."""
+    texts, inverse = distinct_addresses(raw)
+    return [texts[i] for i in inverse]
+
+
+def distinct_chars(raw: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """NUL-padded char[] fields (comm, ifname): each distinct one decoded, and which of them
+    each row holds."""
+    distinct, inverse = np.unique(raw, return_inverse=True)
+    return [v.decode(errors="replace") for v in distinct.tolist()], inverse.reshape(-1)
+
+
+def char_strings(raw: np.ndarray) -> np.ndarray:
+    """NUL-padded char[] fields as str objects, decoding each distinct one once."""
+    texts, inverse = distinct_chars(raw)
+    return np.array([*texts, ""], object)[inverse]
 
 
 def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
@@ -115,6 +136,11 @@ def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
     syscall = ts[:, layout.stage_index("syscall")]
     first = np.where(ts > 0, ts, np.iinfo(np.int64).max).min(axis=1, initial=np.iinfo(np.int64).max)
     return np.where(syscall > 0, syscall, np.where(first < np.iinfo(np.int64).max, first, 0))
+
+
+def endpoint(address: str, port: int) -> str:
+    """``10.0.0.1:4840``, ``[fd00::1]:4840``."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def stage_offsets(records: np.ndarray, layout: Layout) -> np.ndarray:
@@ -136,6 +162,33 @@ def span_ns(records: np.ndarray, layout: Layout, start: str) -> np.ndarray:
     ts = records["ts"].astype(np.int64)
     begin, end = ts[:, layout.stage_index(start)], wire_ns(records, layout)
     return np.where((begin > 0) & (end > 0), end - begin, -1)
+
+
+def _first_reached(records: np.ndarray, layout: Layout, stages: tuple[str, ...]) -> np.ndarray:
+    ts = records["ts"].astype(np.int64)
+    out = np.zeros(len(records), np.int64)
+    for name in reversed(stages):
+        t = ts[:, layout.stage_index(name)]
+        out = np.where(t > 0, t, out)
+    return out
+
+
+def _between(begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    return np.where((begin > 0) & (end > 0), end - begin, -1)
+
+
+def rx_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """Entering the receive path until the reader's syscall returned (its copy, without the
+    return); -1 for records that did not reach a reader."""
+    return _between(_first_reached(records, layout, ("rx_handoff", "rx_driver", "rx_stack")),
+                    _first_reached(records, layout, ("rx_done", "rx_read")))
+
+
+def e2e_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
+    """The sender's syscall entry until the reader's syscall returned; -1 where not both."""
+    ts = records["ts"].astype(np.int64)
+    return _between(ts[:, layout.stage_index("syscall")],
+                    _first_reached(records, layout, ("rx_done", "rx_read")))
 
 
 def total_ns(records: np.ndarray, layout: Layout) -> np.ndarray:

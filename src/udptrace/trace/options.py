@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from udptrace.errors import UsageError
+from udptrace.stages import BOTH, RECEIVE, SEND, STAGE_NAMES, Stage, TracePath
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RINGBUF_BYTES = 8 << 20
@@ -37,12 +38,26 @@ class TraceOptions:
     max_age_s: float = DEFAULT_MAX_AGE_S
     uprobe: str = ""  # BINARY:SYMBOL whose entry starts the records of its sends
     intervals: bool = False  # per-flow send intervals, aggregated in the kernel
+    stages: tuple[str, ...] = ()  # only these optional stages (core ones always); () = all
+    rx: bool = False  # receive records only: every UDP datagram a receive path sees
+    e2e: bool = False  # followed sends go on into this host's receive path
     contexts: bool = True  # where the driver and TX completions ran (three hooks per softirq)
 
+    @property
+    def paths(self) -> frozenset[TracePath]:
+        if self.rx:
+            return RECEIVE
+        return BOTH if self.e2e else SEND
 
-def _check_pid(pid: int) -> None:
+
+def check_pid(pid: int) -> None:
     if pid <= 0 or not Path(f"/proc/{pid}").is_dir():
         raise UsageError(f"no process with pid {pid}: check it with 'ps -p {pid}'")
+
+
+def check_ringbuf_bytes(size: int) -> None:
+    if size < os.sysconf("SC_PAGE_SIZE") or size & (size - 1):
+        raise UsageError("ring buffer size must be a power of two of at least one page")
 
 
 def _check_port(port: int) -> None:
@@ -121,9 +136,21 @@ def comm_running(comm: str) -> bool:
     return False
 
 
+def parse_stages(text: str) -> tuple[str, ...]:
+    """`--stages a,b,c`; 'core' alone keeps the core stages only."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if not names else (("core",) if names == ("core",) else names)
+
+
+def stage_chosen(stage: Stage, chosen: tuple[str, ...]) -> bool:
+    """Whether --stages keeps this stage: core stages and opt-in ones (their own flag asks
+    for them) always, the other optional ones when named."""
+    return not chosen or stage.core or bool(stage.needs) or stage.name in chosen
+
+
 def validate(options: TraceOptions) -> None:
     for pid in options.pids:
-        _check_pid(pid)
+        check_pid(pid)
     for port in (*options.ports, *((options.payload_port,) if options.payload_port else ())):
         _check_port(port)
     if len(options.comm.encode()) > 15:
@@ -135,12 +162,18 @@ def validate(options: TraceOptions) -> None:
         netns_inode(options.netns)
     if options.ifname:
         _check_interface(options.ifname, options.pids, options.netns)
-    if options.ringbuf_bytes < os.sysconf("SC_PAGE_SIZE") or (
-        options.ringbuf_bytes & (options.ringbuf_bytes - 1)
-    ):
-        raise UsageError("ring buffer size must be a power of two of at least one page")
+    check_ringbuf_bytes(options.ringbuf_bytes)
     for text in (*options.src, *options.dst):
         parse_network(text)
+    unknown = [s for s in options.stages if s not in (*STAGE_NAMES, "core")]
+    if unknown:
+        raise UsageError(f"--stages: no stage {', '.join(unknown)}: choose from "
+                         f"{', '.join(STAGE_NAMES)} (or 'core' for the core stages only)")
+    if options.rx and options.e2e:
+        raise UsageError("--rx (receive records only) and --e2e (send joined to receive) "
+                         "exclude each other: choose one")
+    if options.rx and (options.uprobe or options.intervals):
+        raise UsageError("--uprobe and --interval follow sends: they do not combine with --rx")
 
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
@@ -157,6 +190,9 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["stream"] = options.stream
     cfg["kfree_has_reason"] = kfree_has_reason
     cfg["intervals"] = options.intervals
+    cfg["send"] = TracePath.SEND in options.paths
+    cfg["rx"] = options.rx
+    cfg["e2e"] = options.e2e
     cfg["contexts"] = contexts
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()

@@ -23,6 +23,7 @@ class TraceResult:
     records: int  # packet records read from the ring buffer
     elapsed_s: float
     interrupted: bool
+    unread: int = 0  # receive records still queued on a socket at the end
 
 
 def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
@@ -58,5 +59,10 @@ def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
     interrupted = stop.is_set()
     if streaming:
         drain(join.add(session.read()))
+    leftover = session.unfinished()
+    unread = int((leftover["fate"] == session.layout.fates_by_name["unread"]).sum())
+    if streaming:
+        drain(join.add(leftover))
         drain(join.flush())
-    return TraceResult(session.snapshot(), records, time.monotonic() - start, interrupted)
+    return TraceResult(session.snapshot(), records, time.monotonic() - start, interrupted,
+                       unread)

@@ -15,13 +15,19 @@ import numpy as np
 from udptrace import bpf
 from udptrace.errors import KernelFeatureError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import PointPlan, StagePlan, send_path_plans
+from udptrace.kernel.plan import PointPlan, StagePlan, plans_to_trace
 from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
-from udptrace.stages import CONTEXT_POINTS, HookKind, Stage
+from udptrace.stages import CONTEXT_POINTS, HookKind, Stage, TracePath
 from udptrace.trace.layout import Layout
-from udptrace.trace.options import TraceOptions, config_bytes, parse_network, validate
+from udptrace.trace.options import (
+    TraceOptions,
+    config_bytes,
+    parse_network,
+    stage_chosen,
+    validate,
+)
 from udptrace.trace.uprobe_target import UprobeTarget, resolve
 
 
@@ -37,7 +43,8 @@ class Snapshot:
     net_tx_pending: np.ndarray  # one ut_hist: NET_TX raise → run, for the packets it sent
 
 
-def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
+def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
+    """A per-CPU map's value on every possible CPU (zeros when the key is absent)."""
     raw = m.lookup(key)
     stride = (dtype.itemsize + 7) // 8 * 8
     if raw is None:
@@ -45,17 +52,23 @@ def _percpu(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
     return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
 
 
-def _summed(hists: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Per-CPU histograms as one."""
-    total = np.zeros((), dtype)
-    used = hists[hists["count"] > 0]
+def _values(m: Map, dtype: np.dtype) -> np.ndarray:
+    """Every value of a (non-per-CPU) map, as one array."""
+    raw = [v for k in m.iter_keys() if (v := m.lookup(k)) is not None]
+    return np.frombuffer(b"".join(raw), dtype) if raw else np.empty(0, dtype)
+
+
+def merge_hists(per_cpu: np.ndarray) -> np.void:
+    """One ``struct ut_hist`` from its per-CPU copies; min and max of the CPUs that saw values."""
+    merged = np.zeros(1, per_cpu.dtype)
+    used = per_cpu[per_cpu["count"] > 0]
     if used.size:
-        total["count"] = used["count"].sum()
-        total["sum"] = used["sum"].sum()
-        total["min"] = used["min"].min()
-        total["max"] = used["max"].max()
-        total["buckets"] = used["buckets"].sum(axis=0)
-    return total
+        merged["count"] = used["count"].sum()
+        merged["sum"] = used["sum"].sum()
+        merged["min"] = used["min"].min()
+        merged["max"] = used["max"].max()
+        merged["buckets"] = used["buckets"].sum(axis=0)
+    return merged[0]
 
 
 def _kfree_has_reason(btf: Btf) -> bool:
@@ -74,9 +87,12 @@ class TraceSession:
         self.options = options
         self.uprobe: UprobeTarget | None = (
             resolve(options.uprobe, options.pids) if options.uprobe else None)
-        self.plans: list[StagePlan] = [self._without_unasked_points(p)
-                                       for p in send_path_plans(detect())
-                                       if self._asked_for(p.stage)]
+        planned = [self._without_unasked_points(p)
+                   for p in plans_to_trace(detect(), options.paths)]
+        self.plans: list[StagePlan] = [p for p in planned if self._asked_for(p.stage)]
+        # optional stages --stages did not ask for: their hooks stay out, and the report says so
+        self.left_out = [p.stage.name for p in planned
+                         if self._optional_hook_wanted(p.stage) and p not in self.plans]
         for plan in self.plans:
             if plan.stage.needs and not plan.available:
                 raise KernelFeatureError(f"{plan.stage.needs} cannot be served here: "
@@ -99,8 +115,11 @@ class TraceSession:
         chosen = {pp.point for p in self.plans for pp in p.points if pp.hook}
         return all(point in chosen for point in CONTEXT_POINTS)
 
-    def _asked_for(self, stage: Stage) -> bool:
+    def _optional_hook_wanted(self, stage: Stage) -> bool:
         return stage.needs != "--uprobe" or self.uprobe is not None
+
+    def _asked_for(self, stage: Stage) -> bool:
+        return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
 
     def _without_unasked_points(self, plan: StagePlan) -> StagePlan:
         """The plan minus the softirq hooks when the contexts are not wanted."""
@@ -134,8 +153,12 @@ class TraceSession:
                                            self.layout.record)
 
     def _attach(self) -> None:
+        attached = set()  # a tracepoint shared by stages (netif_rx, the frees) runs one program
         for plan in self.plans:
             for hook in plan.hooks:
+                if hook.program in attached:
+                    continue
+                attached.add(hook.program)
                 program = self.obj.programs[hook.program]
                 if hook.kind == HookKind.UPROBE:
                     self._attach_uprobe(program, retprobe=hook.target == "return")
@@ -155,7 +178,8 @@ class TraceSession:
         return self.reader.read()
 
     def counters(self) -> dict[str, int]:
-        per_cpu = _percpu(self.obj.maps["counters"], struct.pack("<I", 0), self.layout.counters)
+        per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
+                                self.layout.counters)
         return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
 
     def snapshot(self) -> Snapshot:
@@ -163,13 +187,15 @@ class TraceSession:
         counters = self.counters()
         hists = np.zeros(self.layout.hist_slots, self.layout.hist)
         for slot in range(self.layout.hist_slots):
-            hists[slot] = _summed(_percpu(maps["hists"], struct.pack("<I", slot),
-                                          self.layout.hist), self.layout.hist)
+            hists[slot] = merge_hists(
+                percpu_values(maps["hists"], struct.pack("<I", slot), self.layout.hist))
         drops = {}
         for key in maps["drops"].iter_keys():
             reason, stage = struct.unpack("<II", key)
-            drops[(reason, stage)] = int(_percpu(maps["drops"], key, np.dtype("<u8")).sum())
-        contexts = _percpu(maps["contexts"], struct.pack("<I", 0), self.layout.context_counts)
+            drops[(reason, stage)] = int(
+                percpu_values(maps["drops"], key, np.dtype("<u8")).sum())
+        contexts = percpu_values(maps["contexts"], struct.pack("<I", 0),
+                                 self.layout.context_counts)
         names = self.layout.contexts
 
         def by_name(column: str) -> dict[str, int]:
@@ -177,7 +203,7 @@ class TraceSession:
             return {names[i]: n for i, n in enumerate(counts) if n and i}
 
         return Snapshot(counters, hists, drops, by_name("xmit"), by_name("completion"),
-                        _summed(contexts["net_tx_pending"], self.layout.hist))
+                        merge_hists(contexts["net_tx_pending"]))
 
     def intervals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-flow send intervals (``--interval``): the flows' keys and their state."""
@@ -185,6 +211,27 @@ class TraceSession:
         entries = [(k, v) for k in m.iter_keys() if (v := m.lookup(k)) is not None]
         return (np.frombuffer(b"".join(k for k, _ in entries), self.layout.flow_key),
                 np.frombuffer(b"".join(v for _, v in entries), self.layout.interval))
+
+    def unfinished(self) -> np.ndarray:
+        """Receive records still open at the end: queued on a socket or still on the way to
+        one (fate unread), or read by a syscall that has not returned yet (received).
+        Call once, after the last read."""
+        if TracePath.RECEIVE not in self.options.paths:
+            return np.empty(0, self.layout.record)
+        btf = self.obj.btf()
+        state, datagram, reads = (btf.struct_dtype(n) for n in (
+            "ut_pkt_state", "ut_rx_datagram", "ut_rx_reads"))
+        unread = self.layout.fates_by_name["unread"]
+        maps = self.obj.maps
+        queued = _values(maps["rx_queued"], state)["rec"]
+        on_the_way = _values(maps["rx_datagrams"], datagram)
+        on_the_way = on_the_way[on_the_way["delivered"] == 0]["state"]["rec"]
+        taken = [r["recs"][:r["count"]] for r in _values(maps["rx_reads"], reads)]
+        out = np.concatenate([queued, on_the_way, *taken]).astype(self.layout.record)
+        out["fate"][:len(queued) + len(on_the_way)] = unread
+        out["fate"][len(queued) + len(on_the_way):] = self.layout.fates_by_name["received"]
+        # --e2e also follows untraced datagrams, only to keep the sockets' queues in step
+        return out[out["syscall_id"] > 0] if self.options.e2e else out
 
     def drop_reason_names(self) -> dict[int, str]:
         """The running kernel's drop reasons; their numbers differ between versions."""

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Log-linear latency histograms (struct ut_hist in ut_record.h), shared by
+ * every udptrace BPF object. report/distribution.py reads the buckets back
+ * with the same bounds, so the two change together.
+ */
+#ifndef UT_HIST_BPF_H
+#define UT_HIST_BPF_H
+
+#include "ut_record.h"
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	return r | (v >> 1);
+}
+
+/* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
+static __always_inline void hist_put(struct ut_hist *h, __u64 value)
+{
+	__u64 row, sub, lg;
+
+	if (value < UT_HIST_SUB_BUCKETS) {
+		row = 0;
+		sub = value;
+	} else {
+		lg = log2_u64(value);
+		row = lg - 2;
+		sub = (value >> (lg - 3)) & (UT_HIST_SUB_BUCKETS - 1);
+	}
+	if (row >= UT_HIST_ROWS)
+		row = UT_HIST_ROWS - 1;
+	h->buckets[row][sub & (UT_HIST_SUB_BUCKETS - 1)]++;
+	if (!h->count || value < h->min)
+		h->min = value;
+	if (value > h->max)
+		h->max = value;
+	h->count++;
+	h->sum += value;
+}
+
+#endif /* UT_HIST_BPF_H */

@@ -1,0 +1,514 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The receive path: from the driver (or a veth/lo handoff) through the stack
+ * and a socket's queue to the reader's receive syscall.
+ *
+ * Until a datagram reaches a socket it is keyed by its data buffer (skb->head):
+ * the stack may clone the skb (a packet tap makes it shared; multicast gives
+ * each member socket its own clone) and every clone shares that buffer. A
+ * multicast copy looped back to the sender's own members shares it too, so the
+ * key tells that copy (PACKET_LOOPBACK) from the one on the wire. (UDP reuses
+ * skb->dev as scratch once it queues a datagram: no device field is usable
+ * after that.) On a
+ * socket's queue each copy becomes one record keyed by its skb, so multicast
+ * to two local members gives two records. A reader's copy moves the record to
+ * its thread until the receive syscall returns.
+ *
+ * Entry points: --rx follows every UDP datagram a receive path sees; --e2e
+ * continues a followed send into this host's receive path (veth, loopback, a
+ * multicast copy looped back to a local member).
+ */
+#ifndef UT_RECV_BPF_H
+#define UT_RECV_BPF_H
+
+/* One datagram on its way to a socket. */
+struct ut_rx_datagram {
+	struct ut_pkt_state state;
+	__u64 skb;                 /* the skb that carries it; clones for other sockets differ */
+	__u32 delivered;           /* sockets it was queued on so far */
+};
+
+struct ut_rx_key {
+	__u64 head;
+	__u32 looped;              /* the multicast copy looped back to the sender's host */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ut_rx_key);
+	__type(value, struct ut_rx_datagram);
+} rx_datagrams SEC(".maps");
+
+/* A socket's FIFO of queued records: seq in [head, tail). */
+struct ut_rx_socket {
+	__u64 head;
+	__u64 tail;
+	__u64 last_skb;            /* the newest skb queued: where the next walk back stops */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);        /* struct sock address */
+	__type(value, struct ut_rx_socket);
+} rx_sockets SEC(".maps");
+
+struct ut_rx_slot {
+	__u64 sk;
+	__u64 seq;
+};
+
+/* Copies queued on a socket, not yet read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ut_rx_slot);
+	__type(value, struct ut_pkt_state);
+} rx_queued SEC(".maps");
+
+/* What a thread's receive syscall has read so far; it ends at the syscall's return. */
+struct ut_rx_reads {
+	__u32 count;
+	__u32 pad;
+	struct ut_record recs[UT_RX_BATCH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);        /* tid */
+	__type(value, struct ut_rx_reads);
+} rx_reads SEC(".maps");
+
+/* Never written: the zeroed value a thread's first read starts from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_rx_reads);
+} rx_reads_blank SEC(".maps");
+
+/* Fresh state is built here: it is too large for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_rx_datagram);
+} rx_scratch SEC(".maps");
+
+static __always_inline struct ut_rx_datagram *rx_blank(void)
+{
+	__u32 zero = 0;
+	struct ut_rx_datagram *d = bpf_map_lookup_elem(&rx_scratch, &zero);
+
+	if (d)
+		__builtin_memset(d, 0, sizeof(*d));
+	return d;
+}
+
+static __always_inline struct ut_rx_key rx_key(struct sk_buff *skb)
+{
+	struct ut_rx_key key = {
+		.head = (__u64)BPF_CORE_READ(skb, head),
+		.looped = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) == PACKET_LOOPBACK,
+	};
+
+	return key;
+}
+
+/* The datagram this skb (or a clone of it) carries, if followed; stale ones are dropped. */
+static __always_inline struct ut_rx_datagram *rx_datagram(struct ut_rx_key *key, __u64 now)
+{
+	struct ut_rx_datagram *d = bpf_map_lookup_elem(&rx_datagrams, key);
+
+	if (d && now - d->state.last > cfg.max_age_ns) {
+		bpf_map_delete_elem(&rx_datagrams, key);
+		COUNT(rx_expired);
+		return 0;
+	}
+	if (d)
+		d->state.last = now;
+	return d;
+}
+
+static __always_inline void rx_describe_device(struct sk_buff *skb, struct ut_record *r)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+	r->rx_netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	r->rx_ifindex = BPF_CORE_READ(dev, ifindex);
+	BPF_CORE_READ_INTO(&r->rx_ifname, dev, name);
+}
+
+/* A followed send continues here (--e2e): from now on it is a datagram on a receive path. */
+static __always_inline void rx_continue(struct ut_pkt_state *sent, struct sk_buff *skb)
+{
+	struct ut_rx_datagram *d = rx_blank();
+	struct ut_rx_key key = rx_key(skb);
+
+	if (!d)
+		return;
+	d->state = *sent;
+	d->state.rec.flags |= UT_F_RECEIVE;
+	d->skb = (__u64)skb;
+	rx_describe_device(skb, &d->state.rec);
+	/* whatever a reused buffer held before is over: the traced send takes its place */
+	if (!bpf_map_update_elem(&rx_datagrams, &key, d, BPF_ANY))
+		COUNT(rx_datagrams);
+}
+
+/* The first UDP payload bytes in the skb's linear data, for PubSub labels (--pubsub). */
+static __always_inline void rx_copy_payload(struct sk_buff *skb, unsigned char *base, __u32 l4,
+					    struct ut_record *r)
+{
+	__u32 linear_end = (BPF_CORE_READ(skb, data) - base) + BPF_CORE_READ(skb, len) -
+			   BPF_CORE_READ(skb, data_len);
+
+	if (linear_end <= l4 + 8)
+		return;
+	r->payload_len = linear_end - l4 - 8 < UT_PAYLOAD_BYTES ? linear_end - l4 - 8 :
+								   UT_PAYLOAD_BYTES;
+	bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, base + l4 + 8);
+	r->flags |= UT_F_PAYLOAD;
+}
+
+/*
+ * --rx: start following a UDP datagram the receive path sees for the first time.
+ * Its IP header is at skb->data here (the driver pulled the link header).
+ */
+static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
+							struct ut_rx_key *key, __u64 now)
+{
+	struct ut_rx_datagram *d = rx_blank();
+	unsigned char *base = (unsigned char *)key->head;
+	struct ut_record *r;
+	__u32 l4 = 0;
+	bool first;
+
+	if (!d)
+		return 0;
+	r = &d->state.rec;
+	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
+		return 0;
+	if (first) {
+		struct ut_udphdr udp;
+
+		bpf_probe_read_kernel(&udp, sizeof(udp), base + l4);
+		r->sport = bpf_ntohs(udp.source);
+		r->dport = bpf_ntohs(udp.dest);
+		r->udp_len = bpf_ntohs(udp.len);
+		if (cfg.payload_port && (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
+			rx_copy_payload(skb, base, l4, r);
+	}
+	rx_describe_device(skb, r);
+	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
+		goto follow;
+	if (cfg.filter_port) {
+		__u16 sport = r->sport, dport = r->dport;
+
+		if (!bpf_map_lookup_elem(&ports, &sport) && !bpf_map_lookup_elem(&ports, &dport))
+			return 0;
+	}
+	if (cfg.filter_src && !addr_wanted(&src_nets, r->saddr))
+		return 0;
+	if (cfg.filter_dst && !addr_wanted(&dst_nets, r->daddr))
+		return 0;
+	if (cfg.netns && r->rx_netns != cfg.netns)
+		return 0;
+	if (cfg.ifname[0] && !same_name16(r->rx_ifname, cfg.ifname))
+		return 0;
+follow:
+	r->kind = UT_KIND_PACKET;
+	r->flags |= UT_F_RECEIVE;
+	r->len = BPF_CORE_READ(skb, len);
+	r->netns = r->rx_netns;
+	r->ifindex = r->rx_ifindex;
+	__builtin_memcpy(r->ifname, r->rx_ifname, sizeof(r->ifname));
+	d->state.last = now;
+	d->skb = (__u64)skb;
+	if (bpf_map_update_elem(&rx_datagrams, key, d, BPF_NOEXIST))
+		return 0;
+	if (cfg.rx)
+		COUNT(rx_datagrams);
+	return bpf_map_lookup_elem(&rx_datagrams, key);
+}
+
+/* A receive-path stage: netif_rx/NAPI (the driver) and netif_receive_skb (the stack). */
+static __always_inline void on_rx_stage(struct sk_buff *skb, enum ut_stage stage)
+{
+	struct ut_rx_key key = rx_key(skb);
+	__u64 now = bpf_ktime_get_ns();
+	struct ut_rx_datagram *d = rx_datagram(&key, now);
+
+	if (!d)
+		d = rx_begin(skb, &key, now);
+	if (!d)
+		return;
+	/* a send continuing here entered at the handoff, which is this receive's driver step */
+	if (stage == UT_STAGE_RX_DRIVER && d->state.rec.ts[UT_STAGE_RX_HANDOFF])
+		return;
+	reach(&d->state.rec, stage, now);
+}
+
+/* --e2e: the sending driver returned after the peer took the datagram. */
+static __always_inline void rx_note_xmit_done(struct sk_buff *skb, __u64 now)
+{
+	struct ut_rx_key key = rx_key(skb);
+	struct ut_rx_datagram *d = bpf_map_lookup_elem(&rx_datagrams, &key);
+
+	if (d && d->skb == (__u64)skb)
+		reach(&d->state.rec, UT_STAGE_XMIT_DONE, now);
+}
+
+/*
+ * End a receive record: received, or dropped (with the reason and the stage
+ * reached). Under --e2e a datagram no traced send made was followed only to
+ * keep its socket's FIFO in step: it ends silently.
+ */
+static __always_inline void rx_finish(struct ut_record *r, enum ut_fate fate, __u32 reason)
+{
+	__u64 end = r->ts[UT_STAGE_RX_DONE] ?: r->ts[UT_STAGE_RX_READ];
+	__u64 start = r->ts[UT_STAGE_RX_HANDOFF] ?: r->ts[UT_STAGE_RX_DRIVER] ?:
+		      r->ts[UT_STAGE_RX_STACK];
+
+	if (cfg.e2e && !r->syscall_id)
+		return;
+	r->fate = fate;
+	if (fate == UT_FATE_RECEIVED) {
+		add_stage_hists(r, UT_STAGE_RX_DRIVER);
+		if (end && start)
+			hist_add(SPAN_SLOT(UT_SPAN_RX), end - start);
+		if (end && r->ts[UT_STAGE_SYSCALL])
+			hist_add(SPAN_SLOT(UT_SPAN_E2E), end - r->ts[UT_STAGE_SYSCALL]);
+		COUNT(received);
+	} else {
+		r->drop_reason = reason;
+		r->drop_stage = last_stage(r);
+		count_drop(reason, r->drop_stage);
+		COUNT(rx_dropped);
+	}
+	if (cfg.stream && bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
+		COUNT(lost);
+}
+
+/* Append one datagram's copy, carried by `skb`, to a socket's FIFO. */
+static __noinline void rx_enqueue(struct ut_rx_socket *q, __u64 sk, struct sk_buff *skb,
+				       __u64 seq, __u64 now)
+{
+	struct ut_rx_key dkey = rx_key(skb);
+	struct ut_rx_datagram *d = rx_datagram(&dkey, now);
+	struct ut_rx_slot slot = {.sk = sk, .seq = seq};
+
+	if (!d)
+		return;
+	reach(&d->state.rec, UT_STAGE_SOCK_QUEUE, now);
+	if (!bpf_map_update_elem(&rx_queued, &slot, &d->state, BPF_ANY)) {
+		d->delivered++;
+		if (!cfg.e2e || d->state.rec.syscall_id)
+			COUNT(queued);
+	}
+	d->state.rec.ts[UT_STAGE_SOCK_QUEUE] = 0; /* the next socket's copy gets its own time */
+	if (d->skb == (__u64)skb) /* the original goes to the last socket: no more copies */
+		bpf_map_delete_elem(&rx_datagrams, &dkey);
+}
+
+/*
+ * sk_data_ready: skbs were just queued on the socket (one, or a batch: on
+ * 6.18 concurrent producers share one wake-up). They are the newest ones: back
+ * from the tail while they carry a datagram not yet queued (a unicast one
+ * leaves rx_datagrams when queued; a multicast clone stays until its original
+ * is, so the newest skb queued last time also stops the walk), up to a batch;
+ * then queued oldest first. An skb's address alone cannot stop the walk: the
+ * next skb often reuses the address of the one just read.
+ */
+static __always_inline void on_sock_queue(struct sock *sk)
+{
+	struct sk_buff *list = (struct sk_buff *)&sk->sk_receive_queue, *skb, *oldest = 0;
+	struct ut_rx_socket fresh = {}, *q;
+	__u64 now = bpf_ktime_get_ns(), key = (__u64)sk, seen = 0;
+	struct ut_rx_datagram *d;
+	struct ut_rx_key dkey;
+	int n = 0;
+
+	skb = BPF_CORE_READ(sk, sk_receive_queue.prev);
+#pragma unroll
+	for (int i = 0; i < UT_RX_BATCH; i++) {
+		if (!skb || skb == list)
+			break;
+		dkey = rx_key(skb);
+		d = rx_datagram(&dkey, now);
+		if (!d || (d->delivered && (__u64)skb == seen))
+			break;
+		if (!i) {
+			q = bpf_map_lookup_elem(&rx_sockets, &key);
+			seen = q ? q->last_skb : 0;
+		}
+		oldest = skb;
+		n++;
+		skb = BPF_CORE_READ(skb, prev);
+	}
+	if (!n)
+		return;
+	q = bpf_map_lookup_elem(&rx_sockets, &key);
+	if (!q) {
+		bpf_map_update_elem(&rx_sockets, &key, &fresh, BPF_NOEXIST);
+		q = bpf_map_lookup_elem(&rx_sockets, &key);
+		if (!q)
+			return;
+	}
+	q->last_skb = (__u64)BPF_CORE_READ(sk, sk_receive_queue.prev);
+#pragma unroll
+	for (int i = 0; i < UT_RX_BATCH; i++) { /* oldest first */
+		if (i >= n || !oldest)
+			break;
+		rx_enqueue(q, key, oldest, q->tail++, now);
+		oldest = BPF_CORE_READ(oldest, next);
+	}
+}
+
+/* The reader's process, as the record's receiver; false when -p/-c exclude it (--rx). */
+static __always_inline bool rx_reader(struct ut_record *r)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!cfg.e2e && !process_wanted(pid_tgid >> 32))
+		return false;
+	r->rx_pid = pid_tgid >> 32;
+	r->rx_tid = (__u32)pid_tgid;
+	r->rx_cpu = bpf_get_smp_processor_id();
+	bpf_get_current_comm(r->rx_comm, sizeof(r->rx_comm));
+	return true;
+}
+
+/* The thread's pending reads, made on first use. */
+static __always_inline struct ut_rx_reads *thread_reads(__u32 tid)
+{
+	struct ut_rx_reads *reads = bpf_map_lookup_elem(&rx_reads, &tid);
+	__u32 zero = 0;
+
+	if (!reads) {
+		struct ut_rx_reads *blank = bpf_map_lookup_elem(&rx_reads_blank, &zero);
+
+		if (blank)
+			bpf_map_update_elem(&rx_reads, &tid, blank, BPF_NOEXIST);
+		reads = bpf_map_lookup_elem(&rx_reads, &tid);
+	}
+	return reads;
+}
+
+/*
+ * sock_recv_length: a recvmsg on `sk` returned `ret` bytes. Unless it only
+ * peeked, it took the oldest datagram of the socket's queue.
+ */
+#define MSG_PEEK 2
+
+static __always_inline void on_sock_read(struct sock *sk, int ret, int flags)
+{
+	__u64 key = (__u64)sk, now;
+	struct ut_rx_socket *q;
+	struct ut_pkt_state *s;
+	struct ut_rx_reads *reads;
+	struct ut_rx_slot slot;
+	__u32 n;
+
+	if (ret < 0 || (flags & MSG_PEEK))
+		return;
+	q = bpf_map_lookup_elem(&rx_sockets, &key);
+	if (!q || q->head >= q->tail)
+		return;
+	now = bpf_ktime_get_ns();
+	slot.sk = key;
+	slot.seq = q->head++;
+	s = bpf_map_lookup_elem(&rx_queued, &slot);
+	if (!s)
+		return;
+	reach(&s->rec, UT_STAGE_RX_READ, now);
+	if (rx_reader(&s->rec)) {
+		reads = thread_reads((__u32)bpf_get_current_pid_tgid());
+		if (reads) {
+			n = reads->count;
+			if (n >= UT_RX_BATCH) { /* more than a batch in one syscall: ends at its read */
+				rx_finish(&s->rec, UT_FATE_RECEIVED, 0);
+			} else {
+				reads->recs[n] = s->rec;
+				reads->count = n + 1;
+			}
+		}
+	}
+	bpf_map_delete_elem(&rx_queued, &slot);
+}
+
+/* A receive syscall returned: everything the thread read in it is received. */
+static __always_inline int rx_syscall_exit(enum ut_syscall syscall, __s64 ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ut_rx_reads *reads = bpf_map_lookup_elem(&rx_reads, &tid);
+	__u64 now;
+
+	if (!reads || !reads->count)
+		return 0;
+	now = bpf_ktime_get_ns();
+#pragma unroll
+	for (int i = 0; i < UT_RX_BATCH; i++) {
+		if (i >= reads->count)
+			break;
+		reads->recs[i].ts[UT_STAGE_RX_DONE] = now;
+		reads->recs[i].rx_syscall = syscall;
+		reads->recs[i].rx_ret = ret;
+		rx_finish(&reads->recs[i], UT_FATE_RECEIVED, 0);
+	}
+	reads->count = 0;
+	return 0;
+}
+
+/*
+ * A free on the receive path, before a socket queued the datagram: it dies
+ * here with the kernel's reason (NO_SOCKET, SOCKET_RCVBUFF, UDP_CSUM, ...).
+ * A clone is one socket's copy; the original is the datagram itself.
+ */
+static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool consumed)
+{
+	struct ut_rx_key dkey = rx_key(skb);
+	struct ut_rx_datagram *d = bpf_map_lookup_elem(&rx_datagrams, &dkey);
+
+	if (!d)
+		return;
+	if (d->skb != (__u64)skb) {
+		if (!consumed) { /* one socket's clone was dropped; the others go on */
+			struct ut_rx_datagram *copy = rx_blank();
+
+			if (copy) {
+				copy->state.rec = d->state.rec;
+				rx_finish(&copy->state.rec, UT_FATE_DROPPED, reason);
+			}
+		}
+		return;
+	}
+	if (consumed) {
+		/*
+		 * Taken by no socket here (forwarded, or a tap's original whose clone went
+		 * on): over. A tap frees its original only after the clone was delivered.
+		 */
+		bpf_map_delete_elem(&rx_datagrams, &dkey);
+		return;
+	}
+	rx_finish(&d->state.rec, UT_FATE_DROPPED, reason);
+	bpf_map_delete_elem(&rx_datagrams, &dkey);
+}
+
+#define UT_RECV_SYSCALL(name, id)                                           \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
+	int ut_rxexit_##name(struct syscall_exit_ctx *ctx)                      \
+	{                                                                       \
+		return rx_syscall_exit(id, ctx->ret);                               \
+	}
+
+UT_RECV_SYSCALL(recvfrom, UT_SYS_RECVFROM)
+UT_RECV_SYSCALL(recvmsg, UT_SYS_RECVMSG)
+UT_RECV_SYSCALL(recvmmsg, UT_SYS_RECVMMSG)
+UT_RECV_SYSCALL(read, UT_SYS_READ)
+UT_RECV_SYSCALL(readv, UT_SYS_READV)
+
+#endif /* UT_RECV_BPF_H */

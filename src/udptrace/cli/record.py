@@ -1,0 +1,114 @@
+"""`udptrace record`: every traced packet into Parquet, to report on or analyse later."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+from pathlib import Path
+
+from udptrace import extras
+from udptrace.cli import help_formatter
+from udptrace.cli.trace import (
+    add_app_arguments,
+    add_filter_arguments,
+    options_from,
+    status_printer,
+)
+from udptrace.report import terminal
+from udptrace.report.terminal import report_console
+from udptrace.trace import run
+from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT
+from udptrace.trace.session import TraceSession
+
+EXAMPLES = """\
+examples:
+  udptrace record -o run.parquet -p 4242 -d 60        one publisher for a minute
+  udptrace record -o run.parquet --port 4840 --pubsub --sched
+                                   PubSub labels, and what the CPUs did meanwhile
+  udptrace report run.parquet --html run.html --perfetto run.json
+
+RUN.parquet is a directory of Parquet parts, one per second that brought
+records, each a complete file: a run killed at any moment keeps every part
+it wrote. One row per packet (every field of --json, a column per stage) in
+RUN.parquet/packets, e.g. pandas.read_parquet('run.parquet/packets') or
+DuckDB: SELECT * FROM 'run.parquet/packets/*.parquet'. The run's metadata
+(version, kernel, hooks, filters, counters, drops) is in every part's
+key-value metadata under "udptrace".
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="record every traced packet to Parquet",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
+    add_filter_arguments(p)
+    o = p.add_argument_group("recording")
+    o.add_argument("-o", "--output", required=True, metavar="RUN.parquet",
+                   help="the recording to create (a new directory)")
+    o.add_argument("-d", "--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long (default: until Ctrl-C)")
+    o.add_argument("--sched", action="store_true",
+                   help="also record scheduler switches, softirqs and hardirqs on the CPUs "
+                        "that sent traced packets")
+    add_app_arguments(o)
+    o.add_argument("--pubsub", action="store_true",
+                   help="decode OPC UA PubSub (UADP) headers into pubsub_* columns")
+    o.add_argument("--uadp-port", type=int, default=UADP_PORT,
+                   help=f"UDP port carrying UADP (default {UADP_PORT})")
+    o.add_argument("--ringbuf-kb", type=int, default=DEFAULT_RINGBUF_BYTES // 1024,
+                   help="per-packet ring buffer size (power of two)")
+    o.add_argument("--no-hist", action="store_true", help="only the percentile table")
+    o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    extras.require("record")
+    # only now: pyarrow is an optional extra
+    from udptrace.report.parquet import RecordingError, RecordingWriter
+    from udptrace.report.recorder import Recorder
+    from udptrace.trace.sched import SchedSession
+
+    console = report_console()
+    options = options_from(args, stream=True)
+    stop = threading.Event()
+    failure: list[RecordingError] = []
+    with contextlib.ExitStack() as stack:
+        writer = RecordingWriter(Path(args.output))
+        started = False
+        stack.callback(lambda: started or writer.abort())  # nothing half-made on a bad start
+        session = stack.enter_context(TraceSession(options))
+        sched = stack.enter_context(SchedSession()) if args.sched else None
+        recorder = Recorder(writer, session, ["udptrace", *sys.argv[1:]], sched)
+        started = True
+
+        def on_status(counters: dict[str, int], elapsed: float, records: int | None) -> None:
+            # a full disk stops the run, not crashes it: the parts written so far stay
+            if failure:
+                return
+            try:
+                tick(counters, elapsed, records)
+            except RecordingError as e:
+                failure.append(e)
+                stop.set()
+
+        tick = recorder.status(status_printer(sys.stderr))
+        console.print(f"recording UDP sends to {args.output}"
+                      + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
+        result = run.run(session, args.duration, stop, recorder.packets, on_status)
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        if not failure:
+            try:
+                recorder.finish(result)
+            except RecordingError as e:
+                failure.append(e)
+        terminal.render(console, result.snapshot, session.layout, session.plans,
+                        recorder.drop_names, histograms=not args.no_hist)
+        if failure:
+            console.print(f"udptrace: {failure[0]}", style="bold red")
+            return 1
+        console.print(f"recorded {writer.rows} packets to {args.output}: "
+                      f"'udptrace report {args.output}' shows them again", highlight=False)
+    return 0

@@ -1,0 +1,68 @@
+"""Recording a run while it goes: packets (and with --sched, CPU events) into Parquet parts.
+
+Used by `record`, and by `trace --html` and `demo` for the HTML report, which
+is built from the recording afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from udptrace.pubsub.headers import UadpHeaders
+from udptrace.report.columns import packet_columns, sched_columns
+from udptrace.report.parquet import RecordingWriter, progress, run_info
+from udptrace.report.pubsub_groups import headers_of
+from udptrace.trace.decode import Packets
+from udptrace.trace.run import StatusCallback, TraceResult
+from udptrace.trace.sched import SchedSession, softirq_names
+from udptrace.trace.session import TraceSession
+
+
+class Recorder:
+    def __init__(self, writer: RecordingWriter, session: TraceSession, command: list[str],
+                 sched: SchedSession | None = None) -> None:
+        self.writer = writer
+        self.session = session
+        self.sched = sched
+        self.pubsub = bool(session.options.payload_port)
+        self.drop_names = session.drop_reason_names()
+        self.softirqs = softirq_names() if sched else {}
+        writer.info = run_info(session, command, sched is not None)
+        empty = Packets.empty(session.layout)
+        writer.add("packets", self._table(empty, headers_of(empty, session.layout)))
+
+    def _table(self, packets: Packets, headers: UadpHeaders | None) -> pa.Table:
+        return pa.table(packet_columns(packets, self.session.layout, self.drop_names,
+                                       headers if self.pubsub else None))
+
+    def packets(self, packets: Packets, headers: UadpHeaders | None = None) -> None:
+        if self.pubsub and headers is None:
+            headers = headers_of(packets, self.session.layout)
+        self.writer.add("packets", self._table(packets, headers))
+        if self.sched is not None:
+            self.sched.watch(np.unique(packets.records["cpu"]).tolist())
+
+    def _read_sched(self) -> dict[str, object]:
+        if self.sched is None:
+            return {}
+        events = self.sched.read()
+        self.writer.add("sched", pa.table(sched_columns(events, self.sched.kinds,
+                                                        self.softirqs)))
+        return {"sched_counters": self.sched.counters()}
+
+    def status(self, then: StatusCallback | None = None) -> StatusCallback:
+        """A status callback that also writes the second's part, then calls ``then``."""
+        def tick(counters: dict[str, int], elapsed: float, records: int | None) -> None:
+            extra = self._read_sched()
+            self.writer.flush(progress(self.session.snapshot(), self.session.layout,
+                                       self.drop_names, records or 0, elapsed, **extra))
+            if then is not None:
+                then(counters, elapsed, records)
+        return tick
+
+    def finish(self, result: TraceResult) -> None:
+        extra = self._read_sched()
+        self.writer.flush(progress(result.snapshot, self.session.layout, self.drop_names,
+                                   result.records, result.elapsed_s,
+                                   interrupted=result.interrupted, **extra), final=True)
