@@ -149,13 +149,15 @@ def test_a_stage_whose_function_is_missing_is_left_out_and_the_rest_traced(
 @pytest.mark.vm
 def test_fentry_stages_split_the_send_path_in_pipeline_order(net: VethPair) -> None:
     require("fentry")
-    s = udp_socket(net)
+    s, s6 = udp_socket(net), udp_socket(net, socket.AF_INET6)
     with tracing(pids=(os.getpid(),)) as (session, batches):
         for _ in range(200):
             s.sendto(b"x" * 64, (net.addr_b, PORT))
+        for _ in range(20):  # through udpv6_sendmsg, udp_v6_send_skb, ip6_...
+            s6.sendto(b"six", (net.addr6_b, PORT))
     assert function_hook_kinds(session) == {"fentry"}
     recs = records(batches)
-    assert len(recs) == 200
+    assert len(recs) == 220 and (recs["family"] == socket.AF_INET6).sum() == 20
     assert_in_pipeline_order(recs, session.layout)
 
 
@@ -177,19 +179,8 @@ def test_the_kprobe_fallback_serves_the_same_stages_when_fentry_is_refused(
 
 
 @pytest.mark.vm
-def test_ipv6_datagrams_reach_the_ipv6_functions(net: VethPair) -> None:
-    require_function_hooks()
-    s = udp_socket(net, socket.AF_INET6)
-    with tracing(pids=(os.getpid(),), dst=("fd00:213::/64",)) as (session, batches):
-        for _ in range(20):
-            s.sendto(b"six", (net.addr6_b, PORT))
-    recs = records(batches)
-    assert len(recs) == 20 and (recs["family"] == socket.AF_INET6).all()
-    assert_in_pipeline_order(recs, session.layout)
-
-
-@pytest.mark.vm
-def test_each_datagram_of_a_sendmmsg_carries_its_own_function_times(net: VethPair) -> None:
+def test_each_datagram_has_its_own_function_times_and_fragments_share_their_datagrams(
+        net: VethPair) -> None:
     require_function_hooks()
     with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -198,29 +189,23 @@ def test_each_datagram_of_a_sendmmsg_carries_its_own_function_times(net: VethPai
     s.connect((net.addr_b, PORT))
     with tracing(pids=(os.getpid(),)) as (session, batches):
         assert sendmmsg(s, [b"a" * 10, b"b" * 20, b"c" * 30, b"d" * 40]) == 4
+        s.send(b"f" * 4000)
+    layout = session.layout
     recs = records(batches)
-    recs = recs[np.argsort(recs["packet_index"])]
-    assert len(recs) == 4 and len(set(recs["syscall_id"])) == 1
-    assert_in_pipeline_order(recs, session.layout)
-    ts = times(recs, session.layout, ("udp_sendmsg", "ip_output", "xmit_done"))
+    assert len(recs) == 7 and len(set(recs["syscall_id"])) == 2
+    assert_in_pipeline_order(recs, layout)
+    fragment = (recs["flags"] & layout.flags["fragment"]) != 0
+    batch = recs[~fragment][np.argsort(recs[~fragment]["packet_index"])]
+    assert len(batch) == 4 and len(set(batch["syscall_id"])) == 1
+    ts = times(batch, layout, ("udp_sendmsg", "ip_output", "xmit_done"))
     # datagram n+1 entered udp_sendmsg after datagram n left the device
     assert (ts[1:, 0] > ts[:-1, 2]).all()
-
-
-@pytest.mark.vm
-def test_fragments_share_their_datagrams_udp_times_and_each_has_its_ip_output(
-        net: VethPair) -> None:
-    require_function_hooks()
-    s = udp_socket(net)
-    with tracing(pids=(os.getpid(),)) as (session, batches):
-        s.sendto(b"f" * 4000, (net.addr_b, PORT))
-    recs = records(batches)
-    assert len(recs) == 3 and (recs["flags"] & session.layout.flags["fragment"]).all()
-    layout = session.layout
-    shared = times(recs, layout, ("udp_sendmsg", "udp_send_skb", "ip_send_skb"))
-    assert (shared > 0).all() and (shared == shared[0]).all()
-    output = np.sort(times(recs, layout, ("ip_output",))[:, 0])
-    assert (output > shared[0, 2]).all() and len(set(output)) == 3
+    fragments = recs[fragment]
+    assert len(fragments) == 3
+    shared = times(fragments, layout, ("udp_sendmsg", "udp_send_skb", "ip_send_skb"))
+    assert (shared == shared[0]).all()  # one datagram: one pass through UDP
+    output = np.sort(times(fragments, layout, ("ip_output",))[:, 0])
+    assert (output > shared[0, 2]).all() and len(set(output)) == 3  # IP output per fragment
 
 
 @pytest.mark.vm

@@ -109,7 +109,6 @@ def test_a_device_with_tx_completion_records_where_it_ran(net: VethPair) -> None
     assert snap.completion_contexts == {"sender": 20}
 
 
-@pytest.mark.vm
 def test_json_events_and_the_report_say_where_the_driver_ran(tmp_path: Path) -> None:
     with VethPair() as net:
         udp_socket(net).sendto(b"arp", (net.addr_b, PORT))  # no traced datagram waits for it
