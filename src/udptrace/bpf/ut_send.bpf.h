@@ -10,8 +10,7 @@
  *   - handed to a receive path (veth, loopback) and the driver returned: sent;
  *   - freed after the driver took it (TX completion on a NIC): sent;
  *   - freed before that: dropped, with the kernel's drop reason.
- * Each hook is written once as a static function and wrapped twice, as
- * tp_btf and raw_tp; user space autoloads the variant this kernel supports.
+ * Each hook is written once as a static function and wrapped twice (UT_HOOK).
  */
 #ifndef UT_SEND_BPF_H
 #define UT_SEND_BPF_H
@@ -184,6 +183,11 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->kind = UT_KIND_PACKET;
 	r->ts[UT_STAGE_APP] = call->app;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
+#pragma unroll
+	for (int i = 0; i < UT_FUNCTION_STAGES; i++)
+		r->ts[UT_STAGE_UDP_SENDMSG + i] = call->function_ts[i];
+	if (call->output_skb != key) /* a looped-back copy, or a fragment seen by no ip_output */
+		r->ts[UT_STAGE_IP_OUTPUT] = 0;
 	r->syscall_id = call->id;
 	r->syscall = call->syscall;
 	r->pid = pid_tgid >> 32;
@@ -266,6 +270,7 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 				h->tail = BPF_CORE_READ((struct sk_buff *)key, tail);
 			}
 		}
+		count_contexts(r);
 		COUNT(sent);
 		COUNT_ADD(datagrams, r->gso_segs ?: 1);
 	} else {
@@ -436,6 +441,23 @@ static __always_inline int on_stage(struct sk_buff *skb, enum ut_stage stage)
 	return 0;
 }
 
+/* The driver is called: directly by the sender, or from a softirq (step 7). */
+static __always_inline int on_xmit_start(struct sk_buff *skb)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct ut_pkt_state *s = followed((__u64)skb, now);
+	struct ut_record *r;
+
+	if (!s)
+		return 0;
+	r = &s->rec;
+	reach(r, UT_STAGE_XMIT_START, now);
+	/* the latest call counts: a busy driver's packet is retried from the qdisc */
+	r->softirq_pending_ns = 0;
+	r->xmit_context = cpu_context(r->tid, &r->softirq_pending_ns);
+	return 0;
+}
+
 /* A queueing qdisc may be run by another CPU: from here the packet lives in the map. */
 static __always_inline int on_qdisc_enqueue(struct sk_buff *skb)
 {
@@ -452,11 +474,10 @@ static __always_inline int on_qdisc_enqueue(struct sk_buff *skb)
  */
 static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb, __u64 now)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_call *call = call_in_flight();
 	struct ut_pkt_state *s;
 
-	if (!call || !call->id || BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_LOOPBACK)
+	if (!call || BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_LOOPBACK)
 		return 0;
 	s = begin_packet(key, skb, call, now);
 	if (!s)
@@ -538,7 +559,11 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 		return 0;
 	}
 	if (consumed && r->ts[UT_STAGE_XMIT_START]) {
+		__u64 unused;
+
+		/* the TX completion (step 8): a NAPI poll, a deferred free, the next send... */
 		reach(r, UT_STAGE_FREE, now);
+		r->completion_context = cpu_context(r->tid, &unused);
 		finish(key, s, UT_FATE_SENT, 0, 0);
 		return 0;
 	}

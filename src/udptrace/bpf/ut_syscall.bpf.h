@@ -16,9 +16,17 @@ __u64 next_syscall_id = 0;
  * One entry per thread, rewritten in place by every send syscall (an insert and
  * a delete per syscall cost more than the rest of the syscall hooks together).
  */
+#define UT_FUNCTION_STAGES (UT_STAGE_IP_OUTPUT - UT_STAGE_UDP_SENDMSG + 1)
+
 struct ut_call {
 	__u64 id;                  /* 0: no traced syscall in flight on this thread */
 	__u64 entry;
+	/*
+	 * udp_sendmsg … ip_output (ut_functions.bpf.h) run before a packet is tied
+	 * to the syscall: the latest datagram's times wait here for begin_packet
+	 */
+	__u64 function_ts[UT_FUNCTION_STAGES];
+	__u64 output_skb;          /* the skb of function_ts' ip_output, the one it belongs to */
 	__u64 sk;                  /* socket behind sk_fd, kept across syscalls */
 	__u64 app;                 /* entry of the callback the thread is in; 0: none */
 	__u32 app_depth;           /* the callback's nesting (recursion) on this thread */
@@ -81,6 +89,8 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	call->fd = fd;
 	call->syscall = syscall;
 	call->packets = 0;
+	__builtin_memset(call->function_ts, 0, sizeof(call->function_ts));
+	call->output_skb = 0;
 	return 0;
 }
 
@@ -168,25 +178,43 @@ UT_SYSCALL(writev, UT_SYS_WRITEV)
 UT_SYSCALL(sendfile64, UT_SYS_SENDFILE)
 UT_SYSCALL_FD(splice, UT_SYS_SPLICE, 2)
 
-/* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
-static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
+/* The traced syscall in flight on this thread, or 0. */
+static __always_inline struct ut_call *call_in_flight(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
-	__u64 sk;
 
-	if (!call || !call->id)
-		return 0;
-	sk = (__u64)BPF_CORE_READ(skb, sk);
+	return call && call->id ? call : 0;
+}
+
+/* Whether `sk` is the socket behind the syscall's fd. */
+static __always_inline bool is_call_socket(struct ut_call *call, __u64 sk)
+{
 	if (!sk)
-		return 0;
+		return false;
 	if (call->fd == UT_FD_ANY) /* an io_uring request: its fd may index fixed files */
-		return call;
+		return true;
 	if (sk == call->sk && call->fd == call->sk_fd)
-		return call; /* the common case: the same socket as last time, no fd walk */
+		return true; /* the common case: the same socket as last time, no fd walk */
 	call->sk = (__u64)ut_fd_sock(call->fd);
 	call->sk_fd = call->fd;
-	return sk == call->sk ? call : 0;
+	return sk == call->sk;
+}
+
+/* The syscall this socket's data belongs to, if a traced syscall sends it right here. */
+static __always_inline struct ut_call *socket_call(struct sock *sk)
+{
+	struct ut_call *call = call_in_flight();
+
+	return call && is_call_socket(call, (__u64)sk) ? call : 0;
+}
+
+/* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
+static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
+{
+	struct ut_call *call = call_in_flight();
+
+	return call && is_call_socket(call, (__u64)BPF_CORE_READ(skb, sk)) ? call : 0;
 }
 
 #endif /* UT_SYSCALL_BPF_H */

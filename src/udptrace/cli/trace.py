@@ -82,6 +82,9 @@ def add_app_arguments(o: argparse._ArgumentGroup) -> None:
     o.add_argument("--e2e", action="store_true",
                    help="follow each traced send on into this host's receive path: one record "
                         "per receiving socket, from sendto() to the reader's recv return")
+    o.add_argument("--no-contexts", action="store_true",
+                   help="do not tell where the driver and TX completions ran (spares every "
+                        "softirq of the machine three hooks; bench/README.md has the cost)")
 
 
 def add_record_arguments(o: argparse._ArgumentGroup, pubsub_help: str) -> None:
@@ -120,7 +123,7 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
-        rx=args.rx, e2e=args.e2e, stages=args.stages,
+        rx=args.rx, e2e=args.e2e, stages=args.stages, contexts=not args.no_contexts,
     )
 
 

@@ -35,7 +35,8 @@ ADDRESS_BYTES = 16
 # own exit and return (joined from the syscall record instead)
 SPELLED = frozenset({"ts", "kind", "fate", "drop_reason", "drop_stage", "syscall",
                      "packet_index", "syscall_exit", "syscall_ret", "family", "flags",
-                     "payload", "interval_ns", "rx_syscall"})
+                     "payload", "interval_ns", "rx_syscall", "xmit_context",
+                     "completion_context", "softirq_pending_ns"})
 
 
 def stage_column(stage: str) -> str:
@@ -108,6 +109,11 @@ def packet_columns(packets: Packets, layout: Layout, drop_names: dict[int, str],
     for name, values in (("e2e_ns", e2e_ns(r, layout)), ("rx_ns", rx_ns(r, layout))):
         cols[name] = _nullable(values, values >= 0)
     cols["rx_syscall"] = _names(r["rx_syscall"], layout.syscalls, r["rx_syscall"] > 0)
+    contexts = dict(enumerate(layout.contexts))
+    for name in ("xmit_context", "completion_context"):
+        cols[name] = _names(r[name], contexts, r[name] > 0)  # 0: not told
+    pending = r["softirq_pending_ns"]
+    cols["softirq_pending_ns"] = _nullable(pending.astype(np.int64), pending > 0)
     for flag, bit in layout.flags.items():
         cols[flag] = pa.array((r["flags"] & bit) != 0)
     if headers is not None:

@@ -41,6 +41,7 @@ class TraceOptions:
     stages: tuple[str, ...] = ()  # only these optional stages (core ones always); () = all
     rx: bool = False  # receive records only: every UDP datagram a receive path sees
     e2e: bool = False  # followed sends go on into this host's receive path
+    contexts: bool = True  # where the driver and TX completions ran (three hooks per softirq)
 
     @property
     def paths(self) -> frozenset[TracePath]:
@@ -175,8 +176,10 @@ def validate(options: TraceOptions) -> None:
         raise UsageError("--uprobe and --interval follow sends: they do not combine with --rx")
 
 
-def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool) -> bytes:
-    """The ``struct ut_config`` image written into the object's .rodata before load."""
+def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
+                 contexts: bool) -> bytes:
+    """The ``struct ut_config`` image written into the object's .rodata before load;
+    `contexts`: the softirq hooks are attached, so packets' contexts can be told."""
     cfg = np.zeros(1, config)
     cfg["max_age_ns"] = int(options.max_age_s * 1e9)
     cfg["filter_pid"] = bool(options.pids)
@@ -190,6 +193,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["send"] = TracePath.SEND in options.paths
     cfg["rx"] = options.rx
     cfg["e2e"] = options.e2e
+    cfg["contexts"] = contexts
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()
     cfg["ifname"] = options.ifname.encode()
