@@ -57,6 +57,8 @@ def test_two_tracers_at_once_each_see_every_datagram(net: VethPair, tmp_path: Pa
         # nobody listens in the peer namespace: each datagram dies there, after leaving ours
         assert summary["drops"] == [
             {"reason": "NO_SOCKET", "after_stage": "rx_handoff", "packets": 500}]
+        # the ring held some records at a read, and never all it could
+        assert 0 < summary["ringbuf"]["peak_bytes"] < summary["ringbuf"]["bytes"] == 8 << 20
 
 
 def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
@@ -71,6 +73,10 @@ def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
     assert counters["packets"] == 3000
     assert summary["records"] + counters["lost"] == counters["sent"] + counters["dropped"]
     assert "records were lost" in report
+    # a full ring: no room was left for one more record (424 bytes with its header)
+    ring = summary["ringbuf"]
+    assert ring["bytes"] - 424 < ring["peak_bytes"] <= ring["bytes"] == 4096, ring
+    assert "ring buffer peak 4 of 4 KiB" in report
 
 
 def test_json_to_a_full_disk_ends_with_a_clear_message_and_the_summary(

@@ -42,7 +42,8 @@ class RingBufferReader:
         self._consumer_pos = np.frombuffer(self._consumer, np.uint64, count=1)
         self._producer_pos = np.frombuffer(self._producer, np.uint64, count=1)
         self.records_read = 0
-        self.peak_fill = 0  # bytes held at the fullest read (the ring only fills between reads)
+        self.fill = 0  # bytes the ring held at the last read
+        self.peak_fill = 0  # at the fullest read (the ring only fills between reads)
 
     def _positions(self) -> tuple[int, int]:
         return int(self._consumer_pos[0]), int(self._producer_pos[0])
@@ -50,7 +51,8 @@ class RingBufferReader:
     def read(self) -> np.ndarray:
         """Every committed record since the last call, copied out of the ring."""
         consumer, producer = self._positions()
-        self.peak_fill = max(self.peak_fill, producer - consumer)
+        self.fill = producer - consumer
+        self.peak_fill = max(self.peak_fill, self.fill)
         available = (producer - consumer) // self.stride
         if available <= 0:
             return np.empty(0, self.record)
