@@ -54,7 +54,9 @@ class Soak:
     read_at: list[float] = field(default_factory=list)  # when the ring buffer was read
     fill: list[int] = field(default_factory=list)  # and the bytes it held then
     rss_kib: list[int] = field(default_factory=list)  # every SAMPLE_S
-    states: list[int] = field(default_factory=list)  # followed packets and syscalls
+    states: list[int] = field(default_factory=list)  # packets being followed
+    threads: list[int] = field(default_factory=list)  # threads with syscall state (an LRU map:
+                                                      # every thread on the host that sends)
 
     def report(self, ring_bytes: int) -> str:
         assert self.result is not None
@@ -69,7 +71,8 @@ class Soak:
                 f"longest {gaps.max():.0f} ms; ring fill p50 {np.percentile(fill, 50):.1f} %, "
                 f"p99 {np.percentile(fill, 99):.1f} %, peak {fill.max():.1f} % of "
                 f"{ring_bytes >> 20} MiB; RSS {min(self.rss_kib)}-{max(self.rss_kib)} KiB, "
-                f"states at most {max(self.states)}; load {os.getloadavg()[0]:.1f}")
+                f"packet states at most {max(self.states)}, thread states "
+                f"{min(self.threads)}-{max(self.threads)}; load {os.getloadavg()[0]:.1f}")
 
 
 def soak(net: VethPair, duration_s: float, capsys: pytest.CaptureFixture[str]) -> Soak:
@@ -92,7 +95,8 @@ def soak(net: VethPair, duration_s: float, capsys: pytest.CaptureFixture[str]) -
         if elapsed >= next_sample:
             next_sample += SAMPLE_S
             measured.rss_kib.append(rss_kib())
-            measured.states.append(entries(session, "packets") + entries(session, "calls"))
+            measured.states.append(entries(session, "packets"))
+            measured.threads.append(entries(session, "calls"))
         if elapsed >= duration_s - 2 and sender.poll() is None:
             sender.kill()  # the last datagrams' records reach the ring before the end
 
