@@ -58,25 +58,24 @@ def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
             on_packets(packets)
 
     ring = RingDrain(session) if streaming else None
-    with stop_on_signals(stop), frozen_heap():
-        with ring or contextlib.nullcontext():
-            while not stop.is_set():
-                now = time.monotonic()
-                if duration_s is not None and now - start >= duration_s:
-                    break
-                wait = BATCH_INTERVAL_S
-                if duration_s is not None:
-                    wait = min(wait, max(start + duration_s - now, 0.0))
-                stop.wait(wait)
-                if ring is not None:
-                    drain(join.add(ring.take()))
-                if on_status is not None and time.monotonic() >= next_status:
-                    next_status += STATUS_INTERVAL_S
-                    on_status(session.counters(), time.monotonic() - start,
-                              records if streaming else None)
-        interrupted = stop.is_set()
-        if ring is not None:
-            drain(join.add(ring.take()))
+    with stop_on_signals(stop), frozen_heap(), ring or contextlib.nullcontext():
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration_s is not None and now - start >= duration_s:
+                break
+            wait = BATCH_INTERVAL_S
+            if duration_s is not None:
+                wait = min(wait, max(start + duration_s - now, 0.0))
+            stop.wait(wait)
+            if ring is not None:
+                drain(join.add(ring.take()))
+            if on_status is not None and time.monotonic() >= next_status:
+                next_status += STATUS_INTERVAL_S
+                on_status(session.counters(), time.monotonic() - start,
+                          records if streaming else None)
+    interrupted = stop.is_set()
+    if ring is not None:
+        drain(join.add(ring.take()))  # closed: what it read last, and the ring's remains
     leftover = session.unfinished()
     unread = int((leftover["fate"] == session.layout.fates_by_name["unread"]).sum())
     if streaming:
