@@ -11,7 +11,6 @@ NumPy structured array.
 from __future__ import annotations
 
 import mmap
-import struct
 
 import numpy as np
 
@@ -37,16 +36,23 @@ class RingBufferReader:
                                        mmap.PROT_READ, offset=_PAGE)
         except OSError as e:
             raise BpfError("mmap ring buffer", e.errno or 1) from e
+        # The positions are 8-byte words the kernel reads while we write: one aligned store
+        # each. struct.pack_into zeroes its target before packing, and a reservation that
+        # saw that zero found the ring "full" and lost its record (about one in 10^6).
+        self._consumer_pos = np.frombuffer(self._consumer, np.uint64, count=1)
+        self._producer_pos = np.frombuffer(self._producer, np.uint64, count=1)
         self.records_read = 0
+        self.fill = 0  # bytes the ring held at the last read
+        self.peak_fill = 0  # at the fullest read (the ring only fills between reads)
 
     def _positions(self) -> tuple[int, int]:
-        consumer = struct.unpack_from("<Q", self._consumer, 0)[0]
-        producer = struct.unpack_from("<Q", self._producer, 0)[0]
-        return consumer, producer
+        return int(self._consumer_pos[0]), int(self._producer_pos[0])
 
     def read(self) -> np.ndarray:
         """Every committed record since the last call, copied out of the ring."""
         consumer, producer = self._positions()
+        self.fill = producer - consumer
+        self.peak_fill = max(self.peak_fill, self.fill)
         available = (producer - consumer) // self.stride
         if available <= 0:
             return np.empty(0, self.record)
@@ -63,11 +69,13 @@ class RingBufferReader:
         # copying plain bytes is ~10x faster than NumPy's field-by-field structured copy
         body = raw[:ready, _HEADER:_HEADER + self.record.itemsize][kept]
         out = np.ascontiguousarray(body).view(self.record).reshape(-1)
-        struct.pack_into("<Q", self._consumer, 0, consumer + ready * self.stride)
+        self._consumer_pos[0] = consumer + ready * self.stride
         self.records_read += len(out)
         return out
 
     def close(self) -> None:
+        # an mmap cannot close while a NumPy view holds it
+        self._consumer_pos = self._producer_pos = np.zeros(1, np.uint64)
         for m in (self._consumer, self._producer):
             if not m.closed:
                 m.close()

@@ -195,6 +195,12 @@ def status_line(counters: dict[str, int], elapsed: float, records: int | None) -
     return text
 
 
+def ring_text(peak_bytes: int, ring_bytes: int) -> str:
+    """The most the per-packet ring buffer held: the evidence for sizing --ringbuf-kb."""
+    return f"ring buffer peak {peak_bytes / 1024:.0f} of {ring_bytes // 1024} KiB " \
+           f"({peak_bytes / ring_bytes:.0%})"
+
+
 def counters_line(counters: dict[str, int]) -> str:
     parts = [f"{name.replace('_', ' ')} {value}" for name, value in counters.items()]
     return "counters: " + ", ".join(parts)
