@@ -223,6 +223,8 @@ struct ut_config {
 	__u32 send;                /* follow datagrams from their send syscalls */
 	__u32 rx;                  /* follow every UDP datagram that enters a receive path */
 	__u32 e2e;                 /* followed sends continue into this host's receive path */
+	__u32 only_pid;            /* the one tgid -p names (a constant test); 0 = none or several */
+	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
 	char comm[16];             /* only this comm; empty = any */

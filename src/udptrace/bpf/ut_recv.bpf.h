@@ -192,16 +192,9 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	r = &d->state.rec;
 	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
 		return 0;
-	if (first) {
-		struct ut_udphdr udp;
-
-		bpf_probe_read_kernel(&udp, sizeof(udp), base + l4);
-		r->sport = bpf_ntohs(udp.source);
-		r->dport = bpf_ntohs(udp.dest);
-		r->udp_len = bpf_ntohs(udp.len);
-		if (cfg.payload_port && (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
-			rx_copy_payload(skb, base, l4, r);
-	}
+	if (first && cfg.payload_port &&
+	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
+		rx_copy_payload(skb, base, l4, r);
 	rx_describe_device(skb, r);
 	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
 		goto follow;

@@ -52,10 +52,42 @@ static __always_inline struct ut_call *thread_call(__u32 tid)
 	return call;
 }
 
+/*
+ * False for a task that -p rules out, told without a lookup when one pid is
+ * traced: every hook asks first, so what udptrace does not follow pays little.
+ */
+static __always_inline bool may_be_traced(__u64 pid_tgid)
+{
+	return !cfg.only_pid || pid_tgid >> 32 == cfg.only_pid;
+}
+
+/* This thread's state, if it has any. */
+static __always_inline struct ut_call *current_call(void)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+
+	if (!may_be_traced(pid_tgid))
+		return 0;
+	return bpf_map_lookup_elem(&calls, &tid);
+}
+
+/* The traced syscall in flight on this thread, or 0. */
+static __always_inline struct ut_call *call_in_flight(void)
+{
+	struct ut_call *call = current_call();
+
+	return call && call->id ? call : 0;
+}
+
 static __always_inline bool process_wanted(__u32 tgid)
 {
-	if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid))
+	if (cfg.only_pid) {
+		if (tgid != cfg.only_pid)
+			return false;
+	} else if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid)) {
 		return false;
+	}
 	if (cfg.comm[0]) {
 		char comm[16];
 
@@ -112,19 +144,17 @@ static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now,
 
 static __always_inline int syscall_exit(__s64 ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_call *call = call_in_flight();
 	__u64 now;
 
-	if (!call || !call->id)
+	if (!call)
 		return 0;
 	if (call->packets) {
 		now = bpf_ktime_get_ns();
 		COUNT(syscalls);
 		hist_add(SPAN_SLOT(UT_SPAN_SEND_SYSCALL), now - call->entry);
 		if (cfg.stream)
-			emit_syscall_record(call, now, ret, pid_tgid);
+			emit_syscall_record(call, now, ret, bpf_get_current_pid_tgid());
 	}
 	call->id = 0;
 	return 0;
@@ -171,13 +201,12 @@ UT_SYSCALL_FD(splice, UT_SYS_SPLICE, 2)
 /* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
 static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_call *call = call_in_flight();
 	__u64 sk;
 
-	if (!call || !call->id)
+	if (!call)
 		return 0;
-	sk = (__u64)BPF_CORE_READ(skb, sk);
+	sk = (__u64)UT_READ(skb, sk);
 	if (!sk)
 		return 0;
 	if (call->fd == UT_FD_ANY) /* an io_uring request: its fd may index fixed files */

@@ -68,6 +68,10 @@ def merge_hists(per_cpu: np.ndarray) -> np.void:
     return merged[0]
 
 
+# hooks handed kernel pointers as plain numbers: the programs read through them by probe
+UNTYPED_HOOKS = (HookKind.RAW_TP, HookKind.KPROBE)
+
+
 def _kfree_has_reason(btf: Btf) -> bool:
     """Since 5.17 the kfree_skb tracepoint passes a drop reason as its third argument."""
     typedef = btf.find("btf_trace_kfree_skb", Kind.TYPEDEF)
@@ -115,7 +119,8 @@ class TraceSession:
         for name, prog in self.obj.programs.items():
             prog.autoload = name in chosen
         self.obj.write_global(".rodata", "cfg", config_bytes(
-            self.options, self.layout.config, _kfree_has_reason(self.vmlinux)))
+            self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
+            typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks)))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
