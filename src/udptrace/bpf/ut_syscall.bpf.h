@@ -7,7 +7,26 @@
 
 #include "ut_sock.bpf.h"
 
-__u64 next_syscall_id = 0;
+/*
+ * Syscall ids: a counter per CPU, the CPU in the top 16 bits. One shared counter
+ * moved its cache line between the CPUs at every send syscall.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} syscall_ids SEC(".maps");
+
+static __always_inline __u64 new_syscall_id(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&syscall_ids, &zero);
+
+	if (!n)
+		return 0;
+	return (__u64)bpf_get_smp_processor_id() << 48 | ++*n;
+}
 
 /* A call whose socket is not named by an fd this side can read (io_uring) */
 #define UT_FD_ANY 0xffffffffU
@@ -108,7 +127,7 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	call = thread_call((__u32)pid_tgid);
 	if (!call)
 		return 0;
-	call->id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
+	call->id = new_syscall_id();
 	call->entry = bpf_ktime_get_ns();
 	call->fd = fd;
 	call->syscall = syscall;

@@ -66,9 +66,14 @@ class SyscallJoin:
         calls = _select(records, kind == self.syscall_kind)
         if len(calls):
             ids = np.concatenate([self.call_ids, calls["syscall_id"]])
-            order = np.argsort(ids, kind="stable")[-KEEP_SYSCALLS:]
+            exits = np.concatenate([self.call_exit, calls["syscall_exit"]])
+            # the latest to return are kept (ids count per CPU: they tell nothing of age),
+            # sorted by id for the lookup
+            recent = (np.argsort(exits)[-KEEP_SYSCALLS:] if len(ids) > KEEP_SYSCALLS
+                      else np.arange(len(ids)))
+            order = recent[np.argsort(ids[recent], kind="stable")]
             self.call_ids = ids[order]
-            self.call_exit = np.concatenate([self.call_exit, calls["syscall_exit"]])[order]
+            self.call_exit = exits[order]
             self.call_ret = np.concatenate([self.call_ret, calls["syscall_ret"]])[order]
         candidates = _join(self.pending, _select(records, kind == self.packet_kind))
         if not len(candidates):
