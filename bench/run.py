@@ -282,7 +282,10 @@ def json_accounting(path: Path, sent: int) -> dict:
 # ---- one trial -----------------------------------------------------------------------
 
 def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list[str]:
-    udptrace = [sys.executable, "-m", "udptrace", "trace", "-p", str(pid),
+    # one sender: its CPU is its own, the tracer shares the receiver's (its CPU is shown
+    # apart); several senders: placed by the scheduler like them
+    pin = [] if mode in MULTI else ["taskset", "-c", RECEIVER_CPU]
+    udptrace = [*pin, sys.executable, "-m", "udptrace", "trace", "-p", str(pid),
                 "-d", str(seconds + STOP_TIMEOUT_S)]  # a bound; stopped by SIGINT
     if mode in ("histogram", "collateral"):
         return udptrace
@@ -291,7 +294,7 @@ def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list
     if mode in STREAMING:
         return [*udptrace, "--json", str(json_path)]
     if mode == "bpftrace":
-        return ["bpftrace", str(BENCH / "seed.bt"), str(pid)]
+        return [*pin, "bpftrace", str(BENCH / "seed.bt"), str(pid)]
     raise ValueError(mode)
 
 

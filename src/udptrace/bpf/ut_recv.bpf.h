@@ -282,7 +282,7 @@ static __always_inline void rx_finish(struct ut_record *r, enum ut_fate fate, __
 		count_drop(reason, r->drop_stage);
 		COUNT(rx_dropped);
 	}
-	if (cfg.stream && bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
+	if (cfg.stream && !emit_record(r))
 		COUNT(lost);
 }
 

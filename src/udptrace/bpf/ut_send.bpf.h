@@ -47,6 +47,7 @@ struct {
  */
 struct ut_current {
 	__u64 skb;                 /* 0: empty */
+	__u64 held;                /* the syscall whose return the record in state awaits; 0: none */
 	struct ut_pkt_state state;
 };
 
@@ -221,6 +222,38 @@ static __always_inline void forget(__u64 key)
 		__sync_fetch_and_add(&states_in_map, -1);
 }
 
+/*
+ * The record of a syscall's first packet, when it ends inside the syscall in
+ * this CPU's slot (sent synchronously), waits there for the syscall's return
+ * and leaves with its end: one record, no syscall record (see struct
+ * ut_record). It leaves alone when the slot is needed first, or when the
+ * thread returns on another CPU (whose return then sends the syscall record).
+ */
+static __always_inline void release_held(struct ut_current *cur)
+{
+	if (!cur->held)
+		return;
+	if (!emit_record(&cur->state.rec))
+		COUNT(lost);
+	cur->held = 0;
+}
+
+static __always_inline bool emit_held_at_exit(struct ut_call *call, __u64 now, __s64 ret)
+{
+	struct ut_current *cur = cpu_slot();
+	bool joined;
+
+	if (!cur || !cur->held)
+		return false;
+	joined = cur->held == call->id && call->packets == 1;
+	if (joined) {
+		cur->state.rec.syscall_exit = now;
+		cur->state.rec.syscall_ret = ret;
+	}
+	release_held(cur);
+	return joined;
+}
+
 /* Start following an skb of a traced syscall in this CPU's slot; returns its state or 0. */
 static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_buff *skb,
 							 struct ut_call *call, __u64 now)
@@ -234,6 +267,7 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	if (cur->skb != key)
 		spill(cur);
 	cur->skb = 0;
+	release_held(cur);
 	r = &cur->state.rec;
 	__builtin_memset(r, 0, sizeof(*r));
 	if (!describe_packet(skb, call, r))
@@ -309,6 +343,7 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 	struct sk_buff *skb = (struct sk_buff *)key;
 	struct ut_record *r = &s->rec;
 	struct ut_current *cur;
+	bool in_slot;
 
 	r->fate = fate;
 	if (fate == UT_FATE_LOOPED) {
@@ -343,12 +378,16 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		count_drop(reason, stage);
 		COUNT(dropped);
 	}
-	/* with --e2e a packet handed to a receive path here goes on there, its record too */
-	if (cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) && fate != UT_FATE_DROPPED) &&
-	    bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
-		COUNT(lost);
 	cur = cpu_slot();
-	if (cur && cur->skb == key)
+	in_slot = cur && cur->skb == key;
+	/* with --e2e a packet handed to a receive path here goes on there, its record too */
+	if (cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) && fate != UT_FATE_DROPPED)) {
+		if (in_slot && !r->packet_index && r->tid == (__u32)bpf_get_current_pid_tgid())
+			cur->held = r->syscall_id; /* see release_held */
+		else if (!emit_record(r))
+			COUNT(lost);
+	}
+	if (in_slot)
 		cur->skb = 0;
 	else
 		forget(key);

@@ -135,16 +135,29 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	return 0;
 }
 
-/* The syscall's own record, written straight into the ring buffer. */
+/* Where a syscall's own record is put together: too large for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_record);
+} syscall_scratch SEC(".maps");
+
+/* A record into the ring buffer, as much of it as the mode needs; false when it had no room. */
+static __always_inline bool emit_record(struct ut_record *r)
+{
+	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, BPF_RB_NO_WAKEUP);
+}
+
+/* The syscall's own record. */
 static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now, __s64 ret,
 						__u64 pid_tgid)
 {
-	struct ut_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	__u32 zero = 0;
+	struct ut_record *r = bpf_map_lookup_elem(&syscall_scratch, &zero);
 
-	if (!r) {
-		COUNT(lost_syscalls);
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
 	r->kind = UT_KIND_SYSCALL;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
@@ -158,8 +171,12 @@ static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now,
 	r->tid = (__u32)pid_tgid;
 	r->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	if (!emit_record(r))
+		COUNT(lost_syscalls);
 }
+
+/* The send path's (ut_send.bpf.h): the syscall's packet record waiting on this CPU. */
+static __always_inline bool emit_held_at_exit(struct ut_call *call, __u64 now, __s64 ret);
 
 static __always_inline int syscall_exit(__s64 ret)
 {
@@ -172,7 +189,7 @@ static __always_inline int syscall_exit(__s64 ret)
 		now = bpf_ktime_get_ns();
 		COUNT(syscalls);
 		hist_add(SPAN_SLOT(UT_SPAN_SEND_SYSCALL), now - call->entry);
-		if (cfg.stream)
+		if (cfg.stream && !emit_held_at_exit(call, now, ret))
 			emit_syscall_record(call, now, ret, bpf_get_current_pid_tgid());
 	}
 	call->id = 0;

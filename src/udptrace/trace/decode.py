@@ -2,7 +2,8 @@
 
 A packet's record is written when the packet ends and its syscall's record
 when the syscall returns; either can come first (a packet held by a qdisc
-outlives its syscall; one sent synchronously ends inside it). Packets wait
+outlives its syscall). A packet that ended inside its syscall, its only one,
+waits in the kernel and comes with the syscall's end instead. Packets wait
 in :class:`SyscallJoin` until their syscall record arrives, or until
 ``hold_s`` has passed. Everything is NumPy over whole batches.
 """
@@ -87,6 +88,11 @@ class SyscallJoin:
             found = self.call_ids[where] == ids
             exits[found] = self.call_exit[where[found]]
             rets[found] = self.call_ret[where[found]]
+        # a packet that ended inside its syscall came with the syscall's end
+        carried = candidates["syscall_exit"] > 0
+        found |= carried
+        exits[carried] = candidates["syscall_exit"][carried]
+        rets[carried] = candidates["syscall_ret"][carried]
         now = time.monotonic_ns() if now_ns is None else now_ns
         ended = candidates["ts"].max(axis=1)
         # a datagram that came from elsewhere (--rx) has no send syscall to wait for

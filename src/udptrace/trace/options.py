@@ -176,14 +176,16 @@ def validate(options: TraceOptions) -> None:
 
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
-                 typed: bool = False) -> bytes:
+                 typed: bool = False, record_bytes: int = 0) -> bytes:
     """The ``struct ut_config`` image written into the object's .rodata before load;
-    `typed`: every hook that is handed kernel objects knows their types (tp_btf)."""
+    `typed`: every hook that is handed kernel objects knows their types (tp_btf);
+    `record_bytes`: how much of each record the ring buffer carries."""
     cfg = np.zeros(1, config)
     cfg["max_age_ns"] = int(options.max_age_s * 1e9)
     cfg["filter_pid"] = bool(options.pids)
     cfg["only_pid"] = options.pids[0] if len(set(options.pids)) == 1 else 0
     cfg["typed"] = typed
+    cfg["record_bytes"] = record_bytes
     cfg["filter_port"] = bool(options.ports)
     cfg["filter_src"] = bool(options.src)
     cfg["filter_dst"] = bool(options.dst)

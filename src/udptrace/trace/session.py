@@ -118,9 +118,13 @@ class TraceSession:
         chosen = {h.program for p in self.plans for h in p.hooks}
         for name, prog in self.obj.programs.items():
             prog.autoload = name in chosen
+        self.record_bytes = self.layout.record_bytes(
+            payload=bool(self.options.payload_port),
+            receive=TracePath.RECEIVE in self.options.paths)
         self.obj.write_global(".rodata", "cfg", config_bytes(
             self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
-            typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks)))
+            typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks),
+            record_bytes=self.record_bytes))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
@@ -135,7 +139,7 @@ class TraceSession:
                 maps[name].update(key, b"\x01")
         if self.options.stream:
             self.reader = RingBufferReader(maps["events"].fd, self.options.ringbuf_bytes,
-                                           self.layout.record)
+                                           self.layout.record, self.record_bytes)
 
     def _attach(self) -> None:
         attached = set()  # a tracepoint shared by stages (netif_rx, the frees) runs one program
@@ -189,11 +193,19 @@ class TraceSession:
                 np.frombuffer(b"".join(v for _, v in entries), self.layout.interval))
 
     def unfinished(self) -> np.ndarray:
-        """Receive records still open at the end: queued on a socket or still on the way to
-        one (fate unread), or read by a syscall that has not returned yet (received).
-        Call once, after the last read."""
+        """Records still open at the end: a sent packet's waiting for its syscall's return;
+        on the receive path, queued on a socket or still on the way to one (fate unread),
+        or read by a syscall that has not returned yet (received). Call once, after the
+        last read."""
+        slots = percpu_values(self.obj.maps["current_packet"], struct.pack("<I", 0),
+                              self.obj.btf().struct_dtype("ut_current"))
+        waiting = slots[slots["held"] > 0]["state"]["rec"].astype(self.layout.record)
         if TracePath.RECEIVE not in self.options.paths:
-            return np.empty(0, self.layout.record)
+            return waiting
+        # concatenate packs structured dtypes: astype puts the record's padding back
+        return np.concatenate([waiting, self._unfinished_receives()]).astype(self.layout.record)
+
+    def _unfinished_receives(self) -> np.ndarray:
         btf = self.obj.btf()
         state, datagram, reads = (btf.struct_dtype(n) for n in (
             "ut_pkt_state", "ut_rx_datagram", "ut_rx_reads"))
