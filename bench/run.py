@@ -20,10 +20,12 @@ the machine (other jobs, thermal, caches) does not favour one mode:
 
 A mode's rate is divided by its reference's rate in the same round (untraced,
 or multi-untraced for multi-json), and the traced single-sender modes also by
-the empty-hooks rate of the round (the floor). BPF run time comes from
-kernel.bpf_stats_enabled, per program the tracer holds. The decoder (ring
-buffer view, syscall join) and the JSON formatting are timed alone on
-synthetic records. Results go to bench/results/latest.json.
+the empty-hooks rate of the round (the floor). Rates are measured with
+kernel.bpf_stats_enabled off; BPF run time, per program the tracer holds,
+comes from one more short trial per traced mode and round with it on (the
+timing itself costs every hook run). The decoder (ring buffer view, syscall
+join) and the JSON formatting are timed alone on synthetic records. Results
+go to bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ TARGETS = {"collateral": 0.95, "histogram": 0.95, "json": 0.85, "bpf_ns_per_run"
            "multi_lost": 0.001, "decoder_records_per_s": 1e6}
 PER_DATAGRAM = 0.5  # programs running at least this often per datagram are the per-datagram hooks
 
-console = Console()
+console = Console(width=max(150, shutil.get_terminal_size().columns))
 
 
 class BenchError(Exception):
@@ -303,13 +305,13 @@ def attached_text(mode: str) -> str:
     return "attached" if mode == "bpftrace" else "tracing UDP sends"
 
 
-def sender_command(mode: str, tools: Tools, net: VethPair, args: argparse.Namespace) -> list[str]:
+def sender_command(mode: str, tools: Tools, net: VethPair, args: argparse.Namespace,
+                   seconds: float) -> list[str]:
     flood = [str(tools.flood), "-d", net.addr_b, "-p", str(PORT), "-s", str(args.size), "-w"]
     if mode in MULTI:  # placed by the scheduler on every CPU; ends after its count
         return [*flood, "-T", str(args.multi_threads), "-n", str(args.multi_count),
                 "-t", str(STOP_TIMEOUT_S)]
-    return ["taskset", "-c", SENDER_CPU, *flood, "-n", str(MAX_DATAGRAMS),
-            "-t", str(args.seconds)]
+    return ["taskset", "-c", SENDER_CPU, *flood, "-n", str(MAX_DATAGRAMS), "-t", str(seconds)]
 
 
 def attach_empty_hooks(elf: bytes) -> BpfObject:
@@ -325,25 +327,28 @@ def attach_empty_hooks(elf: bytes) -> BpfObject:
 
 
 def run_trial(mode: str, round_: int, net: VethPair, tools: Tools, args: argparse.Namespace,
-              work: Path, scratch: Path) -> dict:
+              work: Path, scratch: Path, stats: bool = False) -> dict:
+    """One mode once. `stats`: time the BPF programs (kernel.bpf_stats_enabled), which
+    slows every hook run by the timing itself, so rates come from trials without it."""
     flood = tools.flood
-    bound = args.seconds + 2 * STOP_TIMEOUT_S
+    seconds = args.stats_seconds if stats else args.seconds
+    bound = seconds + 2 * STOP_TIMEOUT_S
     procs = Processes()
     hooks: BpfObject | None = None  # empty-hooks mode: held by this process
-    tag = f"{round_}-{mode}"
+    tag = f"{round_}-{mode}{'-stats' if stats else ''}"
     json_path = scratch / f"{tag}.jsonl"
     out, err = work / f"{tag}.out", work / f"{tag}.err"
     result: dict = {"mode": mode, "round": round_}
     try:
-        # pinned apart: unpinned, the receiver's wake-ups and context switches land on
-        # the sender's CPU in some trials and not in others (seen with perf)
+        # the receiver on the other CPU from the sender: it polls, so it never sleeps
         receiver = procs.start(
             net.command(net.ns_b, ["taskset", "-c", RECEIVER_CPU, str(flood), "-l", str(PORT),
                                    "-t", str(bound)]),
             stdout=subprocess.PIPE, text=True)
         read_line(receiver, "listening")
-        sender = procs.start(net.command(net.ns_a, sender_command(mode, tools, net, args)),
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sender = procs.start(
+            net.command(net.ns_a, sender_command(mode, tools, net, args, seconds)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         pid = fields(read_line(sender, "ready"))["pid"]
         if mode == "collateral":  # udptrace follows an idle process; the flood is unrelated
             pid = procs.start(["sleep", str(bound)]).pid
@@ -353,20 +358,22 @@ def run_trial(mode: str, round_: int, net: VethPair, tools: Tools, args: argpars
             hooks = attach_empty_hooks(tools.empty_hooks)
         elif mode not in ("untraced", "multi-untraced"):
             with out.open("w") as o, err.open("w") as e:
-                tracer = procs.start(tracer_command(mode, pid, args.seconds, json_path),
+                tracer = procs.start(tracer_command(mode, pid, seconds, json_path),
                                      stdout=o, stderr=e,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
             wait_for_text(tracer, out, err, attached_text(mode))
 
         holder = tracer.pid if tracer else os.getpid() if hooks else None
-        stats_before = (held_programs(holder) if holder is not None and not args.no_bpf_stats
-                        else {})
-        cpu_before = system_cpu()
-        tracer_cpu_before = process_cpu_s(tracer.pid) if tracer else 0.0
-        sender.stdin.write("go\n")
-        sender.stdin.flush()
-        sent_line = read_line(sender, "sent=")
-        cpu_after = system_cpu()
+        with bpf_stats(stats):
+            stats_before = held_programs(holder) if stats and holder is not None else {}
+            cpu_before = system_cpu()
+            tracer_cpu_before = process_cpu_s(tracer.pid) if tracer else 0.0
+            sender.stdin.write("go\n")
+            sender.stdin.flush()
+            sent_line = read_line(sender, "sent=")
+            cpu_after = system_cpu()
+            if stats and holder is not None:
+                result["programs"] = program_stats(holder, stats_before)
         result.update(fields(sent_line))
         result["pps"] = result["sent"] / (result["elapsed_ns"] / 1e9)
         result["sender_cpu_ns_per_packet"] = (
@@ -377,8 +384,7 @@ def run_trial(mode: str, round_: int, net: VethPair, tools: Tools, args: argpars
         result["system_softirq_pct"] = 100.0 * jiffies[6] / total
         procs.stop(sender)
 
-        if holder is not None and not args.no_bpf_stats:
-            result["programs"] = program_stats(holder, stats_before)
+        if "programs" in result:
             result.update(bpf_cost(result["programs"], result["sent"]))
         if tracer is not None:
             result["tracer_cpu_pct"] = 100.0 * (
@@ -546,10 +552,11 @@ def summarize(trials: list[dict]) -> dict:
             entry["floor_ratio"] = spread(on_floor)
         if "tracer_cpu_pct" in runs[0]:
             entry["tracer_cpu_pct"] = spread([t["tracer_cpu_pct"] for t in runs])
-        if "programs" in runs[0]:
+        timed = [t["bpf"] for t in runs if "bpf" in t]
+        if timed:
             for key in ("bpf_ns_per_packet", "hook_runs_per_packet", "bpf_ns_per_run"):
-                entry[key] = spread([t[key] for t in runs])
-            entry["programs"] = per_program(runs)
+                entry[key] = spread([t[key] for t in timed])
+            entry["programs"] = per_program(timed)
         if mode in STREAMING:
             entry["unaccounted"] = [t["unaccounted"] for t in runs]
             entry["counted_exactly"] = [t["counted_exactly"] for t in runs]
@@ -701,9 +708,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="datagrams the multi-* modes' threads send together (default 20000)")
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--stats-seconds", type=float, default=1.0,
+                   help="sending time of the extra trial per traced mode and round that times "
+                        "the BPF programs (default 1)")
     p.add_argument("--no-bpf-stats", action="store_true",
-                   help="leave kernel.bpf_stats_enabled off: rates without the cost of "
-                        "timing every BPF run (no per-program figures)")
+                   help="no extra trials timing the BPF programs (no per-program figures)")
     p.add_argument("--decoder-batch", type=int, default=8192,
                    help="packets per decoder batch (default 8192: 16,384 records, 5.8 MB, "
                         "what one 0.1 s poll of the 8 MiB ring holds at 80k packets/s)")
@@ -733,12 +742,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # JSON output goes to memory: this measures udptrace, not the disk
     scratch = Path(tempfile.mkdtemp(prefix="udptrace-bench-", dir=shm if shm.is_dir() else None))
     try:
-        with signals_raise(), bpf_stats(not args.no_bpf_stats), VethPair() as net:
+        with signals_raise(), bpf_stats(False), VethPair() as net:
             tools = compile_tools(work)
             for round_ in range(args.rounds):
                 order = modes[round_ % len(modes):] + modes[:round_ % len(modes)]
                 for mode in order:
                     trial = run_trial(mode, round_, net, tools, args, work, scratch)
+                    if mode not in ("untraced", "multi-untraced") and not args.no_bpf_stats:
+                        trial["bpf"] = run_trial(mode, round_, net, tools, args, work, scratch,
+                                                 stats=True)
                     trials.append(trial)
                     console.print(f"round {round_ + 1}/{args.rounds} {mode:14} "
                                   f"{trial['pps']:>12,.0f} pps", highlight=False)
@@ -764,7 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "threads placed by the scheduler on every CPU",
                      "receiver": f"udp_flood -l on CPU {RECEIVER_CPU}, draining with recvmmsg "
                                  "in the peer namespace",
-                     "bpf_stats": not args.no_bpf_stats},
+                     "bpf_stats": "off while rates are measured; BPF time from extra trials "
+                                  f"of {args.stats_seconds:g} s with it on"
+                                  if not args.no_bpf_stats else "off"},
         "modes": summary, "decoder": decoder,
         "targets": [{"target": n, "verdict": v, "value": d} for n, v, d in checks],
         "trials": trials,
