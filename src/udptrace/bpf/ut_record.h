@@ -235,6 +235,7 @@ struct ut_config {
 	__u32 only_pid;            /* the one tgid -p names (a constant test); 0 = none or several */
 	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */
 	__u32 record_bytes;        /* bytes of each record the ring buffer carries (see ut_record) */
+	__u32 wakeup_bytes;        /* wake a reader waiting on the ring when it fills past this */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
 	char comm[16];             /* only this comm; empty = any */

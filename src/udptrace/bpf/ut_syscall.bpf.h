@@ -143,10 +143,22 @@ struct {
 	__type(value, struct ut_record);
 } syscall_scratch SEC(".maps");
 
-/* A record into the ring buffer, as much of it as the mode needs; false when it had no room. */
+/*
+ * A record into the ring buffer, as much of it as the mode needs; false when
+ * it had no room. A reader waiting on the ring (epoll) is woken once the ring
+ * fills past cfg.wakeup_bytes, by the record that crosses it: once a batch,
+ * not once a record (each wake-up is an interrupt on this CPU).
+ */
 static __always_inline bool emit_record(struct ut_record *r)
 {
-	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, BPF_RB_NO_WAKEUP);
+	__u64 flags = BPF_RB_NO_WAKEUP, queued;
+
+	if (cfg.wakeup_bytes) {
+		queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (queued < cfg.wakeup_bytes && queued + cfg.record_bytes >= cfg.wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, flags);
 }
 
 /* The syscall's own record. */

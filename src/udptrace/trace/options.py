@@ -19,6 +19,7 @@ from udptrace.stages import BOTH, RECEIVE, SEND, STAGE_NAMES, Stage, TracePath
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RINGBUF_BYTES = 8 << 20
+WAKEUP_FRACTION = 4  # a reader waiting on the ring buffer is woken when 1/4 of it is full
 DEFAULT_MAX_AGE_S = 10.0
 UADP_PORT = 4840
 
@@ -186,6 +187,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["only_pid"] = options.pids[0] if len(set(options.pids)) == 1 else 0
     cfg["typed"] = typed
     cfg["record_bytes"] = record_bytes
+    cfg["wakeup_bytes"] = options.ringbuf_bytes // WAKEUP_FRACTION if options.stream else 0
     cfg["filter_port"] = bool(options.ports)
     cfg["filter_src"] = bool(options.src)
     cfg["filter_dst"] = bool(options.dst)
