@@ -198,15 +198,7 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	rx_describe_device(skb, r);
 	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
 		goto follow;
-	if (cfg.filter_port) {
-		__u16 sport = r->sport, dport = r->dport;
-
-		if (!bpf_map_lookup_elem(&ports, &sport) && !bpf_map_lookup_elem(&ports, &dport))
-			return 0;
-	}
-	if (cfg.filter_src && !addr_wanted(&src_nets, r->saddr))
-		return 0;
-	if (cfg.filter_dst && !addr_wanted(&dst_nets, r->daddr))
+	if (!endpoints_wanted(r))
 		return 0;
 	if (cfg.netns && r->rx_netns != cfg.netns)
 		return 0;

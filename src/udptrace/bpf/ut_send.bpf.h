@@ -142,15 +142,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 		r->dport = call->dport;
 	}
 
-	if (cfg.filter_port) {
-		__u16 sport = r->sport, dport = r->dport;
-
-		if (!bpf_map_lookup_elem(&ports, &sport) && !bpf_map_lookup_elem(&ports, &dport))
-			return false;
-	}
-	if (cfg.filter_src && !addr_wanted(&src_nets, r->saddr))
-		return false;
-	if (cfg.filter_dst && !addr_wanted(&dst_nets, r->daddr))
+	if (!endpoints_wanted(r))
 		return false;
 
 	net = UT_READ(dev, nd_net.net);
