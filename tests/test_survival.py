@@ -86,8 +86,9 @@ def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
 
 
 def test_a_stuck_output_fills_the_ring_not_memory_and_the_loss_is_counted(net: VethPair) -> None:
-    # 8.5 MB of records, more than the drain may hold, at a pace it keeps up with when it reads
-    ring_bytes, count = 1 << 20, 10_000
+    # 3.5 MB of records (one per datagram on a veth), more than the drain may hold (1.5 MB),
+    # at a pace it keeps up with when it reads
+    ring_bytes, count = 256 << 10, 10_000
     session = TraceSession(TraceOptions(netns=net.ns_a, stream=True, ringbuf_bytes=ring_bytes))
     sender = send_from(net, count, 0.0002)
     stop = threading.Event()
@@ -109,7 +110,7 @@ def test_a_stuck_output_fills_the_ring_not_memory_and_the_loss_is_counted(net: V
     assert counters["packets"] == count
     assert counters["lost"] > 0 and result.records + counters["lost"] == count
     # a few rings' worth was held in memory while the output was stuck, the rest was lost
-    held = (drain.QUEUED_RINGS + 2) * ring_bytes // (2 * session.layout.record.itemsize)
+    held = (drain.QUEUED_RINGS + 2) * ring_bytes // session.record_bytes
     assert 0 < result.records <= held + stuck[0], (result.records, held)
 
 

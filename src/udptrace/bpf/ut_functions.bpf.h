@@ -49,11 +49,11 @@ static __always_inline int on_ip_output(struct sk_buff *skb)
 /* Out of the qdisc layer (or past a queueless device's), on the way to the driver. */
 static __always_inline int on_dev_xmit(struct sk_buff *skb)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 	struct ut_pkt_state *s;
 
 	for (int i = 0; i < DEV_XMIT_LIST_MAX && skb; i++) {
-		s = followed((__u64)skb, now);
+		s = followed((__u64)skb, &now);
 		if (s)
 			reach(&s->rec, UT_STAGE_DEV_XMIT, now);
 		skb = BPF_CORE_READ(skb, next);

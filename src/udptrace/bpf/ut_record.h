@@ -114,11 +114,20 @@ enum ut_record_flags {
 	UT_F_RECEIVE = 16,         /* followed on the receive path: rx_* fields are set */
 };
 
+/*
+ * A packet or a syscall. A packet whose send ended inside its syscall (veth,
+ * loopback, a synchronous driver) waits for the syscall's return and carries
+ * its exit and return value itself: then there is no syscall record.
+ *
+ * The ring buffer carries only as much of each record as the mode needs:
+ * `payload` with --pubsub, the rx_* fields on the receive path. So those stay
+ * last, in this order; every other field goes before `payload`.
+ */
 struct ut_record {
 	__u64 ts[UT_STAGE_COUNT];  /* CLOCK_MONOTONIC ns per stage; 0 = not reached */
 	__u64 syscall_id;          /* links packets to their syscall record */
-	__u64 syscall_exit;        /* syscall records: exit time */
-	__s64 syscall_ret;         /* syscall records: return value */
+	__u64 syscall_exit;        /* the syscall's exit time; 0 = in its own record */
+	__s64 syscall_ret;         /* the syscall's return value, with syscall_exit */
 	__u64 interval_ns;         /* since the flow's previous send syscall (--interval); 0 = none */
 	__u64 softirq_pending_ns;  /* xmit_context NET_TX: from its raise to its run; 0 = unknown */
 	enum ut_record_kind kind;
@@ -254,6 +263,10 @@ struct ut_config {
 	__u32 rx;                  /* follow every UDP datagram that enters a receive path */
 	__u32 e2e;                 /* followed sends continue into this host's receive path */
 	__u32 contexts;            /* the softirq hooks run: record the contexts of packets' steps */
+	__u32 only_pid;            /* the one tgid -p names (a constant test); 0 = none or several */
+	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */
+	__u32 record_bytes;        /* bytes of each record the ring buffer carries (see ut_record) */
+	__u32 wakeup_bytes;        /* wake a reader waiting on the ring when it fills past this */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
 	char comm[16];             /* only this comm; empty = any */

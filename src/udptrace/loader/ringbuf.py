@@ -5,7 +5,8 @@ means one interpreter round trip per packet. Instead this maps the ring
 buffer directly (the layout is kernel ABI: a consumer page, a producer page,
 then the data pages mapped twice so a record never wraps) and, because every
 udptrace record has the same size, views everything committed so far as one
-NumPy structured array.
+NumPy structured array. A producer may send only the first `record_bytes` of
+each record; the rest reads as zeros.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ _PAGE = mmap.PAGESIZE
 
 
 class RingBufferReader:
-    def __init__(self, map_fd: int, size: int, record: np.dtype) -> None:
+    def __init__(self, map_fd: int, size: int, record: np.dtype,
+                 record_bytes: int | None = None) -> None:
         if size & (size - 1) or size % _PAGE:
             raise ValueError(f"ring buffer size {size} must be a power of two of pages")
         self.size = size
         self.record = record
-        self.stride = (_HEADER + record.itemsize + 7) // 8 * 8
+        self.record_bytes = record.itemsize if record_bytes is None else record_bytes
+        self.stride = (_HEADER + self.record_bytes + 7) // 8 * 8
         try:
             self._consumer = mmap.mmap(map_fd, _PAGE, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -64,11 +67,18 @@ class RingBufferReader:
         ready = int(busy[0]) if busy.size else available
         lengths = lengths[:ready]
         kept = (lengths & _DISCARD) == 0
-        if np.any((lengths[kept] & ~np.uint32(_BUSY | _DISCARD)) != self.record.itemsize):
+        if np.any((lengths[kept] & ~np.uint32(_BUSY | _DISCARD)) != self.record_bytes):
             raise BpfError("ring buffer holds a record of unexpected size", 74)
         # copying plain bytes is ~10x faster than NumPy's field-by-field structured copy
-        body = raw[:ready, _HEADER:_HEADER + self.record.itemsize][kept]
-        out = np.ascontiguousarray(body).view(self.record).reshape(-1)
+        body = raw[:ready, _HEADER:_HEADER + self.record_bytes]
+        if not kept.all():  # rare; a mask would copy every row once more
+            body = body[np.flatnonzero(kept)]
+        if self.record_bytes == self.record.itemsize:
+            out = np.ascontiguousarray(body).view(self.record).reshape(-1)
+        else:
+            whole = np.zeros((len(body), self.record.itemsize), np.uint8)
+            whole[:, :self.record_bytes] = body
+            out = whole.view(self.record).reshape(-1)
         self._consumer_pos[0] = consumer + ready * self.stride
         self.records_read += len(out)
         return out

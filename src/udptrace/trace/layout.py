@@ -68,6 +68,13 @@ class Layout:
             hist_slots=obj.maps["hists"].max_entries,
         )
 
+    def record_bytes(self, payload: bool, receive: bool) -> int:
+        """How much of each record the ring buffer carries: ``payload`` and then the rx_*
+        fields end ``struct ut_record``, each sent only in the modes that fill it."""
+        if receive:
+            return self.record.itemsize
+        return self.record.fields["rx_ret" if payload else "payload"][1]
+
     @property
     def fates_by_name(self) -> dict[str, int]:
         return {v: k for k, v in self.fates.items()}

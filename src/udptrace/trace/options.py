@@ -19,6 +19,7 @@ from udptrace.stages import BOTH, RECEIVE, SEND, STAGE_NAMES, Stage, TracePath
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RINGBUF_BYTES = 8 << 20
+WAKEUP_FRACTION = 4  # a reader waiting on the ring buffer is woken when 1/4 of it is full
 DEFAULT_MAX_AGE_S = 10.0
 UADP_PORT = 4840
 
@@ -177,12 +178,18 @@ def validate(options: TraceOptions) -> None:
 
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
-                 contexts: bool) -> bytes:
+                 contexts: bool, typed: bool = False, record_bytes: int = 0) -> bytes:
     """The ``struct ut_config`` image written into the object's .rodata before load;
-    `contexts`: the softirq hooks are attached, so packets' contexts can be told."""
+    `contexts`: the softirq hooks are attached, so packets' contexts can be told;
+    `typed`: every hook that is handed kernel objects knows their types (tp_btf);
+    `record_bytes`: how much of each record the ring buffer carries."""
     cfg = np.zeros(1, config)
     cfg["max_age_ns"] = int(options.max_age_s * 1e9)
     cfg["filter_pid"] = bool(options.pids)
+    cfg["only_pid"] = options.pids[0] if len(set(options.pids)) == 1 else 0
+    cfg["typed"] = typed
+    cfg["record_bytes"] = record_bytes
+    cfg["wakeup_bytes"] = options.ringbuf_bytes // WAKEUP_FRACTION if options.stream else 0
     cfg["filter_port"] = bool(options.ports)
     cfg["filter_src"] = bool(options.src)
     cfg["filter_dst"] = bool(options.dst)

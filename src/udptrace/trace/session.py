@@ -71,6 +71,10 @@ def merge_hists(per_cpu: np.ndarray) -> np.void:
     return merged[0]
 
 
+# hooks handed kernel pointers as plain numbers: the programs read through them by probe
+UNTYPED_HOOKS = (HookKind.RAW_TP, HookKind.KPROBE)
+
+
 def _kfree_has_reason(btf: Btf) -> bool:
     """Since 5.17 the kfree_skb tracepoint passes a drop reason as its third argument."""
     typedef = btf.find("btf_trace_kfree_skb", Kind.TYPEDEF)
@@ -133,9 +137,14 @@ class TraceSession:
         chosen = {h.program for p in self.plans for h in p.hooks}
         for name, prog in self.obj.programs.items():
             prog.autoload = name in chosen
+        self.record_bytes = self.layout.record_bytes(
+            payload=bool(self.options.payload_port),
+            receive=TracePath.RECEIVE in self.options.paths)
         self.obj.write_global(".rodata", "cfg", config_bytes(
             self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
-            self.contexts_told))
+            self.contexts_told,
+            typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks),
+            record_bytes=self.record_bytes))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
@@ -150,7 +159,7 @@ class TraceSession:
                 maps[name].update(key, b"\x01")
         if self.options.stream:
             self.reader = RingBufferReader(maps["events"].fd, self.options.ringbuf_bytes,
-                                           self.layout.record)
+                                           self.layout.record, self.record_bytes)
 
     def _attach(self) -> None:
         attached = set()  # a tracepoint shared by stages (netif_rx, the frees) runs one program
@@ -213,11 +222,19 @@ class TraceSession:
                 np.frombuffer(b"".join(v for _, v in entries), self.layout.interval))
 
     def unfinished(self) -> np.ndarray:
-        """Receive records still open at the end: queued on a socket or still on the way to
-        one (fate unread), or read by a syscall that has not returned yet (received).
-        Call once, after the last read."""
+        """Records still open at the end: a sent packet's waiting for its syscall's return;
+        on the receive path, queued on a socket or still on the way to one (fate unread),
+        or read by a syscall that has not returned yet (received). Call once, after the
+        last read."""
+        slots = percpu_values(self.obj.maps["current_packet"], struct.pack("<I", 0),
+                              self.obj.btf().struct_dtype("ut_current"))
+        waiting = slots[slots["held"] > 0]["state"]["rec"].astype(self.layout.record)
         if TracePath.RECEIVE not in self.options.paths:
-            return np.empty(0, self.layout.record)
+            return waiting
+        # concatenate packs structured dtypes: astype puts the record's padding back
+        return np.concatenate([waiting, self._unfinished_receives()]).astype(self.layout.record)
+
+    def _unfinished_receives(self) -> np.ndarray:
         btf = self.obj.btf()
         state, datagram, reads = (btf.struct_dtype(n) for n in (
             "ut_pkt_state", "ut_rx_datagram", "ut_rx_reads"))
