@@ -4,7 +4,7 @@
  * what attaching there costs before udptrace does any work, the floor under
  * its modes. Same attach types as udptrace picks on a kernel with BTF (perf
  * tracepoints for the syscalls and io_uring, tp_btf for the rest). Each
- * program is named after udptrace's own with `e_` for `ut_`; bench/run.py
+ * program is named after udptrace's own with `ut_e_` for `ut_`; bench/run.py
  * refuses to run when the two sets differ.
  */
 #define SEC(name) __attribute__((section(name), used))
@@ -12,7 +12,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define EMPTY(section, name) \
-	SEC(section) int e_##name(void *ctx) { return 0; }
+	SEC(section) int ut_e_##name(void *ctx) { return 0; }
 
 #define SYSCALL(name)                                          \
 	EMPTY("tracepoint/syscalls/sys_enter_" #name, enter_##name) \
@@ -39,3 +39,6 @@ EMPTY("tp_btf/netif_rx", btf_netif_rx)
 EMPTY("tp_btf/netif_receive_skb", btf_netif_recv)
 EMPTY("tp_btf/consume_skb", btf_consume)
 EMPTY("tp_btf/kfree_skb", btf_kfree)
+EMPTY("tp_btf/softirq_raise", btf_softirq_raise)
+EMPTY("tp_btf/softirq_entry", btf_softirq_entry)
+EMPTY("tp_btf/softirq_exit", btf_softirq_exit)

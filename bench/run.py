@@ -173,11 +173,11 @@ def compile_tools(work: Path) -> Tools:
 
 def check_floor_in_step(empty_hooks: bytes) -> None:
     """The floor means something only with the hooks udptrace really attaches by default:
-    the programs a session chooses here, against empty_hooks.bpf.c's (`e_` for `ut_`)."""
+    the programs a session chooses here, against empty_hooks.bpf.c's (`ut_e_` for `ut_`)."""
     with TraceSession(TraceOptions(pids=(os.getpid(),))) as session:
         chosen = {h.program.removeprefix("ut_") for p in session.plans for h in p.hooks}
     with BpfObject(empty_hooks, "empty_hooks") as obj:
-        empty = {name.removeprefix("e_") for name in obj.programs}
+        empty = {name.removeprefix("ut_e_") for name in obj.programs}
     if chosen != empty:
         raise BenchError("empty_hooks.bpf.c is out of step with udptrace's default hooks: "
                          f"missing {sorted(chosen - empty)}, extra {sorted(empty - chosen)}")
