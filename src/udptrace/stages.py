@@ -235,7 +235,8 @@ STAGES: tuple[Stage, ...] = (
                      "sock_def_readable"),), paths=RECEIVE),
     Stage("udp_recvmsg", "to reader",
           "until a reader in udp_recvmsg (udpv6_recvmsg) came for it: how long it sat in the "
-          "socket's queue, how late the application read it; 0 when a reader was waiting",
+          "socket's queue, how late the application read it; 0 when a reader was blocked "
+          "there (one woken by poll/epoll comes only after its wake-up)",
           (_function("udp_recvmsg"), _function("udpv6_recvmsg")), paths=RECEIVE),
     Stage("rx_read", "socket queue wait",
           "until the reader's recvmsg took it (sock:sock_recv_length): how long it sat in "
