@@ -36,15 +36,22 @@ static __always_inline int on_rx_function(struct sk_buff *skb, enum ut_stage sta
 
 /*
  * The thread entered udp_recvmsg: its read, if it takes a followed datagram,
- * notes when the reader came for it (on_sock_read).
+ * notes when the reader came for it (on_sock_read). A thread gets its entry
+ * in rx_reads only for a socket that may hold one (every reader's socket
+ * would crowd out the entries of threads in the middle of a traced read).
  */
-static __always_inline int on_recvmsg_entry(void)
+static __always_inline int on_recvmsg_entry(struct sock *sk)
 {
+	__u64 pid_tgid = bpf_get_current_pid_tgid(), key = (__u64)sk;
+	__u32 tid = (__u32)pid_tgid;
 	struct ut_rx_reads *reads;
 
 	if (!cfg.rx && !cfg.e2e)
 		return 0;
-	reads = thread_reads((__u32)bpf_get_current_pid_tgid());
+	reads = bpf_map_lookup_elem(&rx_reads, &tid);
+	if (!reads && (bpf_map_lookup_elem(&rx_sockets, &key) ||
+		       (cfg.rx && process_wanted(pid_tgid >> 32))))
+		reads = thread_reads(tid);
 	if (reads)
 		reads->recvmsg_entry = bpf_ktime_get_ns();
 	return 0;
@@ -54,8 +61,8 @@ UT_FUNCTION(udp_rcv, on_rx_function(skb, UT_STAGE_UDP_RCV), struct sk_buff *skb)
 UT_FUNCTION(udpv6_rcv, on_rx_function(skb, UT_STAGE_UDP_RCV), struct sk_buff *skb)
 UT_FUNCTION(__udp_enqueue_schedule_skb, on_rx_function(skb, UT_STAGE_UDP_QUEUE),
 	    struct sock *sk, struct sk_buff *skb)
-UT_FUNCTION(udp_recvmsg, on_recvmsg_entry(), struct sock *sk)
-UT_FUNCTION(udpv6_recvmsg, on_recvmsg_entry(), struct sock *sk)
+UT_FUNCTION(udp_recvmsg, on_recvmsg_entry(sk), struct sock *sk)
+UT_FUNCTION(udpv6_recvmsg, on_recvmsg_entry(sk), struct sock *sk)
 /* where sk_data_ready and sock_recv_length are not tracepoints */
 UT_FUNCTION(sock_def_readable, (on_sock_queue(sk), 0), struct sock *sk)
 /* a peek passes -len (or 0 for an empty datagram, then counted as a read) */
