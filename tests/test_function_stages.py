@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -217,21 +218,37 @@ def test_a_packet_held_by_a_qdisc_leaves_it_at_dev_xmit(net: VethPair) -> None:
     assert (ts > 0).all() and (np.diff(ts, axis=1) >= 0).all()
 
 
+LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(60)
+print("bound", flush=True)
+for _ in range(int(sys.argv[3])):
+    s.recvfrom(100)
+"""
+
+
 @pytest.mark.vm
 def test_trace_reports_a_row_per_function_stage_in_pipeline_order() -> None:
     require_function_hooks()
     with VethPair() as net:
-        tracer = start_tracer("--netns", net.ns_a, "-d", "120", "--no-hist")
+        listener = net.popen(net.ns_b, [sys.executable, "-c", LISTENER, net.addr_b, str(PORT),
+                                        "50"], stdout=subprocess.PIPE, text=True)
+        assert listener.stdout is not None and listener.stdout.readline() == "bound\n"
+        tracer = start_tracer("--netns", net.ns_a, "--e2e", "-d", "120", "--no-hist")
         send_from(net, 50, 0.002).wait(timeout=60)
+        listener.wait(timeout=60)
         time.sleep(0.5)
         tracer.send_signal(signal.SIGINT)  # sooner than -d: a sender takes seconds in a VM
         report, err = tracer.communicate(timeout=60)
     assert tracer.returncode == 0, err
     table = report[report.index("latency per stage"):].splitlines()
     rows = [line.split()[1] for line in table if line.startswith("│")]
-    shown = [name for name in rows if name in PIPELINE]
-    assert shown == [name for name in PIPELINE if name != "syscall"], rows
+    shown = [name for name in rows if name in E2E_PIPELINE]
+    assert shown == list(E2E_PIPELINE[1:]), rows
     assert "stages not traced on this kernel" not in report
+    assert "50 received" in report
 
 
 def blocked_in_recv(thread: threading.Thread) -> bool:
