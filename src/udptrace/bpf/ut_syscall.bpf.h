@@ -81,6 +81,8 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	call->fd = fd;
 	call->syscall = syscall;
 	call->packets = 0;
+	if (cfg.wakeup && !call->app_depth)
+		wake_send_begins((__u32)pid_tgid, false);
 	return 0;
 }
 

@@ -20,6 +20,7 @@ from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.stages import HookKind, Stage, TracePath
+from udptrace.trace.clocks import to_monotonic
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import (
     TraceOptions,
@@ -105,7 +106,7 @@ class TraceSession:
             raise
 
     def _optional_hook_wanted(self, stage: Stage) -> bool:
-        return stage.needs != "--uprobe" or self.uprobe is not None
+        return self.options.asks_for(stage.needs)
 
     def _asked_for(self, stage: Stage) -> bool:
         return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
@@ -155,7 +156,7 @@ class TraceSession:
         """The records streamed since the last read (empty unless options.stream)."""
         if self.reader is None:
             return np.empty(0, self.layout.record)
-        return self.reader.read()
+        return to_monotonic(self.reader.read())
 
     def counters(self) -> dict[str, int]:
         per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
