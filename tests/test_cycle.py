@@ -1,0 +1,185 @@
+"""A cyclic sender's cycle: its wake-up (--wakeup), SO_TXTIME launch times, the kernel's own
+TX timestamps beside ours, and the cycle view that splits each cycle's time and jitter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import records, tracing, udptrace
+from program_helpers import Program, build
+
+from udptrace.netns import VethPair
+from udptrace.report.cycle import CycleView, PartRow
+from udptrace.trace.decode import Packets
+from udptrace.trace.session import TraceSession
+
+PORT = 4840
+WAKE_STAGES = ("timer", "wakeup", "on_cpu", "syscall")
+BUSY = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("programs")
+    return {name: build(name, out) for name in ("cyclic_publisher", "timed_sender")}
+
+
+@pytest.fixture
+def start(net: VethPair, programs: dict[str, Path]) -> Iterator[object]:
+    """start(program, *args, seconds=...) runs a test program in namespace a."""
+    started: list[Program] = []
+
+    def run(name: str, *args: object, seconds: float) -> Program:
+        p = Program(net, [programs[name], net.addr_b, PORT, *args], seconds)
+        started.append(p)
+        return p
+
+    yield run
+    for p in started:
+        p.stop()
+
+
+def stage(recs: np.ndarray, session: TraceSession, name: str) -> np.ndarray:
+    return recs["ts"][:, session.layout.stage_index(name)].astype(np.int64)
+
+
+def test_every_cycle_carries_the_wakeup_that_started_it(start) -> None:
+    pub = start("cyclic_publisher", 1000, 1000, seconds=1)  # 1000 cycles of 1 ms
+    with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
+        pub.go()
+        entries = pub.finish()  # the publisher's own clock_gettime after each wake-up
+    recs = records(batches)
+    assert len(recs) == len(entries) == 1000
+    steps = np.stack([stage(recs, session, n) for n in WAKE_STAGES], axis=1)
+    expires = recs["timer_expires"].astype(np.int64)
+    carried = (steps > 0).all(axis=1) & (expires > 0)
+    in_order = carried & (np.diff(steps, axis=1) >= 0).all(axis=1) & (expires <= steps[:, 0])
+    assert in_order.mean() >= 0.99, f"{in_order.sum()} of {len(recs)}"
+    # the very timer the publisher slept on: what it asked for is its 1 ms grid
+    assert ((expires[carried] - expires[carried][0]) % 1_000_000 == 0).all()
+    assert len(np.unique(expires[carried])) >= 0.99 * len(recs)
+    # and it woke where the publisher says it did: on a CPU before it read the clock, which
+    # it did before its send syscall
+    on_cpu, syscall = steps[:, 2], steps[:, 3]
+    assert ((on_cpu <= entries) & (entries <= syscall))[carried].mean() >= 0.99
+
+
+def cycle_rows(batches: list[Packets], session: TraceSession) -> dict[str, PartRow]:
+    """The one flow's cycle view, part by part."""
+    view = CycleView()
+    for batch in batches:
+        view.add_packets(batch, session.layout)
+    (summary,) = view.summaries()
+    return {row.part.name: row for row in summary.rows}
+
+
+def test_a_busy_thread_on_the_publishers_cpu_makes_the_wakeup_grow_not_the_stack(start) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    runs = {}
+    for busy in (False, True):
+        competitor = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
+        try:
+            if competitor is not None:
+                os.sched_setaffinity(competitor.pid, {cpu})
+            pub = start("cyclic_publisher", 600, 1000, seconds=0.6)
+            os.sched_setaffinity(pub.pid, {cpu})
+            with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
+                pub.go()
+                pub.finish()
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+        runs[busy] = cycle_rows(batches, session)
+    alone, contended = runs[False], runs[True]
+    median = 0  # index of p50 in the rows' quantiles
+    assert contended["wake_up"].quantiles[median] > 3 * alone["wake_up"].quantiles[median]
+    assert contended["stack"].quantiles[median] < 2 * alone["stack"].quantiles[median] + 20_000
+    assert contended["wake_up"].share > contended["stack"].share
+
+
+def test_the_kernels_tx_timestamps_agree_with_ours_on_every_datagram(start) -> None:
+    sender = start("timed_sender", 200, 2000, "-s", seconds=0.4)
+    with tracing(pids=(sender.pid,)) as (session, batches):
+        sender.go()
+        truth = sender.finish()
+    recs = records(batches)
+    assert len(recs) == 200 and (truth[:, 2] > 0).all()
+    stamp = recs["tstamp_sw"].astype(np.int64)
+    assert (stamp > 0).all()
+    # veth stamps in its transmit function: between the driver's entry and its return
+    slack = 2_000  # the realtime → monotonic conversion, sampled per batch
+    assert (stage(recs, session, "xmit_start") - slack <= stamp).all()
+    assert (stamp <= stage(recs, session, "xmit_done") + slack).all()
+    # and it is the kernel's own value for that datagram: the sender read the same ones
+    assert np.abs(np.diff(stamp) - np.diff(truth[:, 2])).max() < 1_000
+
+
+def test_launch_times_are_kept_in_the_trace_clock(start) -> None:
+    sender = start("timed_sender", 100, 2000, "-t", 500, seconds=0.2)
+    with tracing(pids=(sender.pid,)) as (session, batches):
+        sender.go()
+        truth = sender.finish()
+    recs = records(batches)
+    assert len(recs) == 100
+    assert (recs["txtime_clock"] == time.CLOCK_TAI).all()
+    launch = recs["txtime"].astype(np.int64)
+    # the sender asked for 500 µs after it read CLOCK_TAI, just before its syscall
+    ahead = launch - stage(recs, session, "syscall")
+    assert ((ahead > 0) & (ahead <= 500_000)).all()
+    assert np.abs(np.diff(launch) - np.diff(truth[:, 1])).max() < 1_000
+
+
+def test_trace_wakeup_shows_the_cycle_view_and_writes_it_to_json(
+        start, tmp_path: Path) -> None:
+    sender = start("timed_sender", 300, 1000, "-t", 300, "-s", seconds=0.3)
+    out = tmp_path / "run.jsonl"
+    tracer = subprocess.Popen(udptrace("trace", "-p", str(sender.pid), "--wakeup", "-d", "3",
+                                       "--no-hist", "--json", str(out)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    assert tracer.stdout is not None
+    assert tracer.stdout.readline().startswith("tracing UDP sends")
+    sender.go()
+    sender.finish()
+    report, errors = tracer.communicate(timeout=60)
+    assert tracer.returncode == 0, errors
+    assert "cycle of timed_sender/" in report
+    for title in ("wake-up", "app", "stack", "driver", "launch-time error"):
+        assert f"│ {title} " in report, title
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    packets, summary = lines[:-1], lines[-1]
+    assert len(packets) == 300
+    for p in packets:
+        assert p["txtime"]["clock"] == "tai"
+        assert p["txtime"]["xmit_start_ns"] == p["stages"]["xmit_start"] - p["txtime"]["launch_ns"]
+        assert p["stages"]["xmit_start"] <= p["tx_timestamp"]["software_ns"] + 2_000
+    woken = [p for p in packets if "on_cpu" in p["stages"]]
+    assert len(woken) >= 0.99 * len(packets)
+    assert all(p["stages"]["on_cpu"] <= 0 for p in woken)
+    (cycle,) = summary["cycles"]
+    assert cycle["datagrams"] == 300 and 900_000 < cycle["period_ns"] < 1_100_000
+    parts = cycle["parts"]
+    additive = ("wake_up", "app", "stack", "driver")
+    assert abs(sum(parts[p]["share_of_jitter"] for p in additive) - 1) < 0.01
+    assert parts["launch_error"]["count"] == 300
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--wakeup",), "name them with -p PID, -c COMM or --uprobe"),
+    (("--wakeup", "--rx", "-c", "x"), "do not combine with --rx"),
+])
+def test_wakeup_without_a_thread_to_follow_is_a_one_line_error(args: tuple[str, ...],
+                                                               expected: str) -> None:
+    result = subprocess.run(udptrace("trace", *args, "-d", "1"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
