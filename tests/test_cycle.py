@@ -173,6 +173,28 @@ def test_trace_wakeup_shows_the_cycle_view_and_writes_it_to_json(
     assert parts["launch_error"]["count"] == 300
 
 
+def test_a_recording_reports_the_same_cycles(start, tmp_path: Path) -> None:
+    sender = start("timed_sender", 200, 1000, "-t", 300, seconds=0.2)
+    run, page = tmp_path / "run.parquet", tmp_path / "run.html"
+    recorder = subprocess.Popen(udptrace("record", "-o", str(run), "-p", str(sender.pid),
+                                         "--wakeup", "-d", "2", "--no-hist"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    assert recorder.stdout is not None
+    assert recorder.stdout.readline().startswith("recording UDP sends")
+    sender.go()
+    sender.finish()
+    _, errors = recorder.communicate(timeout=60)
+    assert recorder.returncode == 0, errors
+    report = subprocess.run(udptrace("report", str(run), "--no-hist", "--html", str(page)),
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    title = next(line for line in report.stdout.splitlines() if "cycle of timed_sender/" in line)
+    assert "200 datagrams" in title and "period 1.00 ms" in title
+    assert "│ wake-up " in report.stdout and "│ launch-time error " in report.stdout
+    assert "cycles: where their time and jitter went" in page.read_text()
+
+
 @pytest.mark.parametrize("args, expected", [
     (("--wakeup",), "name them with -p PID, -c COMM or --uprobe"),
     (("--wakeup", "--rx", "-c", "x"), "do not combine with --rx"),

@@ -243,25 +243,31 @@ def flow_labels(records: np.ndarray) -> np.ndarray:
                                                      daddr, cols[2], strict=True)], object)
 
 
-def _signed(ns: float) -> str:
+def signed(ns: float) -> str:
     return ("-" if ns < 0 else "") + duration(abs(ns))
 
 
-def cycle_table(s: CycleSummary) -> Table:
+def share_text(share: float | None) -> str:
+    return "-" if share is None else f"{round(share * 100)} %"
+
+
+def cycle_title(s: CycleSummary) -> str:
     period = f"period {duration(s.period_ns)}" if s.period_ns else "one cycle"
     dropped = f", {s.dropped} dropped" if s.dropped else ""
-    table = Table(title=f"cycle of {s.flow}: {s.cycles} cycles, {period}, {s.datagrams} "
-                        f"datagrams{dropped}; jitter (stdev) {duration(s.stdev_ns)}",
-                  title_justify="left", header_style="bold")
+    return (f"cycle of {s.flow}: {s.cycles} cycles, {period}, {s.datagrams} datagrams"
+            f"{dropped}; jitter (stdev) {duration(s.stdev_ns)}")
+
+
+def cycle_table(s: CycleSummary) -> Table:
+    table = Table(title=cycle_title(s), title_justify="left", header_style="bold")
     table.add_column("part", no_wrap=True)
     table.add_column("from → to", no_wrap=True)
     for column in ("n", *(f"p{q:g}" for q in QUANTILES), "max", "share of jitter"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in s.rows:
-        share = "-" if row.share is None else f"{row.share * 100:.0f} %"
         table.add_row(row.part.title, row.part.span, str(row.count),
-                      *(_signed(v) for v in row.quantiles), _signed(row.max), share,
-                      style="bold" if row.part is CYCLE else None)
+                      *(signed(v) for v in row.quantiles), signed(row.max),
+                      share_text(row.share), style="bold" if row.part is CYCLE else None)
     return table
 
 
