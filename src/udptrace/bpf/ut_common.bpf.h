@@ -126,6 +126,33 @@ static __always_inline bool addr_wanted(void *lpm, __u8 *addr)
 	return bpf_map_lookup_elem(lpm, &key) != 0;
 }
 
+/* The port and address filters (--port, --src, --dst) on a described packet. */
+static __always_inline bool endpoints_wanted(struct ut_record *r)
+{
+	if (cfg.filter_port) {
+		__u16 sport = r->sport, dport = r->dport;
+
+		if (!bpf_map_lookup_elem(&ports, &sport) && !bpf_map_lookup_elem(&ports, &dport))
+			return false;
+	}
+	if (cfg.filter_src && !addr_wanted(&src_nets, r->saddr))
+		return false;
+	if (cfg.filter_dst && !addr_wanted(&dst_nets, r->daddr))
+		return false;
+	return true;
+}
+
+/* Ports and datagram length from the UDP header at `udp`. */
+static __always_inline void read_udp_header(unsigned char *udp, struct ut_record *r)
+{
+	struct ut_udphdr h;
+
+	bpf_probe_read_kernel(&h, sizeof(h), udp);
+	r->sport = bpf_ntohs(h.source);
+	r->dport = bpf_ntohs(h.dest);
+	r->udp_len = bpf_ntohs(h.len);
+}
+
 static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
 {
 	struct ut_drop_key dk = {.reason = reason, .stage = stage};

@@ -193,27 +193,14 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
 		return 0;
 	if (first) {
-		struct ut_udphdr udp;
-
-		bpf_probe_read_kernel(&udp, sizeof(udp), base + l4);
-		r->sport = bpf_ntohs(udp.source);
-		r->dport = bpf_ntohs(udp.dest);
-		r->udp_len = bpf_ntohs(udp.len);
+		read_udp_header(base + l4, r);
 		if (cfg.payload_port && (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
 			rx_copy_payload(skb, base, l4, r);
 	}
 	rx_describe_device(skb, r);
 	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
 		goto follow;
-	if (cfg.filter_port) {
-		__u16 sport = r->sport, dport = r->dport;
-
-		if (!bpf_map_lookup_elem(&ports, &sport) && !bpf_map_lookup_elem(&ports, &dport))
-			return 0;
-	}
-	if (cfg.filter_src && !addr_wanted(&src_nets, r->saddr))
-		return 0;
-	if (cfg.filter_dst && !addr_wanted(&dst_nets, r->daddr))
+	if (!endpoints_wanted(r))
 		return 0;
 	if (cfg.netns && r->rx_netns != cfg.netns)
 		return 0;

@@ -101,25 +101,14 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	    !cfg.ifname[0])
 		return true;
 	if (first_fragment) {
-		struct ut_udphdr udp;
-
-		bpf_probe_read_kernel(&udp, sizeof(udp), head + l4);
-		call->sport = bpf_ntohs(udp.source);
-		call->dport = bpf_ntohs(udp.dest);
-		r->udp_len = bpf_ntohs(udp.len);
+		read_udp_header(head + l4, r);
+		call->sport = r->sport;
+		call->dport = r->dport;
 	}
 	r->sport = call->sport;
 	r->dport = call->dport;
 
-	if (cfg.filter_port) {
-		__u16 sport = r->sport, dport = r->dport;
-
-		if (!bpf_map_lookup_elem(&ports, &sport) && !bpf_map_lookup_elem(&ports, &dport))
-			return false;
-	}
-	if (cfg.filter_src && !addr_wanted(&src_nets, r->saddr))
-		return false;
-	if (cfg.filter_dst && !addr_wanted(&dst_nets, r->daddr))
+	if (!endpoints_wanted(r))
 		return false;
 
 	r->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);

@@ -10,13 +10,17 @@ import threading
 
 from udptrace import extras
 from udptrace.cli import help_formatter
-from udptrace.cli.trace import add_app_arguments, add_filter_arguments, options_from
+from udptrace.cli.trace import (
+    add_app_arguments,
+    add_filter_arguments,
+    add_record_arguments,
+    options_from,
+)
 from udptrace.errors import UsageError
 from udptrace.report.pubsub_groups import headers_of
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
-from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT
 from udptrace.trace.session import TraceSession
 
 DEFAULT_LISTEN = "127.0.0.1:9435"
@@ -50,13 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--max-label-values", type=int, default=20, metavar="N",
                    help="values kept per label before the rest count as 'other' (default 20)")
     add_app_arguments(o)
-    o.add_argument("--pubsub", action="store_true",
-                   help="label datagrams with their OPC UA PubSub writer group")
-    o.add_argument("--uadp-port", type=int, default=UADP_PORT,
-                   help=f"UDP port carrying UADP (default {UADP_PORT})")
-    o.add_argument("--ringbuf-kb", type=int, default=DEFAULT_RINGBUF_BYTES // 1024,
-                   help="per-packet ring buffer size (power of two)")
-    o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
+    add_record_arguments(o, "label datagrams with their OPC UA PubSub writer group")
     p.set_defaults(func=main)
 
 

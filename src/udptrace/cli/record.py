@@ -13,13 +13,13 @@ from udptrace.cli import help_formatter
 from udptrace.cli.trace import (
     add_app_arguments,
     add_filter_arguments,
+    add_record_arguments,
     options_from,
     status_printer,
 )
 from udptrace.report import terminal
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
-from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, UADP_PORT
 from udptrace.trace.session import TraceSession
 
 EXAMPLES = """\
@@ -52,14 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also record scheduler switches, softirqs and hardirqs on the CPUs "
                         "that sent traced packets")
     add_app_arguments(o)
-    o.add_argument("--pubsub", action="store_true",
-                   help="decode OPC UA PubSub (UADP) headers into pubsub_* columns")
-    o.add_argument("--uadp-port", type=int, default=UADP_PORT,
-                   help=f"UDP port carrying UADP (default {UADP_PORT})")
-    o.add_argument("--ringbuf-kb", type=int, default=DEFAULT_RINGBUF_BYTES // 1024,
-                   help="per-packet ring buffer size (power of two)")
+    add_record_arguments(o, "decode OPC UA PubSub (UADP) headers into pubsub_* columns")
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
-    o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
     p.set_defaults(func=main)
 
 

@@ -91,6 +91,16 @@ def add_app_arguments(o: argparse._ArgumentGroup) -> None:
                         "per receiving socket, from sendto() to the reader's recv return")
 
 
+def add_record_arguments(o: argparse._ArgumentGroup, pubsub_help: str) -> None:
+    """What per-packet records carry and how they travel: trace, record and exporter."""
+    o.add_argument("--pubsub", action="store_true", help=pubsub_help)
+    o.add_argument("--uadp-port", type=int, default=UADP_PORT,
+                   help=f"UDP port carrying UADP (default {UADP_PORT})")
+    o.add_argument("--ringbuf-kb", type=int, default=DEFAULT_RINGBUF_BYTES // 1024,
+                   help="per-packet ring buffer size (power of two)")
+    o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
@@ -107,13 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_app_arguments(o)
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
-    o.add_argument("--pubsub", action="store_true",
-                   help="decode OPC UA PubSub (UADP) headers; latency per writer group")
-    o.add_argument("--uadp-port", type=int, default=UADP_PORT,
-                   help=f"UDP port carrying UADP (default {UADP_PORT})")
-    o.add_argument("--ringbuf-kb", type=int, default=DEFAULT_RINGBUF_BYTES // 1024,
-                   help="per-packet ring buffer size (power of two)")
-    o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
+    add_record_arguments(o, "decode OPC UA PubSub (UADP) headers; latency per writer group")
     p.set_defaults(func=main)
 
 
