@@ -25,15 +25,25 @@ packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc linux-libc
           python3-venv python3-pip util-linux procps)
 # the tests build an io_uring sender against liburing
 [ "$job" = test ] && packages+=(chromium liburing-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup.sh: installing ${missing[*]}"
+not_installed() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+mapfile -t missing < <(not_installed "${packages[@]}")
+# the tests also boot Debian's 6.1 kernel under qemu (tests/vm)
+vm_missing=()
+if [ "$job" = test ]; then
+  mapfile -t vm_missing < <(not_installed qemu-system-x86 busybox-static cpio)
+fi
+if [ ${#missing[@]} -gt 0 ] || [ ${#vm_missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]} ${vm_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq "${missing[@]}" >/dev/null
+  # without recommends: they would bring qemu's GUI
+  [ ${#vm_missing[@]} -eq 0 ] ||
+    apt-get install -y -qq --no-install-recommends "${vm_missing[@]}" >/dev/null
 fi
 
 python=python3

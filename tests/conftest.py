@@ -22,6 +22,15 @@ from udptrace.trace.session import TraceSession
 if os.geteuid() != 0:
     pytest.exit("udptrace's tests attach BPF programs to the kernel: run them as root", 2)
 
+# test_vm.py's one line about the second kernel, shown at the end of every run (even -q)
+VM_SUMMARY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    if line := config.stash.get(VM_SUMMARY, None):
+        terminalreporter.write_line(line)
+
 
 def udptrace(*args: str) -> list[str]:
     return [sys.executable, "-m", "udptrace", *args]

@@ -24,7 +24,7 @@ static __always_inline __u32 log2_u64(__u64 v)
 /* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
 static __always_inline void hist_put(struct ut_hist *h, __u64 value)
 {
-	__u32 row, sub, lg;
+	__u64 row, sub, lg;
 
 	if (value < UT_HIST_SUB_BUCKETS) {
 		row = 0;

@@ -1,0 +1,113 @@
+"""The second kernel: Debian's 6.1 booted under qemu (tests/vm), where kprobes and fentry work.
+
+One boot per run: the guest runs `udptrace check` and then every test marked `vm`, on the
+same tree and .venv as the host. A test that fails in there fails `test_vm_marked_tests_pass`
+with the guest's pytest report. UDPTRACE_NO_VM=1 (or `-m 'not qemu and not soak'`) skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import VM_SUMMARY
+from vm import boot, kernel
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL_LOG = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def guest_steps(test_files: list[str]) -> list[boot.Step]:
+    python = sys.executable  # the repo's .venv: the guest sees the host's root at /
+    return [
+        boot.Step("check", 120, [python, "-m", "udptrace", "check", "--json"]),
+        # measured 3.5 min for today's selection on a 2-vCPU host; see README
+        boot.Step("pytest", 600, [python, "-m", "pytest", "-m", "vm", "-q", "-rfE",
+                                  "--color=no", "-p", "no:cacheprovider", *test_files]),
+    ]
+
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(os.environ.get("UDPTRACE_NO_VM", "0") not in ("", "0"),
+                       reason="UDPTRACE_NO_VM is set"),
+    # pytest-timeout counts the boot (module fixture) against the first test; the VM's own
+    # limit ends it first
+    pytest.mark.timeout(boot.limit(guest_steps([])) + 120),
+]
+
+
+def files_with_vm_tests() -> list[str]:
+    """Collected here in 3 s: the guest then imports only these (the whole suite took 2 min)."""
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "vm",
+                             "-p", "no:cacheprovider"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, check=False)
+    files = sorted({line.split("::")[0] for line in listed.stdout.splitlines() if "::" in line})
+    assert files, f"no test is marked vm:\n{listed.stdout}{listed.stderr}"
+    return files
+
+
+@pytest.fixture(scope="module")
+def vm(request: pytest.FixtureRequest) -> boot.VmRun:
+    if missing := boot.missing_tools():
+        pytest.skip(f"the test VM needs {', '.join(missing)} (./setup.sh test installs them)")
+    try:
+        wanted = kernel.obtain()
+    except kernel.KernelUnavailable as e:
+        pytest.skip(f"no Debian 6.1 kernel for the test VM: {e}")
+    run = boot.run(wanted, guest_steps(files_with_vm_tests()), REPO)
+    request.config.stash[VM_SUMMARY] = line = summary(run)
+    print(line)
+    return run
+
+
+def summary(run: boot.VmRun) -> str:
+    if run.kernel is None:
+        return f"VM: the guest never started ({run.seconds:.0f} s)"
+    tests = run.steps.get("pytest")
+    return (f"VM: kernel {run.kernel} (qemu TCG), booted in {run.boot_seconds:.1f} s; "
+            f"vm tests: {outcome(tests)} ({tests.seconds if tests else 0:.0f} s); "
+            f"whole run {run.seconds:.0f} s" + (" (killed at its limit)" if run.timed_out else ""))
+
+
+def outcome(tests: boot.StepResult | None) -> str:
+    """pytest's last line (`12 passed in 250.1s`), or why there is none."""
+    if tests is None:
+        return "did not run"
+    last = next((line for line in reversed(tests.output) if line.strip()), "no output")
+    return last.strip(" =")
+
+
+def step_output(run: boot.VmRun, name: str) -> str:
+    """The step's output, or a failure with the console's end when it never finished."""
+    step = run.steps.get(name)
+    if step is None or step.status is None:
+        why = "timed out" if run.timed_out else "did not finish"
+        pytest.fail(f"the VM's {name} step {why}; console:\n{run.console_tail()}", pytrace=False)
+    return "\n".join(line for line in step.output if not KERNEL_LOG.match(line))
+
+
+def test_the_vm_runs_debian_6_1(vm: boot.VmRun) -> None:
+    assert vm.kernel == kernel.release_to_use(), vm.console_tail()
+    assert vm.kernel.startswith("6.1.0-")
+
+
+def test_check_in_the_vm_finds_fentry_and_kprobes(vm: boot.VmRun) -> None:
+    # what this host's lockdown refuses: proof the tests below ran on the other kernel
+    report = json.loads(step_output(vm, "check"))
+    features = report["features"]
+    assert features["lockdown"]["detail"] == "none"
+    for feature in ("fentry", "kprobe", "tp_btf", "raw_tp", "btf", "ringbuf"):
+        assert features[feature]["ok"], (feature, features[feature])
+    assert report["send_path_traceable"]
+
+
+def test_vm_marked_tests_pass(vm: boot.VmRun) -> None:
+    output = step_output(vm, "pytest")
+    if vm.steps["pytest"].status != 0:
+        pytest.fail(f"on {vm.kernel}: {outcome(vm.steps['pytest'])}\n{output}", pytrace=False)
