@@ -19,11 +19,10 @@ fi
 
 # clang/libbpf-dev build the BPF objects at install; libbpf1 loads them; iproute2 makes
 # the namespaces; bpftool and bpftrace serve the tests and the benchmark; linux-libc-dev's
-# <asm/unistd_64.h> names the syscalls of `udptrace syscalls` (gcc pulls it in, but say so);
-# chromium renders the HTML report in its test.
+# <asm/unistd_64.h> names the syscalls of `udptrace syscalls` (gcc pulls it in, but say so).
 packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc linux-libc-dev python3
           python3-venv python3-pip util-linux procps)
-# the tests build an io_uring sender against liburing
+# the tests render the HTML report in chromium and build an io_uring sender against liburing
 [ "$job" = test ] && packages+=(chromium liburing-dev)
 not_installed() {
   for p in "$@"; do

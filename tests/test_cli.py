@@ -7,7 +7,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import send_from, start_tracer, udptrace
 
 from udptrace.netns import VethPair
@@ -20,7 +19,6 @@ def run(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.vm
 def test_check_reports_this_machine_truthfully() -> None:
     result = run("check", "--json")
     assert result.returncode == 0, result.stderr

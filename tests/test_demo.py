@@ -35,6 +35,11 @@ def test_a_short_demo_traces_exactly_what_was_published(tmp_path: Path) -> None:
     assert summary["counters"]["packets"] == published
     assert summary["counters"]["sent"] == published
     assert summary["subscriber"]["datagrams"] == published
+    # end to end: every datagram from its publish cycle to the subscriber's recvfrom()
+    assert summary["counters"]["received"] == published
+    assert {p["fate"] for p in packets} == {"received"}
+    assert all(p["e2e_ns"] > 0 and "app" in p["stages"] and "rx_done" in p["stages"]
+               for p in packets)
     assert {p["pubsub"]["publisher_id"] for p in packets} == {2234}
     assert sorted(p["pubsub"]["sequence_number"] for p in packets) == list(range(published))
     assert "latency per stage" in stdout and "sendto→wire" in stdout

@@ -1,10 +1,12 @@
-"""What happens when things break: signals, two tracers, a full ring, a full disk, a closed pipe."""
+"""What happens when things break: signals, two tracers, a full ring, a stuck output, a full disk,
+a closed pipe."""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import pytest
 from conftest import loaded_programs, prog_ids, send_from, start_tracer, udptrace
 
 from udptrace.netns import VethPair
+from udptrace.trace import drain, run
+from udptrace.trace.decode import Packets
+from udptrace.trace.options import TraceOptions
+from udptrace.trace.session import TraceSession
 
 
 def summary_of(path: Path) -> dict:
@@ -57,6 +63,8 @@ def test_two_tracers_at_once_each_see_every_datagram(net: VethPair, tmp_path: Pa
         # nobody listens in the peer namespace: each datagram dies there, after leaving ours
         assert summary["drops"] == [
             {"reason": "NO_SOCKET", "after_stage": "rx_handoff", "packets": 500}]
+        # the ring held some records at a read, and never all it could
+        assert 0 < summary["ringbuf"]["peak_bytes"] < summary["ringbuf"]["bytes"] == 8 << 20
 
 
 def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
@@ -71,6 +79,39 @@ def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
     assert counters["packets"] == 3000
     assert summary["records"] + counters["lost"] == counters["sent"] + counters["dropped"]
     assert "records were lost" in report
+    # a full ring: no room was left for one more record (424 bytes with its header)
+    ring = summary["ringbuf"]
+    assert ring["bytes"] - 424 < ring["peak_bytes"] <= ring["bytes"] == 4096, ring
+    assert "ring buffer peak 4 of 4 KiB" in report
+
+
+def test_a_stuck_output_fills_the_ring_not_memory_and_the_loss_is_counted(net: VethPair) -> None:
+    # 3.5 MB of records (one per datagram on a veth), more than the drain may hold (1.5 MB),
+    # at a pace it keeps up with when it reads
+    ring_bytes, count = 256 << 10, 10_000
+    session = TraceSession(TraceOptions(netns=net.ns_a, stream=True, ringbuf_bytes=ring_bytes))
+    sender = send_from(net, count, 0.0002)
+    stop = threading.Event()
+    stuck = []
+
+    def on_packets(packets: Packets) -> None:
+        if not stuck:  # the first batch's output blocks until every datagram was sent
+            stuck.append(len(packets))
+            sender.wait(timeout=60)
+            threading.Timer(1.0, stop.set).start()
+
+    try:
+        result = run.run(session, 60, stop, on_packets)
+    finally:
+        sender.kill()
+        sender.wait()
+        session.close()
+    counters = result.snapshot.counters
+    assert counters["packets"] == count
+    assert counters["lost"] > 0 and result.records + counters["lost"] == count
+    # a few rings' worth was held in memory while the output was stuck, the rest was lost
+    held = (drain.QUEUED_RINGS + 2) * ring_bytes // session.record_bytes
+    assert 0 < result.records <= held + stuck[0], (result.records, held)
 
 
 def test_json_to_a_full_disk_ends_with_a_clear_message_and_the_summary(

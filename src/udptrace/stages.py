@@ -9,6 +9,9 @@ allows. The stage names match ``enum ut_stage`` in ``bpf/ut_record.h``
 Adding a stage: a value in ``enum ut_stage``, its BPF hook in the part of
 ``bpf/`` that serves its path, an entry here, and a test. Spans (``enum
 ut_span``) are end-to-end times across several stages, listed here too.
+
+Stages at kernel functions (fentry, kprobe) are optional: a kernel that
+refuses both, or lacks the function, traces without them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class HookPoint:
 
     name: str
     hooks: tuple[Hook, ...]
+    refines: bool = False  # adds detail to the stage's records; the stage is reached without it
 
 
 class TracePath(StrEnum):
@@ -78,14 +82,28 @@ class Span:
     meaning: str
 
 
-def _typed_tracepoint(target: str, short: str) -> HookPoint:
+def _typed_tracepoint(target: str, short: str, refines: bool = False) -> HookPoint:
     """A tracepoint used with typed arguments (tp_btf), or raw_tp where BTF lacks it."""
     return HookPoint(
         target.split(":", 1)[1],
         (Hook(HookKind.TP_BTF, target, f"ut_btf_{short}"),
          Hook(HookKind.RAW_TP, target, f"ut_raw_{short}")),
+        refines,
     )
 
+
+def _function(name: str) -> HookPoint:
+    """A kernel function's entry: fentry, or a kprobe where fentry is refused."""
+    return HookPoint(name, (Hook(HookKind.FENTRY, name, f"ut_fentry_{name}"),
+                            Hook(HookKind.KPROBE, name, f"ut_kprobe_{name}")))
+
+
+# Where the CPU runs when the driver is called or a TX completion frees the packet: the
+# softirq being served, and when NET_TX was raised (the record's xmit_context and
+# completion_context, and its softirq_pending_ns). Attached in this order: with the exit
+# hook first, no softirq whose entry was seen can end unseen and leave its CPU marked.
+CONTEXT_POINTS = tuple(_typed_tracepoint(f"irq:{name}", name, refines=True)
+                       for name in ("softirq_exit", "softirq_entry", "softirq_raise"))
 
 # x86_64 has no send(2): libc's send() is sendto(); write/writev, sendfile and splice reach
 # UDP sockets too.
@@ -142,6 +160,20 @@ STAGES: tuple[Stage, ...] = (
           "being on a CPU with --wakeup); time zero of the send path",
           _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"})
           + IO_URING_POINTS, core=True),
+    Stage("udp_sendmsg", "socket layer",
+          "syscall entry until udp_sendmsg (udpv6_sendmsg): the socket layer",
+          (_function("udp_sendmsg"), _function("udpv6_sendmsg"))),
+    Stage("udp_send_skb", "build datagram",
+          "until udp_send_skb (udp_v6_send_skb): route lookup, the datagram built and the "
+          "payload copied (ip_make_skb)",
+          (_function("udp_send_skb"), _function("udp_v6_send_skb"))),
+    Stage("ip_send_skb", "UDP header",
+          "until ip_send_skb (ip6_send_skb): the UDP header and checksum",
+          (_function("ip_send_skb"), _function("ip6_send_skb"))),
+    Stage("ip_output", "IP output",
+          "until ip_finish_output2 (ip6_finish_output2): IP output, netfilter, "
+          "fragmentation; the neighbour comes next",
+          (_function("ip_finish_output2"), _function("ip6_finish_output2"))),
     Stage("neigh_parked", "to neighbour",
           "until it was parked on the neighbour entry to await ARP/ND (first packet to a "
           "host)",
@@ -152,9 +184,10 @@ STAGES: tuple[Stage, ...] = (
           "parked until ARP/ND resolved and it went on, whether later from softirq or at "
           "once within the syscall",
           (_typed_tracepoint("neigh:neigh_event_send_done", "neigh_queue"),)),
-    Stage("dev_queue", "socket+UDP+IP",
-          "until the device queue: socket, UDP, IP, routing, netfilter (after a neighbour "
-          "wait: nothing)",
+    Stage("dev_queue", "to device queue",
+          "until the device queue: from the syscall entry, socket, UDP, IP, routing, "
+          "netfilter, neighbour; only the neighbour output after ip_output; nothing after a "
+          "neighbour wait",
           (_typed_tracepoint("net:net_dev_queue", "dev_queue"),), core=True),
     Stage("qdisc_enqueue", "qdisc enqueue",
           "device queue until a queueing qdisc accepted it",
@@ -162,9 +195,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("qdisc_dequeue", "qdisc wait",
           "time spent inside the qdisc (shaping, scheduling, backlog)",
           (_typed_tracepoint("qdisc:qdisc_dequeue", "qdisc_deq"),)),
+    Stage("dev_xmit", "out of qdisc",
+          "until dev_hard_start_xmit: out of the qdisc layer (or past a queueless device's) "
+          "on the way to the driver",
+          (_function("dev_hard_start_xmit"),)),
     Stage("xmit_start", "to driver",
-          "until the driver's transmit function was called",
-          (_typed_tracepoint("net:net_dev_start_xmit", "xmit_start"),), core=True),
+          "until the driver's transmit function was called, directly by the sender or from "
+          "a softirq (the record's xmit_context)",
+          (_typed_tracepoint("net:net_dev_start_xmit", "xmit_start"), *CONTEXT_POINTS),
+          core=True),
     Stage("rx_handoff", "to peer",
           "veth/loopback only: until the packet entered the peer's receive path",
           (_typed_tracepoint("net:netif_rx", "netif_rx"),
@@ -177,8 +216,8 @@ STAGES: tuple[Stage, ...] = (
            # a socket's SO_TIMESTAMPING stamps, taken by the driver (or the NIC), beside ours
            _typed_tracepoint("sock:inet_sk_error_report", "sk_error_report")), core=True),
     Stage("free", "TX completion",
-          "a NIC's TX completion freeing the skb, or the free that dropped it (on the "
-          "receive path: the drop, with its reason)",
+          "a NIC's TX completion freeing the skb (in the record's completion_context), "
+          "or the free that dropped it (on the receive path: the drop, with its reason)",
           (_typed_tracepoint("skb:consume_skb", "consume"),
            _typed_tracepoint("skb:kfree_skb", "kfree")), core=True, paths=BOTH),
     Stage("rx_driver", "to receive",

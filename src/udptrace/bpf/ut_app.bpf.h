@@ -33,8 +33,7 @@ int ut_app_entry(void *ctx)
 SEC("uretprobe")
 int ut_app_return(void *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_call *call = current_call();
 
 	if (!call || !call->app_depth)
 		return 0;

@@ -17,6 +17,15 @@
 
 const volatile struct ut_config cfg = {};
 
+/*
+ * A field of a kernel object a hook was handed, or reached from one: a plain
+ * load when every hook is tp_btf (the verifier knows the pointer's type and
+ * guards the load), else a probe read (raw_tp), which costs more here than the
+ * rest of a hook that finds nothing to do. cfg.typed is a constant to the
+ * verifier: it never checks the side not taken.
+ */
+#define UT_READ(p, field) (cfg.typed ? (p)->field : BPF_CORE_READ(p, field))
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
@@ -142,15 +151,12 @@ static __always_inline bool endpoints_wanted(struct ut_record *r)
 	return true;
 }
 
-/* Ports and datagram length from the UDP header at `udp`. */
-static __always_inline void read_udp_header(unsigned char *udp, struct ut_record *r)
+/* Ports and datagram length from a UDP header. */
+static __always_inline void put_udp_header(struct ut_udphdr *h, struct ut_record *r)
 {
-	struct ut_udphdr h;
-
-	bpf_probe_read_kernel(&h, sizeof(h), udp);
-	r->sport = bpf_ntohs(h.source);
-	r->dport = bpf_ntohs(h.dest);
-	r->udp_len = bpf_ntohs(h.len);
+	r->sport = bpf_ntohs(h->source);
+	r->dport = bpf_ntohs(h->dest);
+	r->udp_len = bpf_ntohs(h->len);
 }
 
 static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
@@ -164,44 +170,50 @@ static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
 		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
 }
 
+/* Enough for an IPv6 header or an IPv4 one without options, and the UDP header after it. */
+#define UT_HEADERS_BYTES 48
+
 /*
  * The IP and UDP identity of a packet whose IP header starts at head + nh:
- * family, addresses, fragment flag; `l4` is the UDP header's offset from head
- * and `first` whether this fragment carries it. False when it is not UDP.
+ * family, addresses, fragment flag, and the UDP ports and length of a first
+ * fragment; `l4` is the UDP header's offset from head and `first` whether this
+ * fragment carries it. False when it is not UDP. One probe read covers the
+ * headers in the common case.
  */
 static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct ut_record *r,
 					 __u32 *l4, bool *first)
 {
-	__u8 version = 0;
+	union {
+		struct ut_iphdr ip;
+		struct ut_ipv6hdr ip6;
+		__u8 bytes[UT_HEADERS_BYTES];
+	} h;
+	struct ut_udphdr udp;
+	__u8 version;
 
 	*first = true;
-	bpf_probe_read_kernel(&version, 1, head + nh);
-	version >>= 4;
+	bpf_probe_read_kernel(&h, sizeof(h), head + nh);
+	version = h.bytes[0] >> 4;
 	if (version == 4) {
-		struct ut_iphdr ip;
+		struct ut_iphdr *ip = &h.ip;
 		__u16 frag;
 
-		bpf_probe_read_kernel(&ip, sizeof(ip), head + nh);
-		if (ip.protocol != IPPROTO_UDP)
+		if (ip->protocol != IPPROTO_UDP)
 			return false;
 		r->family = AF_INET;
 		r->saddr[10] = r->saddr[11] = r->daddr[10] = r->daddr[11] = 0xff;
-		__builtin_memcpy(&r->saddr[12], ip.saddr, 4);
-		__builtin_memcpy(&r->daddr[12], ip.daddr, 4);
-		frag = bpf_ntohs(ip.frag_off);
+		__builtin_memcpy(&r->saddr[12], ip->saddr, 4);
+		__builtin_memcpy(&r->daddr[12], ip->daddr, 4);
+		frag = bpf_ntohs(ip->frag_off);
 		if (frag & 0x3FFF) /* MF flag or an offset */
 			r->flags |= UT_F_FRAGMENT;
 		*first = (frag & 0x1FFF) == 0;
-		*l4 = nh + (ip.ver_ihl & 0xF) * 4;
-		return true;
-	}
-	if (version == 6) {
-		struct ut_ipv6hdr ip6;
-		__u8 next;
+		*l4 = nh + (ip->ver_ihl & 0xF) * 4;
+	} else if (version == 6) {
+		struct ut_ipv6hdr *ip6 = &h.ip6;
+		__u8 next = ip6->nexthdr;
 
-		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
-		next = ip6.nexthdr;
-		*l4 = nh + sizeof(ip6);
+		*l4 = nh + sizeof(*ip6);
 		if (next == IPV6_FRAGMENT) {
 			struct ut_frag6hdr fh;
 
@@ -214,11 +226,21 @@ static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct u
 		if (next != IPPROTO_UDP)
 			return false;
 		r->family = AF_INET6;
-		__builtin_memcpy(r->saddr, ip6.saddr, 16);
-		__builtin_memcpy(r->daddr, ip6.daddr, 16);
-		return true;
+		__builtin_memcpy(r->saddr, ip6->saddr, 16);
+		__builtin_memcpy(r->daddr, ip6->daddr, 16);
+	} else {
+		return false;
 	}
-	return false;
+	if (!*first)
+		return true;
+	if (*l4 - nh == sizeof(h.ip)) /* no IPv4 options: in the buffer */
+		__builtin_memcpy(&udp, h.bytes + sizeof(h.ip), sizeof(udp));
+	else if (*l4 - nh == sizeof(h.ip6)) /* no extension header */
+		__builtin_memcpy(&udp, h.bytes + sizeof(h.ip6), sizeof(udp));
+	else
+		bpf_probe_read_kernel(&udp, sizeof(udp), head + *l4);
+	put_udp_header(&udp, r);
+	return true;
 }
 
 static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)

@@ -24,6 +24,8 @@ static __always_inline __u32 log2_u64(__u64 v)
 /* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
 static __always_inline void hist_put(struct ut_hist *h, __u64 value)
 {
+	/* 64-bit: with 32-bit ones clang bounds a zero-extended copy and indexes with another,
+	 * and 6.1's verifier rejects the access (6.18 accepts it) */
 	__u64 row, sub, lg;
 
 	if (value < UT_HIST_SUB_BUCKETS) {

@@ -29,16 +29,11 @@ SEC("tracepoint/io_uring/io_uring_submit_req")
 int ut_iou_submit(struct io_uring_submit_req_ctx *ctx)
 {
 	__u8 op = ctx->opcode;
-	__u64 pid_tgid;
-	struct ut_call *call;
 
 	if (op != IORING_OP_SEND && op != IORING_OP_SENDMSG && op != IORING_OP_SEND_ZC &&
 	    op != IORING_OP_SENDMSG_ZC)
 		return 0;
-	pid_tgid = bpf_get_current_pid_tgid();
-	call = bpf_map_lookup_elem(&calls, &(__u32){(__u32)pid_tgid});
-	if (call && call->id)
-		syscall_exit(0); /* the thread's previous request ends where this one begins */
+	syscall_exit(0); /* the thread's previous request, if any, ends where this one begins */
 	syscall_enter(UT_SYS_IO_URING, UT_FD_ANY);
 	return 0;
 }

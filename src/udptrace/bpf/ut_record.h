@@ -20,11 +20,16 @@ enum ut_stage {
 	UT_STAGE_ON_CPU,           /* it was switched in (sched:sched_switch) */
 	UT_STAGE_APP,              /* the application's callback entered (--uprobe) */
 	UT_STAGE_SYSCALL,          /* send syscall entry: time zero of the send path */
+	UT_STAGE_UDP_SENDMSG,      /* udp_sendmsg entry: the socket layer done */
+	UT_STAGE_UDP_SEND_SKB,     /* udp_send_skb entry: the datagram built */
+	UT_STAGE_IP_SEND_SKB,      /* ip_send_skb entry: handed to IP */
+	UT_STAGE_IP_OUTPUT,        /* ip_finish_output2: routing and netfilter done, neighbour next */
 	UT_STAGE_NEIGH_PARKED,     /* parked on the neighbour's queue awaiting ARP/ND */
 	UT_STAGE_NEIGH_QUEUE,      /* released from it: the neighbour resolved */
 	UT_STAGE_DEV_QUEUE,        /* net:net_dev_queue, entering the device layer */
 	UT_STAGE_QDISC_ENQUEUE,    /* qdisc:qdisc_enqueue, a queueing qdisc took it */
 	UT_STAGE_QDISC_DEQUEUE,    /* qdisc:qdisc_dequeue, the qdisc released it */
+	UT_STAGE_DEV_XMIT,         /* dev_hard_start_xmit: out of the qdisc layer, to the driver */
 	UT_STAGE_XMIT_START,       /* net:net_dev_start_xmit, handed to the driver */
 	UT_STAGE_RX_HANDOFF,       /* veth/loopback: entered the peer's receive path */
 	UT_STAGE_XMIT_DONE,        /* net:net_dev_xmit, the driver returned */
@@ -91,6 +96,21 @@ enum ut_fate {
 	UT_FATE_UNREAD = 5,        /* still queued on a socket when the trace ended */
 };
 
+/*
+ * Where the kernel ran a step of the packet: the driver's transmit, or a NIC's
+ * TX completion (the free after it).
+ */
+enum ut_context {
+	UT_CTX_UNKNOWN = 0,        /* not reached, or nothing told */
+	UT_CTX_SENDER,             /* the sending thread in process context: transmitted directly */
+	UT_CTX_TASK,               /* another thread's process context (it ran the qdisc) */
+	UT_CTX_NET_TX,             /* the NET_TX softirq: a qdisc released it, or a deferred free */
+	UT_CTX_NET_RX,             /* the NET_RX softirq: a NAPI poll */
+	UT_CTX_TIMER,              /* the timer softirq */
+	UT_CTX_SOFTIRQ,            /* another softirq */
+	UT_CTX_COUNT,
+};
+
 enum ut_record_flags {
 	UT_F_NEIGH_QUEUED = 1,     /* attributed when it was parked for ARP/ND */
 	UT_F_HANDED_OFF = 2,       /* continued into a receive path (veth/lo) */
@@ -99,11 +119,20 @@ enum ut_record_flags {
 	UT_F_RECEIVE = 16,         /* followed on the receive path: rx_* fields are set */
 };
 
+/*
+ * A packet or a syscall. A packet whose send ended inside its syscall (veth,
+ * loopback, a synchronous driver) waits for the syscall's return and carries
+ * its exit and return value itself: then there is no syscall record.
+ *
+ * The ring buffer carries only as much of each record as the mode needs:
+ * `payload` with --pubsub, the rx_* fields on the receive path. So those stay
+ * last, in this order; every other field goes before `payload`.
+ */
 struct ut_record {
 	__u64 ts[UT_STAGE_COUNT];  /* CLOCK_MONOTONIC ns per stage; 0 = not reached */
 	__u64 syscall_id;          /* links packets to their syscall record */
-	__u64 syscall_exit;        /* syscall records: exit time */
-	__s64 syscall_ret;         /* syscall records: return value */
+	__u64 syscall_exit;        /* the syscall's exit time; 0 = in its own record */
+	__s64 syscall_ret;         /* the syscall's return value, with syscall_exit */
 	__u64 interval_ns;         /* since the flow's previous send syscall (--interval); 0 = none */
 	__u64 timer_expires;       /* --wakeup: the waking timer's requested (soft) expiry */
 	/*
@@ -113,6 +142,7 @@ struct ut_record {
 	__u64 txtime;              /* SO_TXTIME launch time (skb->tstamp), in clock txtime_clock */
 	__u64 tstamp_sw;           /* SO_TIMESTAMPING: the kernel's software TX timestamp (realtime) */
 	__u64 tstamp_hw;           /* SO_TIMESTAMPING: the NIC's TX timestamp, in its own clock */
+	__u64 softirq_pending_ns;  /* xmit_context NET_TX: from its raise to its run; 0 = unknown */
 	enum ut_record_kind kind;
 	enum ut_fate fate;
 	enum ut_stage drop_stage;  /* last stage reached before a drop */
@@ -126,6 +156,8 @@ struct ut_record {
 	__s32 xmit_rc;             /* driver return code at net_dev_xmit */
 	enum ut_syscall syscall;
 	__s32 txtime_clock;        /* clockid of txtime (CLOCK_TAI, ...); valid when txtime != 0 */
+	enum ut_context xmit_context;       /* where the driver's transmit was called */
+	enum ut_context completion_context; /* where a NIC's TX completion freed it */
 	__u16 family;              /* AF_INET / AF_INET6 */
 	__u16 sport;
 	__u16 dport;
@@ -183,6 +215,13 @@ struct ut_hist {
 	__u64 buckets[UT_HIST_ROWS][UT_HIST_SUB_BUCKETS];
 };
 
+/* Per-CPU: packets by the context of their driver call and of their TX completion. */
+struct ut_contexts {
+	__u64 xmit[UT_CTX_COUNT];
+	__u64 completion[UT_CTX_COUNT];
+	struct ut_hist net_tx_pending;  /* NET_TX raise → run, for packets it transmitted */
+};
+
 struct ut_drop_key {
 	__u32 reason;
 	enum ut_stage stage;
@@ -238,6 +277,11 @@ struct ut_config {
 	__u32 rx;                  /* follow every UDP datagram that enters a receive path */
 	__u32 e2e;                 /* followed sends continue into this host's receive path */
 	__u32 wakeup;              /* follow traced threads' wake-ups (timer, wakeup, on_cpu) */
+	__u32 contexts;            /* the softirq hooks run: record the contexts of packets' steps */
+	__u32 only_pid;            /* the one tgid -p names (a constant test); 0 = none or several */
+	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */
+	__u32 record_bytes;        /* bytes of each record the ring buffer carries (see ut_record) */
+	__u32 wakeup_bytes;        /* wake a reader waiting on the ring when it fills past this */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
 	char comm[16];             /* only this comm; empty = any */

@@ -192,11 +192,9 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	r = &d->state.rec;
 	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
 		return 0;
-	if (first) {
-		read_udp_header(base + l4, r);
-		if (cfg.payload_port && (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
-			rx_copy_payload(skb, base, l4, r);
-	}
+	if (first && cfg.payload_port &&
+	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
+		rx_copy_payload(skb, base, l4, r);
 	rx_describe_device(skb, r);
 	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
 		goto follow;
@@ -276,7 +274,7 @@ static __always_inline void rx_finish(struct ut_record *r, enum ut_fate fate, __
 		count_drop(reason, r->drop_stage);
 		COUNT(rx_dropped);
 	}
-	if (cfg.stream && bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
+	if (cfg.stream && !emit_record(r))
 		COUNT(lost);
 }
 

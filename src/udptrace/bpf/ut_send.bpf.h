@@ -10,8 +10,7 @@
  *   - handed to a receive path (veth, loopback) and the driver returned: sent;
  *   - freed after the driver took it (TX completion on a NIC): sent;
  *   - freed before that: dropped, with the kernel's drop reason.
- * Each hook is written once as a static function and wrapped twice, as
- * tp_btf and raw_tp; user space autoloads the variant this kernel supports.
+ * Each hook is written once as a static function and wrapped twice (UT_HOOK).
  */
 #ifndef UT_SEND_BPF_H
 #define UT_SEND_BPF_H
@@ -19,6 +18,15 @@
 /* a peer drops within microseconds; an older entry means we missed a silent free */
 #define PEER_WINDOW_NS 1000000000ULL
 
+/*
+ * Entries in `packets`, inserts minus deletes. While it is 0 an skb that is
+ * not in this CPU's slot is not followed, and hooks learn it without a lookup.
+ * An entry the LRU evicts stays counted: the map is then only looked up.
+ */
+__u64 states_in_map = 0;
+
+/* Set at the first veth/lo handoff: before it, no free can be a peer's drop. */
+__u32 handoffs_seen = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -38,6 +46,7 @@ struct {
  */
 struct ut_current {
 	__u64 skb;                 /* 0: empty */
+	__u64 held;                /* the syscall whose return the record in state awaits; 0: none */
 	struct ut_pkt_state state;
 };
 
@@ -54,7 +63,7 @@ struct {
  * is counted against the peer, not the send path. Direct-mapped by skb address:
  * no insert or delete per packet; a collision only forgets an older handoff.
  * A freed sk_buff and its data buffer are often both reused at once by the next
- * allocation, so the identity check takes the end of the data too.
+ * allocation, so the identity check takes the data buffer and its end too.
  */
 #define HANDOFF_SLOTS 4096
 
@@ -72,10 +81,33 @@ struct {
 	__type(value, struct ut_handoff);
 } handed_off SEC(".maps");
 
-/* Slots hash the data buffer's address: a tp_btf skb pointer allows no arithmetic. */
-static __always_inline struct ut_handoff *handoff_slot(__u64 head)
+/* Where a number is put down and read back: see as_number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} number_scratch SEC(".maps");
+
+/*
+ * A kernel object's address as a plain number: the verifier allows no
+ * arithmetic on a typed pointer (tp_btf), and what map memory holds comes back
+ * as a number.
+ */
+static __always_inline __u64 as_number(__u64 address)
 {
-	__u32 slot = ((head * 0x9E3779B97F4A7C15ULL) >> 52) & (HANDOFF_SLOTS - 1);
+	__u32 zero = 0;
+	volatile __u64 *cell = bpf_map_lookup_elem(&number_scratch, &zero);
+
+	if (!cell)
+		return 0;
+	*cell = address;
+	return *cell;
+}
+
+static __always_inline struct ut_handoff *handoff_slot(__u64 skb)
+{
+	__u32 slot = ((as_number(skb) * 0x9E3779B97F4A7C15ULL) >> 52) & (HANDOFF_SLOTS - 1);
 
 	return bpf_map_lookup_elem(&handed_off, &slot);
 }
@@ -87,9 +119,10 @@ static __always_inline struct ut_handoff *handoff_slot(__u64 head)
 static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call *call,
 					    struct ut_record *r)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u32 nh = BPF_CORE_READ(skb, network_header);
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	unsigned char *head = UT_READ(skb, head);
+	__u32 nh = UT_READ(skb, network_header);
+	struct net_device *dev = UT_READ(skb, dev);
+	struct net *net;
 	__u32 l4 = 0, linear_end;
 	bool first_fragment = true;
 
@@ -101,28 +134,34 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	    !cfg.ifname[0])
 		return true;
 	if (first_fragment) {
-		read_udp_header(head + l4, r);
 		call->sport = r->sport;
 		call->dport = r->dport;
+	} else { /* only the first fragment carries the UDP header */
+		r->sport = call->sport;
+		r->dport = call->dport;
 	}
-	r->sport = call->sport;
-	r->dport = call->dport;
 
 	if (!endpoints_wanted(r))
 		return false;
 
-	r->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	net = UT_READ(dev, nd_net.net);
+	r->netns = UT_READ(net, ns.inum);
 	if (cfg.netns && r->netns != cfg.netns)
 		return false;
-	BPF_CORE_READ_INTO(&r->ifname, dev, name);
+	if (cfg.typed)
+		__builtin_memcpy(r->ifname, dev->name, sizeof(r->ifname));
+	else
+		BPF_CORE_READ_INTO(&r->ifname, dev, name);
 	if (cfg.ifname[0] && !same_name16(r->ifname, cfg.ifname))
 		return false;
-	r->ifindex = BPF_CORE_READ(dev, ifindex);
-	r->len = BPF_CORE_READ(skb, len);
+	r->ifindex = UT_READ(dev, ifindex);
+	r->len = UT_READ(skb, len);
 
 	if (cfg.payload_port && first_fragment &&
 	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port)) {
-		linear_end = (BPF_CORE_READ(skb, data) - head) + r->len - BPF_CORE_READ(skb, data_len);
+		/* probe reads: the verifier allows no subtraction of typed pointers */
+		linear_end = BPF_CORE_READ(skb, data) - BPF_CORE_READ(skb, head) + r->len -
+			     UT_READ(skb, data_len);
 		if (linear_end > l4 + 8) {
 			__u32 avail = linear_end - l4 - 8;
 
@@ -139,8 +178,8 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
  * gso_segs datagrams of gso_size payload bytes. */
 static __always_inline void describe_gso(struct sk_buff *skb, struct ut_record *r)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	struct skb_shared_info *shinfo = (void *)(head + BPF_CORE_READ(skb, end));
+	unsigned char *head = UT_READ(skb, head);
+	struct skb_shared_info *shinfo = (void *)(head + UT_READ(skb, end));
 
 	r->gso_size = BPF_CORE_READ(shinfo, gso_size);
 	if (r->gso_size)
@@ -159,9 +198,51 @@ static __always_inline void spill(struct ut_current *cur)
 {
 	if (!cur->skb)
 		return;
-	if (bpf_map_update_elem(&packets, &cur->skb, &cur->state, BPF_ANY))
+	/* counted first: a CPU that finds it in the map must not have seen the count at 0 */
+	__sync_fetch_and_add(&states_in_map, 1);
+	if (bpf_map_update_elem(&packets, &cur->skb, &cur->state, BPF_ANY)) {
+		__sync_fetch_and_add(&states_in_map, -1);
 		COUNT(state_full);
+	}
 	cur->skb = 0;
+}
+
+static __always_inline void forget(__u64 key)
+{
+	if (!bpf_map_delete_elem(&packets, &key))
+		__sync_fetch_and_add(&states_in_map, -1);
+}
+
+/*
+ * The record of a syscall's first packet, when it ends inside the syscall in
+ * this CPU's slot (sent synchronously), waits there for the syscall's return
+ * and leaves with its end: one record, no syscall record (see struct
+ * ut_record). It leaves alone when the slot is needed first, or when the
+ * thread returns on another CPU (whose return then sends the syscall record).
+ */
+static __always_inline void release_held(struct ut_current *cur)
+{
+	if (!cur->held)
+		return;
+	if (!emit_record(&cur->state.rec))
+		COUNT(lost);
+	cur->held = 0;
+}
+
+static __always_inline bool emit_held_at_exit(struct ut_call *call, __u64 now, __s64 ret)
+{
+	struct ut_current *cur = cpu_slot();
+	bool joined;
+
+	if (!cur || !cur->held)
+		return false;
+	joined = cur->held == call->id && call->packets == 1;
+	if (joined) {
+		cur->state.rec.syscall_exit = now;
+		cur->state.rec.syscall_ret = ret;
+	}
+	release_held(cur);
+	return joined;
 }
 
 /* Start following an skb of a traced syscall in this CPU's slot; returns its state or 0. */
@@ -177,6 +258,7 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	if (cur->skb != key)
 		spill(cur);
 	cur->skb = 0;
+	release_held(cur);
 	r = &cur->state.rec;
 	__builtin_memset(r, 0, sizeof(*r));
 	if (!describe_packet(skb, call, r))
@@ -184,6 +266,11 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->kind = UT_KIND_PACKET;
 	r->ts[UT_STAGE_APP] = call->app;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
+#pragma unroll
+	for (int i = 0; i < UT_FUNCTION_STAGES; i++)
+		r->ts[UT_STAGE_UDP_SENDMSG + i] = call->function_ts[i];
+	if (call->output_skb != key) /* a looped-back copy, or a fragment seen by no ip_output */
+		r->ts[UT_STAGE_IP_OUTPUT] = 0;
 	r->syscall_id = call->id;
 	r->syscall = call->syscall;
 	r->pid = pid_tgid >> 32;
@@ -209,22 +296,31 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	return &cur->state;
 }
 
-/* The state of an skb we follow, or 0; stale states are dropped on sight. */
-static __always_inline struct ut_pkt_state *followed(__u64 key, __u64 now)
+/*
+ * The state of an skb we follow, or 0; stale states are dropped on sight.
+ * `now` is read only for a followed one: the clock costs more than the test.
+ */
+static __always_inline struct ut_pkt_state *followed(__u64 key, __u64 *now)
 {
 	struct ut_current *cur = cpu_slot();
 	struct ut_pkt_state *s;
 
-	if (cur && cur->skb == key)
+	if (cur && cur->skb == key) {
+		*now = bpf_ktime_get_ns();
 		return &cur->state;
+	}
+	if (!states_in_map)
+		return 0;
 	s = bpf_map_lookup_elem(&packets, &key);
-	if (s && now - s->last > cfg.max_age_ns) {
-		bpf_map_delete_elem(&packets, &key);
+	if (!s)
+		return 0;
+	*now = bpf_ktime_get_ns();
+	if (*now - s->last > cfg.max_age_ns) {
+		forget(key);
 		COUNT(expired);
 		return 0;
 	}
-	if (s)
-		s->last = now;
+	s->last = *now;
 	return s;
 }
 
@@ -243,8 +339,10 @@ static __always_inline void spill_if_current(__u64 key)
 static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fate fate,
 				   __u32 reason, enum ut_stage stage)
 {
+	struct sk_buff *skb = (struct sk_buff *)key;
 	struct ut_record *r = &s->rec;
 	struct ut_current *cur;
+	bool in_slot;
 
 	r->fate = fate;
 	if (fate == UT_FATE_LOOPED) {
@@ -261,16 +359,19 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 				hist_add(SPAN_SLOT(UT_SPAN_CYCLE), end - cycle_start(r));
 		}
 		if ((r->flags & UT_F_HANDED_OFF) && !cfg.e2e) {
-			__u64 head = (__u64)BPF_CORE_READ((struct sk_buff *)key, head);
-			struct ut_handoff *h = handoff_slot(head);
+			__u64 head = (__u64)UT_READ(skb, head);
+			struct ut_handoff *h = handoff_slot(key);
 
 			if (h) {
 				h->skb = key;
 				h->time = r->ts[UT_STAGE_RX_HANDOFF];
 				h->head = head;
-				h->tail = BPF_CORE_READ((struct sk_buff *)key, tail);
+				h->tail = UT_READ(skb, tail);
+				if (!handoffs_seen)
+					handoffs_seen = 1;
 			}
 		}
+		count_contexts(r);
 		COUNT(sent);
 		COUNT_ADD(datagrams, r->gso_segs ?: 1);
 	} else {
@@ -279,15 +380,19 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		count_drop(reason, stage);
 		COUNT(dropped);
 	}
-	/* with --e2e a packet handed to a receive path here goes on there, its record too */
-	if (cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) && fate != UT_FATE_DROPPED) &&
-	    bpf_ringbuf_output(&events, r, sizeof(*r), BPF_RB_NO_WAKEUP))
-		COUNT(lost);
 	cur = cpu_slot();
-	if (cur && cur->skb == key)
+	in_slot = cur && cur->skb == key;
+	/* with --e2e a packet handed to a receive path here goes on there, its record too */
+	if (cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) && fate != UT_FATE_DROPPED)) {
+		if (in_slot && !r->packet_index && r->tid == (__u32)bpf_get_current_pid_tgid())
+			cur->held = r->syscall_id; /* see release_held */
+		else if (!emit_record(r))
+			COUNT(lost);
+	}
+	if (in_slot)
 		cur->skb = 0;
 	else
-		bpf_map_delete_elem(&packets, &key);
+		forget(key);
 }
 
 /*
@@ -308,12 +413,12 @@ struct {
 static __noinline void tie_parked(struct sk_buff *skb, __u64 parked, __u64 now)
 {
 	struct ut_call *call = owning_call(skb);
-	__u64 key = (__u64)skb;
+	__u64 key = (__u64)skb, seen;
 	struct ut_pkt_state *s;
 
 	if (!call)
 		return;
-	s = followed(key, now);
+	s = followed(key, &seen);
 	if (s && s->rec.syscall_id == call->id)
 		return;
 	s = begin_packet(key, skb, call, now);
@@ -332,7 +437,7 @@ static __always_inline int on_neigh_queued(struct neighbour *n, int rc)
 
 	if (rc != 1) /* 1: the skb was parked on arp_queue awaiting resolution */
 		return 0;
-	skb = BPF_CORE_READ(n, arp_queue.prev);
+	skb = UT_READ(n, arp_queue.prev);
 	if (!skb || (void *)skb == (void *)&n->arp_queue)
 		return 0;
 	now = bpf_ktime_get_ns();
@@ -350,7 +455,7 @@ static __always_inline int on_neigh_create(struct neighbour *n)
 
 static __always_inline int on_neigh_update(struct neighbour *n)
 {
-	struct sk_buff *skb = BPF_CORE_READ(n, arp_queue.next);
+	struct sk_buff *skb = UT_READ(n, arp_queue.next);
 	__u64 key = (__u64)n, now = bpf_ktime_get_ns(), *created;
 
 	created = bpf_map_lookup_elem(&neigh_created, &key);
@@ -358,7 +463,7 @@ static __always_inline int on_neigh_update(struct neighbour *n)
 		if (!skb || (void *)skb == (void *)&n->arp_queue)
 			break;
 		tie_parked(skb, created ? *created : now, now);
-		skb = BPF_CORE_READ(skb, next);
+		skb = UT_READ(skb, next);
 	}
 	return 0;
 }
@@ -370,11 +475,15 @@ static __always_inline int on_neigh_update(struct neighbour *n)
  */
 static __always_inline void count_unattributed(struct sk_buff *skb)
 {
-	struct sock *sk = BPF_CORE_READ(skb, sk);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sock *sk;
 
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	if (!may_be_traced(pid_tgid))
 		return;
-	if (process_wanted(bpf_get_current_pid_tgid() >> 32))
+	sk = UT_READ(skb, sk);
+	if (!sk || UT_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return;
+	if (process_wanted(pid_tgid >> 32))
 		COUNT(unattributed);
 }
 
@@ -389,16 +498,18 @@ static __always_inline void neigh_released(struct ut_pkt_state *s, struct sk_buf
 	if (!(s->rec.flags & UT_F_NEIGH_QUEUED))
 		return;
 	reach(&s->rec, UT_STAGE_NEIGH_QUEUE, now);
-	s->rec.len = BPF_CORE_READ(skb, len); /* parked before its link header was added */
+	s->rec.len = UT_READ(skb, len); /* parked before its link header was added */
 }
 
 static __always_inline int on_dev_queue(struct sk_buff *skb)
 {
-	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
+	__u64 key = (__u64)skb, now = 0;
 	struct ut_call *call = owning_call(skb);
-	struct ut_pkt_state *s = followed(key, now);
+	struct ut_pkt_state *s = followed(key, &now);
 
 	if (call) {
+		if (!now)
+			now = bpf_ktime_get_ns();
 		if (!s || s->rec.syscall_id != call->id)
 			s = begin_packet(key, skb, call, now);
 		if (s) {
@@ -418,26 +529,43 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 	}
 	if (s->rec.ts[UT_STAGE_XMIT_START] && !s->rec.ts[UT_STAGE_XMIT_DONE]) {
 		/* a stacked device (vlan, bridge, bond) queues it on its lower device: the wire is there */
-		struct net_device *dev = BPF_CORE_READ(skb, dev);
+		struct net_device *dev = UT_READ(skb, dev);
 
 		BPF_CORE_READ_INTO(&s->rec.ifname, dev, name);
-		s->rec.ifindex = BPF_CORE_READ(dev, ifindex);
+		s->rec.ifindex = UT_READ(dev, ifindex);
 		return 0;
 	}
 	/* a new packet at the address of one we lost track of: never join the two */
 	spill_if_current(key);
-	bpf_map_delete_elem(&packets, &key);
+	forget(key);
 	COUNT(expired);
 	return 0;
 }
 
 static __always_inline int on_stage(struct sk_buff *skb, enum ut_stage stage)
 {
-	__u64 now = bpf_ktime_get_ns();
-	struct ut_pkt_state *s = followed((__u64)skb, now);
+	__u64 now;
+	struct ut_pkt_state *s = followed((__u64)skb, &now);
 
 	if (s)
 		reach(&s->rec, stage, now);
+	return 0;
+}
+
+/* The driver is called: directly by the sender, or from a softirq (step 7). */
+static __always_inline int on_xmit_start(struct sk_buff *skb)
+{
+	__u64 now;
+	struct ut_pkt_state *s = followed((__u64)skb, &now);
+	struct ut_record *r;
+
+	if (!s)
+		return 0;
+	r = &s->rec;
+	reach(r, UT_STAGE_XMIT_START, now);
+	/* the latest call counts: a busy driver's packet is retried from the qdisc */
+	r->softirq_pending_ns = 0;
+	r->xmit_context = cpu_context(r->tid, &r->softirq_pending_ns);
 	return 0;
 }
 
@@ -455,14 +583,20 @@ static __always_inline int on_qdisc_enqueue(struct sk_buff *skb)
  * sender's own task before the original reaches the device. The copy is its
  * own record, linked to the syscall, ending here.
  */
-static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb, __u64 now)
+static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_call *call = call_in_flight();
 	struct ut_pkt_state *s;
+	__u32 pkt_type;
+	__u64 now;
 
-	if (!call || !call->id || BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_LOOPBACK)
+	if (!call)
 		return 0;
+	pkt_type = cfg.typed ? BPF_CORE_READ_BITFIELD(skb, pkt_type) :
+			       BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+	if (pkt_type != PACKET_LOOPBACK)
+		return 0;
+	now = bpf_ktime_get_ns();
 	s = begin_packet(key, skb, call, now);
 	if (!s)
 		return 0;
@@ -478,11 +612,11 @@ static __always_inline int on_loopback_copy(__u64 key, struct sk_buff *skb, __u6
 /* `enqueue`: netif_rx, where a looped copy enters; netif_receive_skb sees it again later */
 static __always_inline int on_rx_handoff(struct sk_buff *skb, bool enqueue)
 {
-	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
-	struct ut_pkt_state *s = followed(key, now);
+	__u64 key = (__u64)skb, now;
+	struct ut_pkt_state *s = followed(key, &now);
 
 	if (!s)
-		return enqueue ? on_loopback_copy(key, skb, now) : 0;
+		return enqueue ? on_loopback_copy(key, skb) : 0;
 	reach(&s->rec, UT_STAGE_RX_HANDOFF, now);
 	s->rec.flags |= UT_F_HANDED_OFF;
 	if (cfg.e2e)
@@ -494,8 +628,8 @@ static __always_inline int on_rx_handoff(struct sk_buff *skb, bool enqueue)
 
 static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 {
-	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
-	struct ut_pkt_state *s = followed(key, now);
+	__u64 key = (__u64)skb, now;
+	struct ut_pkt_state *s = followed(key, &now);
 
 	if (!s)
 		return 0;
@@ -517,19 +651,21 @@ static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 
 static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consumed)
 {
-	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
-	struct ut_pkt_state *s = followed(key, now);
+	__u64 key = (__u64)skb, now;
+	struct ut_pkt_state *s = followed(key, &now);
 	struct ut_record *r;
 	enum ut_stage stage;
 	struct ut_handoff *handoff;
 	__u64 head;
 
 	if (!s) {
-		head = (__u64)BPF_CORE_READ(skb, head);
-		handoff = handoff_slot(head);
+		if (!handoffs_seen)
+			return 0;
+		handoff = handoff_slot(key);
+		head = (__u64)UT_READ(skb, head);
 		if (handoff && handoff->skb == key && handoff->head == head) {
-			if (!consumed && now - handoff->time < PEER_WINDOW_NS &&
-			    handoff->tail == BPF_CORE_READ(skb, tail)) {
+			if (!consumed && bpf_ktime_get_ns() - handoff->time < PEER_WINDOW_NS &&
+			    handoff->tail == UT_READ(skb, tail)) {
 				count_drop(reason, UT_STAGE_RX_HANDOFF);
 				COUNT(peer_dropped);
 			}
@@ -545,7 +681,11 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 		return 0;
 	}
 	if (consumed && r->ts[UT_STAGE_XMIT_START]) {
+		__u64 unused;
+
+		/* the TX completion (step 8): a NAPI poll, a deferred free, the next send... */
 		reach(r, UT_STAGE_FREE, now);
+		r->completion_context = cpu_context(r->tid, &unused);
 		finish(key, s, UT_FATE_SENT, 0, 0);
 		return 0;
 	}

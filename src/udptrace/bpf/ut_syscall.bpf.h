@@ -7,7 +7,26 @@
 
 #include "ut_sock.bpf.h"
 
-__u64 next_syscall_id = 0;
+/*
+ * Syscall ids: a counter per CPU, the CPU in the top 16 bits. One shared counter
+ * moved its cache line between the CPUs at every send syscall.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} syscall_ids SEC(".maps");
+
+static __always_inline __u64 new_syscall_id(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&syscall_ids, &zero);
+
+	if (!n)
+		return 0;
+	return (__u64)bpf_get_smp_processor_id() << 48 | ++*n;
+}
 
 /* A call whose socket is not named by an fd this side can read (io_uring) */
 #define UT_FD_ANY 0xffffffffU
@@ -16,9 +35,17 @@ __u64 next_syscall_id = 0;
  * One entry per thread, rewritten in place by every send syscall (an insert and
  * a delete per syscall cost more than the rest of the syscall hooks together).
  */
+#define UT_FUNCTION_STAGES (UT_STAGE_IP_OUTPUT - UT_STAGE_UDP_SENDMSG + 1)
+
 struct ut_call {
 	__u64 id;                  /* 0: no traced syscall in flight on this thread */
 	__u64 entry;
+	/*
+	 * udp_sendmsg … ip_output (ut_functions.bpf.h) run before a packet is tied
+	 * to the syscall: the latest datagram's times wait here for begin_packet
+	 */
+	__u64 function_ts[UT_FUNCTION_STAGES];
+	__u64 output_skb;          /* the skb of function_ts' ip_output, the one it belongs to */
 	__u64 sk;                  /* socket behind sk_fd, kept across syscalls */
 	__u64 app;                 /* entry of the callback the thread is in; 0: none */
 	__u32 app_depth;           /* the callback's nesting (recursion) on this thread */
@@ -52,10 +79,42 @@ static __always_inline struct ut_call *thread_call(__u32 tid)
 	return call;
 }
 
+/*
+ * False for a task that -p rules out, told without a lookup when one pid is
+ * traced: every hook asks first, so what udptrace does not follow pays little.
+ */
+static __always_inline bool may_be_traced(__u64 pid_tgid)
+{
+	return !cfg.only_pid || pid_tgid >> 32 == cfg.only_pid;
+}
+
+/* This thread's state, if it has any. */
+static __always_inline struct ut_call *current_call(void)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+
+	if (!may_be_traced(pid_tgid))
+		return 0;
+	return bpf_map_lookup_elem(&calls, &tid);
+}
+
+/* The traced syscall in flight on this thread, or 0. */
+static __always_inline struct ut_call *call_in_flight(void)
+{
+	struct ut_call *call = current_call();
+
+	return call && call->id ? call : 0;
+}
+
 static __always_inline bool process_wanted(__u32 tgid)
 {
-	if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid))
+	if (cfg.only_pid) {
+		if (tgid != cfg.only_pid)
+			return false;
+	} else if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid)) {
 		return false;
+	}
 	if (cfg.comm[0]) {
 		char comm[16];
 
@@ -76,26 +135,53 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	call = thread_call((__u32)pid_tgid);
 	if (!call)
 		return 0;
-	call->id = __sync_fetch_and_add(&next_syscall_id, 1) + 1;
+	call->id = new_syscall_id();
 	call->entry = bpf_ktime_get_ns();
 	call->fd = fd;
 	call->syscall = syscall;
 	call->packets = 0;
+	__builtin_memset(call->function_ts, 0, sizeof(call->function_ts));
+	call->output_skb = 0;
 	if (cfg.wakeup && !call->app_depth)
 		wake_send_begins((__u32)pid_tgid, false);
 	return 0;
 }
 
-/* The syscall's own record, written straight into the ring buffer. */
+/* Where a syscall's own record is put together: too large for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_record);
+} syscall_scratch SEC(".maps");
+
+/*
+ * A record into the ring buffer, as much of it as the mode needs; false when
+ * it had no room. A reader waiting on the ring (epoll) is woken once the ring
+ * fills past cfg.wakeup_bytes, by the record that crosses it: once a batch,
+ * not once a record (each wake-up is an interrupt on this CPU).
+ */
+static __always_inline bool emit_record(struct ut_record *r)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, queued;
+
+	if (cfg.wakeup_bytes) {
+		queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (queued < cfg.wakeup_bytes && queued + cfg.record_bytes >= cfg.wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, flags);
+}
+
+/* The syscall's own record. */
 static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now, __s64 ret,
 						__u64 pid_tgid)
 {
-	struct ut_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	__u32 zero = 0;
+	struct ut_record *r = bpf_map_lookup_elem(&syscall_scratch, &zero);
 
-	if (!r) {
-		COUNT(lost_syscalls);
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
 	r->kind = UT_KIND_SYSCALL;
 	r->ts[UT_STAGE_SYSCALL] = call->entry;
@@ -109,24 +195,26 @@ static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now,
 	r->tid = (__u32)pid_tgid;
 	r->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	if (!emit_record(r))
+		COUNT(lost_syscalls);
 }
+
+/* The send path's (ut_send.bpf.h): the syscall's packet record waiting on this CPU. */
+static __always_inline bool emit_held_at_exit(struct ut_call *call, __u64 now, __s64 ret);
 
 static __always_inline int syscall_exit(__s64 ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
+	struct ut_call *call = call_in_flight();
 	__u64 now;
 
-	if (!call || !call->id)
+	if (!call)
 		return 0;
 	if (call->packets) {
 		now = bpf_ktime_get_ns();
 		COUNT(syscalls);
 		hist_add(SPAN_SLOT(UT_SPAN_SEND_SYSCALL), now - call->entry);
-		if (cfg.stream)
-			emit_syscall_record(call, now, ret, pid_tgid);
+		if (cfg.stream && !emit_held_at_exit(call, now, ret))
+			emit_syscall_record(call, now, ret, bpf_get_current_pid_tgid());
 	}
 	call->id = 0;
 	return 0;
@@ -170,25 +258,34 @@ UT_SYSCALL(writev, UT_SYS_WRITEV)
 UT_SYSCALL(sendfile64, UT_SYS_SENDFILE)
 UT_SYSCALL_FD(splice, UT_SYS_SPLICE, 2)
 
+/* Whether `sk` is the socket behind the syscall's fd. */
+static __always_inline bool is_call_socket(struct ut_call *call, __u64 sk)
+{
+	if (!sk)
+		return false;
+	if (call->fd == UT_FD_ANY) /* an io_uring request: its fd may index fixed files */
+		return true;
+	if (sk == call->sk && call->fd == call->sk_fd)
+		return true; /* the common case: the same socket as last time, no fd walk */
+	call->sk = (__u64)ut_fd_sock(call->fd);
+	call->sk_fd = call->fd;
+	return sk == call->sk;
+}
+
+/* The syscall this socket's data belongs to, if a traced syscall sends it right here. */
+static __always_inline struct ut_call *socket_call(struct sock *sk)
+{
+	struct ut_call *call = call_in_flight();
+
+	return call && is_call_socket(call, (__u64)sk) ? call : 0;
+}
+
 /* The syscall this skb belongs to, if it is being sent by a traced syscall right here. */
 static __always_inline struct ut_call *owning_call(struct sk_buff *skb)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ut_call *call = bpf_map_lookup_elem(&calls, &tid);
-	__u64 sk;
+	struct ut_call *call = call_in_flight();
 
-	if (!call || !call->id)
-		return 0;
-	sk = (__u64)BPF_CORE_READ(skb, sk);
-	if (!sk)
-		return 0;
-	if (call->fd == UT_FD_ANY) /* an io_uring request: its fd may index fixed files */
-		return call;
-	if (sk == call->sk && call->fd == call->sk_fd)
-		return call; /* the common case: the same socket as last time, no fd walk */
-	call->sk = (__u64)ut_fd_sock(call->fd);
-	call->sk_fd = call->fd;
-	return sk == call->sk ? call : 0;
+	return call && is_call_socket(call, (__u64)UT_READ(skb, sk)) ? call : 0;
 }
 
 #endif /* UT_SYSCALL_BPF_H */

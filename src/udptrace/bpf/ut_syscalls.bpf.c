@@ -113,10 +113,7 @@ static __always_inline void begin(struct ut_sc_inflight *s, long nr)
 }
 
 #ifdef __TARGET_ARCH_x86
-#define UT_SYSCALL_REGS 1
-struct pt_regs {
-	unsigned long di, si, dx, r10, r8, r9;
-} __attribute__((preserve_access_index));
+#define UT_SYSCALL_REGS 1 /* struct pt_regs: ut_types.h */
 
 static __always_inline void regs_args(struct pt_regs *regs, __u64 *args)
 {
@@ -129,9 +126,6 @@ static __always_inline void regs_args(struct pt_regs *regs, __u64 *args)
 }
 #elif defined(__TARGET_ARCH_arm64)
 #define UT_SYSCALL_REGS 1
-struct pt_regs {
-	unsigned long regs[31];
-} __attribute__((preserve_access_index));
 
 static __always_inline void regs_args(struct pt_regs *regs, __u64 *args)
 {

@@ -18,8 +18,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "ut_io_uring.bpf.h"  /* io_uring send requests, tied like syscalls */
 #include "ut_interval.bpf.h"  /* the time between successive sends of a flow */
 #include "ut_app.bpf.h"       /* the application's callback (uprobes) */
+#include "ut_context.bpf.h"   /* softirqs: the context a packet's steps run in */
 #include "ut_recv.bpf.h"      /* the receive path, from the driver to the reader */
 #include "ut_send.bpf.h"      /* the send path, from the syscall to the wire */
+#include "ut_functions.bpf.h" /* finer send stages at kernel functions (fentry, kprobe) */
 
 /*
  * Tracepoints, each wired to the paths that use it. Every program exists as
@@ -75,8 +77,7 @@ UT_HOOK(qdisc_enqueue, qdisc_enq,
 UT_HOOK(qdisc_dequeue, qdisc_deq,
 	ARGS(struct Qdisc *q, const struct netdev_queue *txq, int n, struct sk_buff *skb),
 	on_stage(skb, UT_STAGE_QDISC_DEQUEUE))
-UT_HOOK(net_dev_start_xmit, xmit_start, ARGS(struct sk_buff *skb),
-	on_stage(skb, UT_STAGE_XMIT_START))
+UT_HOOK(net_dev_start_xmit, xmit_start, ARGS(struct sk_buff *skb), on_xmit_start(skb))
 UT_HOOK(net_dev_xmit, xmit_done, ARGS(struct sk_buff *skb, int rc), on_xmit_done(skb, rc))
 UT_HOOK(napi_gro_receive_entry, napi_rx, ARGS(struct sk_buff *skb),
 	(on_rx_stage(skb, UT_STAGE_RX_DRIVER), 0))
@@ -95,3 +96,6 @@ UT_HOOK(inet_sk_error_report, sk_error_report, ARGS(struct sock *sk), on_sk_erro
 UT_HOOK(consume_skb, consume, ARGS(struct sk_buff *skb), on_skb_free(skb, 0, true))
 UT_HOOK(kfree_skb, kfree, ARGS(struct sk_buff *skb, void *location),
 	on_skb_free(skb, cfg.kfree_has_reason ? (__u32)ctx[2] : 0, false))
+UT_HOOK(softirq_raise, softirq_raise, unsigned int vec, on_softirq_raise(vec))
+UT_HOOK(softirq_entry, softirq_entry, unsigned int vec, on_softirq_entry(vec))
+UT_HOOK(softirq_exit, softirq_exit, unsigned int vec, on_softirq_exit(vec))

@@ -36,7 +36,8 @@ enum {
 };
 enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
 enum { BPF_F_NO_PREALLOC = 1, BPF_F_NO_COMMON_LRU = 2 };
-enum { BPF_RB_NO_WAKEUP = 1 };
+enum { BPF_RB_NO_WAKEUP = 1, BPF_RB_FORCE_WAKEUP = 2 };
+enum { BPF_RB_AVAIL_DATA = 0 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -188,6 +189,32 @@ struct hrtimer_sleeper {
 struct Qdisc;
 struct netdev_queue;
 struct neigh_table;
+
+/*
+ * Registers under the kernel's names, placed by CO-RE: a raw syscall's
+ * arguments (ut_syscalls.bpf.c) and a kprobe's, which bpf_tracing.h reads by
+ * these names once __VMLINUX_H__ says this header stands for vmlinux.h.
+ * Laid out for x86 and arm64 only.
+ */
+#define __VMLINUX_H__
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long di, si, dx, cx, r10, r8, r9, ax, bp, sp, ip;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	unsigned long regs[31];
+};
+
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#else
+#define UT_NO_KPROBES /* no layout here yet: the plan offers no kprobes (plan.KPROBE_MACHINES) */
+#endif
 
 #pragma clang attribute pop
 

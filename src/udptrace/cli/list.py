@@ -15,6 +15,7 @@ examples:
   udptrace list '*sendto*'          the sendto tracepoints and __sys_sendto's prototype
   udptrace list 'net:*'             every tracepoint of the net category
   udptrace list 'udp_*' --functions kernel functions only
+  udptrace list 'ip_send_skb'       a function a stage hooks: which one, and how here
 """
 
 
@@ -38,7 +39,8 @@ def main(args: argparse.Namespace) -> int:
         )
     console = report_console()
     for probe in probes:
-        console.print(f"{probe.name}  [dim]({probe.usable})[/]", highlight=False)
+        serves = f"; stage {', '.join(probe.stages)}" if probe.stages else ""
+        console.print(f"{probe.name}  [dim]({probe.usable}{serves})[/]", highlight=False)
         for detail in probe.details:
             console.print(f"    {detail}", highlight=False, markup=False)
     return 0

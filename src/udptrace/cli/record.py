@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
                 failure.append(e)
                 stop.set()
 
-        tick = recorder.status(status_printer(sys.stderr))
+        tick = recorder.status(status_printer(sys.stderr, session))
         console.print(f"recording UDP sends to {args.output}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         result = run.run(session, args.duration, stop, recorder.packets, on_status)

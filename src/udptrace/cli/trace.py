@@ -89,6 +89,9 @@ def add_app_arguments(o: argparse._ArgumentGroup) -> None:
     o.add_argument("--e2e", action="store_true",
                    help="follow each traced send on into this host's receive path: one record "
                         "per receiving socket, from sendto() to the reader's recv return")
+    o.add_argument("--no-contexts", action="store_true",
+                   help="do not tell where the driver and TX completions ran (spares every "
+                        "softirq of the machine three hooks; bench/README.md has the cost)")
 
 
 def add_record_arguments(o: argparse._ArgumentGroup, pubsub_help: str) -> None:
@@ -128,14 +131,18 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
         rx=args.rx, e2e=args.e2e, stages=args.stages, wakeup=args.wakeup,
+        contexts=not args.no_contexts,
     )
 
 
-def status_printer(out: IO[str]) -> run.StatusCallback:
+def status_printer(out: IO[str], session: TraceSession | None = None) -> run.StatusCallback:
     tty = out.isatty()
+    reader = session.reader if session is not None else None
 
     def show(counters: dict[str, int], elapsed: float, records: int | None) -> None:
         line = terminal.status_line(counters, elapsed, records)
+        if reader is not None:
+            line += "  " + terminal.ring_text(reader.peak_fill, reader.size)
         out.write(f"\r{line}\x1b[K" if tty else line + "\n")
         out.flush()
 
@@ -203,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
             targets += f", from {session.uprobe}"
         console.print(f"tracing UDP {what} {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
-        status = status_printer(sys.stderr)
+        status = status_printer(sys.stderr, session)
         result = run.run(session, args.duration, stop, on_packets,
                          recorder.status(status) if recorder else status)
         if sys.stderr.isatty():
@@ -214,6 +221,9 @@ def main(args: argparse.Namespace) -> int:
                         step, histograms=not args.no_hist,
                         unread=result.unread if receiving else None,
                         left_out=tuple(session.left_out))
+        if stream:
+            console.print(terminal.ring_text(result.ring_peak_bytes, options.ringbuf_bytes)
+                          + " (--ringbuf-kb)", highlight=False)
         flows = (intervals.kernel_flows(*session.intervals(), session.layout)
                  if args.interval else [])
         if args.interval:
@@ -230,6 +240,9 @@ def main(args: argparse.Namespace) -> int:
             console.print(f"HTML report: {page.finish(result)}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
                                  elapsed_s=result.elapsed_s,
+                                 **({"ringbuf": {"bytes": options.ringbuf_bytes,
+                                                 "peak_bytes": result.ring_peak_bytes}}
+                                    if stream else {}),
                                  **({"unread": result.unread} if receiving else {}),
                                  **({"intervals": intervals.summaries(flows)} if flows else {}),
                                  **({"cycles": cycle.summaries_json(cycle_summaries)}

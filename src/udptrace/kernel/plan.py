@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from udptrace.errors import KernelFeatureError
+from udptrace.kernel import symbols
 from udptrace.kernel.features import Features
 from udptrace.kernel.tracefs import Tracefs, tracefs
 from udptrace.loader.btf import Btf
 from udptrace.stages import SEND, STAGES, SYSCALL_VIEW, Hook, HookKind, HookPoint, Stage, TracePath
+
+# where bpf/ut_types.h lays out the registers kprobe programs read arguments from
+KPROBE_MACHINES = frozenset({"x86_64", "aarch64"})
 
 
 @dataclass(frozen=True)
@@ -26,11 +31,12 @@ class StagePlan:
 
     @property
     def available(self) -> bool:
-        return any(p.hook for p in self.points)
+        return any(p.hook for p in self.points if not p.point.refines)
 
     @property
     def hooks(self) -> list[Hook]:
-        return [p.hook for p in self.points if p.hook]
+        """The hooks to attach: none when the stage cannot be reached here."""
+        return [p.hook for p in self.points if p.hook] if self.available else []
 
     def describe(self) -> str:
         if not self.available:
@@ -38,10 +44,14 @@ class StagePlan:
         kinds = sorted({str(h.kind) for h in self.hooks})
         if self.stage.needs:
             return f"{'/'.join(kinds)}, with {self.stage.needs}"
+        main = [p.hook for p in self.points if p.hook and not p.point.refines]
+        detail = [p.hook for p in self.points if p.hook and p.point.refines]
         missing = [p.point.name for p in self.points if not p.hook]
-        text = f"{'/'.join(kinds)}: " + ", ".join(h.tracepoint for h in self.hooks[:3])
-        if len(self.hooks) > 3:
-            text += f" (+{len(self.hooks) - 3})"
+        text = f"{'/'.join(kinds)}: " + ", ".join(h.tracepoint for h in main[:3])
+        if len(main) > 3:
+            text += f" (+{len(main) - 3})"
+        if detail:
+            text += "; detail from " + ", ".join(h.tracepoint for h in detail)
         if missing:
             text += f"; without {', '.join(missing)}"
         return text
@@ -68,11 +78,15 @@ def why_not(hook: Hook, features: Features, btf: Btf | None, fs: Tracefs | None)
         case HookKind.FENTRY:
             if not features.fentry.ok:
                 return f"fentry refused ({features.fentry.detail})"
-            return "" if btf and btf.has_function(name) else f"no function {name}"
+            if not (btf and btf.has_function(name)):
+                return f"no BTF for function {name}"
+            return symbols.why_not_fentry(name)
         case HookKind.KPROBE:
             if not features.kprobe.ok:
                 return f"kprobes refused ({features.kprobe.detail})"
-            return "" if btf and btf.has_function(name) else f"no function {name}"
+            if platform.machine() not in KPROBE_MACHINES:
+                return f"no kprobe argument layout for {platform.machine()} yet"
+            return symbols.why_not_function(name)
         case HookKind.UPROBE:
             return "" if features.uprobe.ok else f"uprobes refused ({features.uprobe.detail})"
     return f"unknown hook kind {hook.kind}"
@@ -85,7 +99,7 @@ def plan_stage(stage: Stage, features: Features, btf: Btf | None,
     for point in stage.points:
         reasons = [why_not(h, features, btf, fs) for h in point.hooks]
         chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
-        points.append(PointPlan(point, chosen, "" if chosen else reasons[0]))
+        points.append(PointPlan(point, chosen, "" if chosen else "; ".join(reasons)))
     return StagePlan(stage, tuple(points))
 
 

@@ -39,7 +39,8 @@ ADDRESS_BYTES = 16
 SPELLED = frozenset({"ts", "kind", "fate", "drop_reason", "drop_stage", "syscall",
                      "packet_index", "syscall_exit", "syscall_ret", "family", "flags",
                      "payload", "interval_ns", "rx_syscall", "timer_expires", "txtime",
-                     "txtime_clock", "tstamp_sw", "tstamp_hw"})
+                     "txtime_clock", "tstamp_sw", "tstamp_hw", "xmit_context",
+                     "completion_context", "softirq_pending_ns"})
 
 
 def stage_column(stage: str) -> str:
@@ -112,6 +113,11 @@ def packet_columns(packets: Packets, layout: Layout, drop_names: dict[int, str],
     for name, values in (("e2e_ns", e2e_ns(r, layout)), ("rx_ns", rx_ns(r, layout))):
         cols[name] = _nullable(values, values >= 0)
     cols["rx_syscall"] = _names(r["rx_syscall"], layout.syscalls, r["rx_syscall"] > 0)
+    contexts = dict(enumerate(layout.contexts))
+    for name in ("xmit_context", "completion_context"):
+        cols[name] = _names(r[name], contexts, r[name] > 0)  # 0: not told
+    pending = r["softirq_pending_ns"]
+    cols["softirq_pending_ns"] = _nullable(pending.astype(np.int64), pending > 0)
     cols.update(timing_columns(r, layout))
     for flag, bit in layout.flags.items():
         cols[flag] = pa.array((r["flags"] & bit) != 0)

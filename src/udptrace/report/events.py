@@ -2,7 +2,8 @@
 
 Each line: seconds since the trace started, process, addresses, length, each
 stage reached with the time since the stage before it (as in the report's
-table), the total and the fate. Written and flushed per batch, so `| grep`
+table), where the driver was called (with the NET_TX softirq's wait) and where
+a TX completion ran, the total and the fate. Written and flushed per batch, so `| grep`
 and `| tee` see lines while the trace runs.
 """
 
@@ -39,7 +40,9 @@ class EventLog:
         rx_comm = [c.decode(errors="replace") for c in r["rx_comm"].tolist()]
         e2e = e2e_ns(r, layout).tolist()
         cols = {n: r[n].tolist() for n in ("pid", "sport", "dport", "len", "fate", "rx_pid",
-                                           "drop_reason", "drop_stage", "interval_ns")}
+                                           "drop_reason", "drop_stage", "interval_ns",
+                                           "xmit_context", "softirq_pending_ns",
+                                           "completion_context")}
         dropped = layout.fates_by_name["dropped"]
         lines = []
         for i, row in enumerate(ts.tolist()):
@@ -62,11 +65,24 @@ class EventLog:
             sender = f"{comm[i]}/{cols['pid'][i]}" if cols["pid"][i] else "-"
             interval = (f"  interval {duration(cols['interval_ns'][i])}"
                         if cols["interval_ns"][i] else "")
+            contexts = self._contexts(cols["xmit_context"][i], cols["softirq_pending_ns"][i],
+                                      cols["completion_context"][i])
             lines.append(
                 f"{since[i]:12.6f}  {sender}  "
                 f"{endpoint(saddr[i], cols['sport'][i])} → {endpoint(daddr[i], cols['dport'][i])}"
-                f"  {cols['len'][i]} B  {'  '.join(steps)}  {fate}{interval}\n")
+                f"  {cols['len'][i]} B  {'  '.join(steps)}{contexts}  {fate}{interval}\n")
         return lines
+
+    def _contexts(self, xmit: int, pending_ns: int, completion: int) -> str:
+        """`  xmit: net_tx (pending 3.1 µs)  completion: net_rx`; empty where not told."""
+        text = ""
+        if xmit:
+            text += f"  xmit: {self.layout.contexts[xmit]}"
+            if pending_ns:
+                text += f" (pending {duration(pending_ns)})"
+        if completion:
+            text += f"  completion: {self.layout.contexts[completion]}"
+        return text
 
     def write(self, packets: Packets) -> None:
         text = "".join(self.lines(packets))

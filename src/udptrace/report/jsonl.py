@@ -11,6 +11,7 @@ from typing import IO
 
 import numpy as np
 
+from udptrace.report.distribution import Distribution
 from udptrace.report.output import write_or_fail
 from udptrace.trace.clocks import clock_name
 from udptrace.trace.decode import (
@@ -37,11 +38,20 @@ def drops_summary(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> 
              "packets": n} for (reason, stage), n in sorted(snapshot.drops.items())]
 
 
+def contexts_summary(snapshot: Snapshot) -> dict[str, object]:
+    """Sent packets by where their driver call and their TX completion ran."""
+    pending = Distribution.from_hist(snapshot.net_tx_pending)
+    return {"xmit": snapshot.xmit_contexts, "completion": snapshot.completion_contexts,
+            "softirq_pending_ns": {"count": pending.count, "p50": round(pending.percentile(50)),
+                                   "p99": round(pending.percentile(99)), "max": pending.max}
+            if pending.count else None}
+
+
 def summary_object(snapshot: Snapshot, layout: Layout, names: dict[int, str], records: int,
                    **extra: object) -> dict[str, object]:
     return {"counters": snapshot.counters, "records": records,
             "lost": snapshot.counters["lost"], "drops": drops_summary(snapshot, layout, names),
-            **extra}
+            "contexts": contexts_summary(snapshot), **extra}
 
 
 def _text(column: np.ndarray) -> list[str]:
@@ -112,7 +122,8 @@ class JsonLines:
         cols = {name: r[name].tolist() for name in (
             "pid", "tid", "cpu", "family", "sport", "dport", "len", "netns", "fate",
             "drop_reason", "drop_stage", "syscall_id", "syscall", "packet_index", "xmit_rc",
-            "rx_pid", "rx_tid", "rx_cpu", "rx_syscall", "rx_ret", "rx_netns")}
+            "rx_pid", "rx_tid", "rx_cpu", "rx_syscall", "rx_ret", "rx_netns",
+            "xmit_context", "completion_context", "softirq_pending_ns")}
         rx_comm, rx_ifname = _quoted(_text(r["rx_comm"])), _quoted(_text(r["rx_ifname"]))
         e2e, rx = e2e_ns(r, layout).tolist(), rx_ns(r, layout).tolist()
         receive = self.flags["receive"]
@@ -123,6 +134,7 @@ class JsonLines:
         fates = {k: json.dumps(v) for k, v in layout.fates.items()}
         syscalls = {k: json.dumps(v) for k, v in layout.syscalls.items()}
         reasons = {k: json.dumps(v) for k, v in self.drop_names.items()}
+        contexts = ["null", *(json.dumps(n) for n in layout.contexts[1:])]  # 0: unknown
         fragment, neigh = self.flags["fragment"], self.flags["neigh_queued"]
         dropped_fate = layout.fates_by_name["dropped"]
         timing = timing_fields(r, layout)
@@ -151,6 +163,9 @@ class JsonLines:
                 f'"packet_index":{cols["packet_index"][i]},"exit_ns":{exit_ns},"ret":{ret}}},'
                 f'"interval_ns":{intervals[i] or "null"},'
                 f'"xmit_rc":{cols["xmit_rc"][i]},'
+                f'"xmit_context":{contexts[cols["xmit_context"][i]]},'
+                f'"softirq_pending_ns":{cols["softirq_pending_ns"][i] or "null"},'
+                f'"completion_context":{contexts[cols["completion_context"][i]]},'
                 f'"fragment":{"true" if flags[i] & fragment else "false"},'
                 f'"neigh_queued":{"true" if flags[i] & neigh else "false"}'
             )

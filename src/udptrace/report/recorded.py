@@ -18,7 +18,7 @@ from udptrace.report.distribution import Distribution
 from udptrace.report.parquet import Recording, column
 from udptrace.report.pubsub_groups import PubSubGroups
 from udptrace.report.stage_latency import PacketTimes
-from udptrace.report.terminal import Drop, ReportData, Row
+from udptrace.report.terminal import Contexts, Drop, ReportData, Row
 from udptrace.trace.decode import endpoint
 
 
@@ -48,6 +48,26 @@ def packet_times(recording: Recording) -> PacketTimes:
                        column(table, "syscall_packet_index") == 0, sent(recording), received)
 
 
+def recorded_contexts(recording: Recording) -> Contexts | None:
+    """Where the sent packets' driver calls and TX completions ran, from their records."""
+    table = recording.packets
+    if "xmit_context" not in table.column_names:
+        return None
+    left = sent(recording)
+    xmit = column(table, "xmit_context", "").astype(str)[left]
+    completion = column(table, "completion_context", "").astype(str)[left]
+    pending = column(table, "softirq_pending_ns", 0)[left]
+    if not (xmit != "").any():
+        return None
+
+    def counts(names: np.ndarray) -> dict[str, int]:
+        found, n = np.unique(names[names != ""], return_counts=True)
+        return dict(zip(found.tolist(), n.tolist(), strict=True))
+
+    return Contexts(counts(xmit), counts(completion),
+                    Distribution.from_samples(pending[(xmit == "net_tx") & (pending > 0)]))
+
+
 def recorded_report(recording: Recording) -> ReportData:
     info = recording.info
     times = packet_times(recording)
@@ -66,7 +86,8 @@ def recorded_report(recording: Recording) -> ReportData:
                             Distribution.from_samples(values)))
     drops = [Drop(d["reason"], d["after_stage"], d["packets"]) for d in info.get("drops", [])]
     unavailable = [s["name"] for s in info["stages"] if s["available"] is False]
-    return ReportData(rows, drops, dict(info.get("counters", {})), unavailable, exact=True)
+    return ReportData(rows, drops, dict(info.get("counters", {})), unavailable, exact=True,
+                      contexts=recorded_contexts(recording))
 
 
 def _first_writer(table: pa.Table) -> np.ndarray:

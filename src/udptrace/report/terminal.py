@@ -65,6 +65,16 @@ class Drop:
 
 
 @dataclass(frozen=True)
+class Contexts:
+    """Sent packets by where their driver call and their TX completion ran (step 7 and 8),
+    and how long the NET_TX softirq was pending for those it transmitted."""
+
+    xmit: dict[str, int]  # enum ut_context name → packets
+    completion: dict[str, int]
+    net_tx_pending: Distribution
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything the terminal report shows, however it was obtained."""
 
@@ -75,6 +85,7 @@ class ReportData:
     exact: bool = False  # distributions from every record, not the kernel's buckets
     unread: int | None = None  # receive records still queued at the end; None: no receive side
     left_out: tuple[str, ...] = ()  # optional stages --stages did not ask for
+    contexts: Contexts | None = None  # where the driver and TX completions ran; None: not told
 
 
 def stage_rows(snapshot: Snapshot, layout: Layout, plans: Iterable[StagePlan]) -> list[Row]:
@@ -135,6 +146,45 @@ def drops_table(drops: list[Drop]) -> Table | None:
     return table
 
 
+# enum ut_context, as the report names it
+CONTEXT_TITLES = {
+    "sender": "the sending thread (direct)",
+    "task": "another thread (it ran the qdisc)",
+    "net_tx": "NET_TX softirq",
+    "net_rx": "NET_RX softirq (NAPI poll)",
+    "timer": "timer softirq",
+    "softirq": "another softirq",
+}
+
+
+def live_contexts(snapshot: Snapshot) -> Contexts | None:
+    if not snapshot.xmit_contexts and not snapshot.completion_contexts:
+        return None
+    return Contexts(snapshot.xmit_contexts, snapshot.completion_contexts,
+                    Distribution.from_hist(snapshot.net_tx_pending))
+
+
+def contexts_table(contexts: Contexts | None) -> Table | None:
+    """Sent packets per context: driver calls and TX completions there, and for NET_TX how
+    long the softirq was pending before it transmitted them."""
+    if contexts is None:
+        return None
+    pending = contexts.net_tx_pending
+    table = Table(title="where it ran", title_justify="left", header_style="bold")
+    table.add_column("context", no_wrap=True)
+    for column in ("driver calls", "TX completions", "softirq pending p50", "p99", "max"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, title in CONTEXT_TITLES.items():
+        calls, completions = contexts.xmit.get(name, 0), contexts.completion.get(name, 0)
+        if not calls and not completions:
+            continue
+        waits = ([duration(pending.percentile(50)), duration(pending.percentile(99)),
+                  duration(pending.max)] if name == "net_tx" and pending.count else ["", "", ""])
+        table.add_row(title, str(calls) if calls else "", str(completions) if completions else "",
+                      *waits)
+    return table
+
+
 def status_line(counters: dict[str, int], elapsed: float, records: int | None) -> str:
     text = (f"{elapsed:6.1f}s  packets {counters['packets']}  sent {counters['sent']}  "
             f"dropped {counters['dropped']}  lost events {counters['lost']}")
@@ -143,6 +193,12 @@ def status_line(counters: dict[str, int], elapsed: float, records: int | None) -
     if records is not None:
         text += f"  records {records}"
     return text
+
+
+def ring_text(peak_bytes: int, ring_bytes: int) -> str:
+    """The most the per-packet ring buffer held: the evidence for sizing --ringbuf-kb."""
+    return f"ring buffer peak {peak_bytes / 1024:.0f} of {ring_bytes // 1024} KiB " \
+           f"({peak_bytes / ring_bytes:.0%})"
 
 
 def counters_line(counters: dict[str, int]) -> str:
@@ -164,7 +220,7 @@ def render(console: Console, snapshot: Snapshot, layout: Layout, plans: list[Sta
     render_report(console, ReportData(
         stage_rows(snapshot, layout, plans), live_drops(snapshot, layout, drop_names),
         snapshot.counters, [p.stage.name for p in plans if not p.available], unread=unread,
-        left_out=left_out,
+        left_out=left_out, contexts=live_contexts(snapshot),
     ), linear_step, histograms)
 
 
@@ -185,6 +241,9 @@ def render_report(console: Console, report: ReportData, linear_step: int | None 
         console.print("no UDP packets were followed (check the filters and the traffic)")
     drops = drops_table(report.drops)
     console.print(drops if drops is not None else "drops: none")
+    contexts = contexts_table(report.contexts)
+    if contexts is not None:
+        console.print(contexts)
     console.print(counters_line(report.counters), highlight=False)
     if report.unread is not None:
         console.print(receive_line(report.counters, report.unread), highlight=False)

@@ -2,7 +2,8 @@
 
 A packet's record is written when the packet ends and its syscall's record
 when the syscall returns; either can come first (a packet held by a qdisc
-outlives its syscall; one sent synchronously ends inside it). Packets wait
+outlives its syscall). A packet that ended inside its syscall, its only one,
+waits in the kernel and comes with the syscall's end instead. Packets wait
 in :class:`SyscallJoin` until their syscall record arrives, or until
 ``hold_s`` has passed. Everything is NumPy over whole batches.
 """
@@ -43,10 +44,20 @@ def _opaque(records: np.ndarray) -> np.ndarray:
 
 
 def _select(records: np.ndarray, which: np.ndarray) -> np.ndarray:
-    return _opaque(records)[which].view(records.dtype)
+    """The records a mask or an index array picks. Picking by index is 3-4 times faster
+    than by mask for records this large; picking all of them copies nothing."""
+    if which.dtype == bool:
+        if which.all():
+            return records
+        which = np.flatnonzero(which)
+    elif len(which) == len(records) and (np.diff(which) == 1).all():
+        return records
+    return np.take(_opaque(records), which).view(records.dtype)
 
 
 def _join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if not len(a):
+        return b
     return np.concatenate([_opaque(a), _opaque(b)]).view(a.dtype)
 
 
@@ -66,9 +77,14 @@ class SyscallJoin:
         calls = _select(records, kind == self.syscall_kind)
         if len(calls):
             ids = np.concatenate([self.call_ids, calls["syscall_id"]])
-            order = np.argsort(ids, kind="stable")[-KEEP_SYSCALLS:]
+            exits = np.concatenate([self.call_exit, calls["syscall_exit"]])
+            # the latest to return are kept (ids count per CPU: they tell nothing of age),
+            # sorted by id for the lookup
+            recent = (np.argsort(exits)[-KEEP_SYSCALLS:] if len(ids) > KEEP_SYSCALLS
+                      else np.arange(len(ids)))
+            order = recent[np.argsort(ids[recent], kind="stable")]
             self.call_ids = ids[order]
-            self.call_exit = np.concatenate([self.call_exit, calls["syscall_exit"]])[order]
+            self.call_exit = exits[order]
             self.call_ret = np.concatenate([self.call_ret, calls["syscall_ret"]])[order]
         candidates = _join(self.pending, _select(records, kind == self.packet_kind))
         if not len(candidates):
@@ -82,6 +98,11 @@ class SyscallJoin:
             found = self.call_ids[where] == ids
             exits[found] = self.call_exit[where[found]]
             rets[found] = self.call_ret[where[found]]
+        # a packet that ended inside its syscall came with the syscall's end
+        carried = candidates["syscall_exit"] > 0
+        found |= carried
+        exits[carried] = candidates["syscall_exit"][carried]
+        rets[carried] = candidates["syscall_ret"][carried]
         now = time.monotonic_ns() if now_ns is None else now_ns
         ended = candidates["ts"].max(axis=1)
         # a datagram that came from elsewhere (--rx) has no send syscall to wait for

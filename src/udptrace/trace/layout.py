@@ -25,6 +25,7 @@ class Layout:
     hist: np.dtype
     interval: np.dtype  # per-flow send intervals
     flow_key: np.dtype
+    context_counts: np.dtype  # struct ut_contexts: packets per context, NET_TX pending
     stages: tuple[str, ...]  # index in ts[] → stage name
     spans: tuple[str, ...]  # their histograms follow the stages'
     kinds: dict[int, str]
@@ -32,6 +33,7 @@ class Layout:
     syscalls: dict[int, str]
     flags: dict[str, int]
     flow_kinds: dict[int, str]
+    contexts: tuple[str, ...]  # enum ut_context value → name ("unknown", "sender", ...)
     hist_slots: int  # one per stage, then one per span
 
     def span_slot(self, name: str) -> int:
@@ -44,6 +46,8 @@ class Layout:
         stages.pop(max(stages))  # UT_STAGE_COUNT
         spans = _enum_names(btf.enum_values("ut_span"), "UT_SPAN_")
         spans.pop(max(spans))  # UT_SPAN_COUNT
+        contexts = _enum_names(btf.enum_values("ut_context"), "UT_CTX_")
+        contexts.pop(max(contexts))  # UT_CTX_COUNT
         return cls(
             record=btf.struct_dtype("ut_record"),
             config=btf.struct_dtype("ut_config"),
@@ -51,6 +55,7 @@ class Layout:
             hist=btf.struct_dtype("ut_hist"),
             interval=btf.struct_dtype("ut_interval"),
             flow_key=btf.struct_dtype("ut_flow_key"),
+            context_counts=btf.struct_dtype("ut_contexts"),
             stages=tuple(stages[i] for i in sorted(stages)),
             spans=tuple(spans[i] for i in sorted(spans)),
             kinds=_enum_names(btf.enum_values("ut_record_kind"), "UT_KIND_"),
@@ -59,8 +64,16 @@ class Layout:
             flags={k.removeprefix("UT_F_").lower(): v
                    for k, v in btf.enum_values("ut_record_flags").items()},
             flow_kinds=_enum_names(btf.enum_values("ut_flow_kind"), "UT_FLOW_"),
+            contexts=tuple(contexts[i] for i in sorted(contexts)),
             hist_slots=obj.maps["hists"].max_entries,
         )
+
+    def record_bytes(self, payload: bool, receive: bool) -> int:
+        """How much of each record the ring buffer carries: ``payload`` and then the rx_*
+        fields end ``struct ut_record``, each sent only in the modes that fill it."""
+        if receive:
+            return self.record.itemsize
+        return self.record.fields["rx_ret" if payload else "payload"][1]
 
     @property
     def fates_by_name(self) -> dict[str, int]:

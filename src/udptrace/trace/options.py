@@ -19,6 +19,7 @@ from udptrace.stages import BOTH, RECEIVE, SEND, STAGE_NAMES, Stage, TracePath
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RINGBUF_BYTES = 8 << 20
+WAKEUP_FRACTION = 4  # a reader waiting on the ring buffer is woken when 1/4 of it is full
 DEFAULT_MAX_AGE_S = 10.0
 UADP_PORT = 4840
 
@@ -42,6 +43,7 @@ class TraceOptions:
     rx: bool = False  # receive records only: every UDP datagram a receive path sees
     e2e: bool = False  # followed sends go on into this host's receive path
     wakeup: bool = False  # the sending threads' wake-ups: stages timer, wakeup, on_cpu
+    contexts: bool = True  # where the driver and TX completions ran (three hooks per softirq)
 
     def asks_for(self, needs: str) -> bool:
         """Whether an opt-in stage that `needs` this option is asked for."""
@@ -184,11 +186,19 @@ def validate(options: TraceOptions) -> None:
                          "or --uprobe BINARY:SYMBOL")
 
 
-def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool) -> bytes:
-    """The ``struct ut_config`` image written into the object's .rodata before load."""
+def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
+                 contexts: bool, typed: bool = False, record_bytes: int = 0) -> bytes:
+    """The ``struct ut_config`` image written into the object's .rodata before load;
+    `contexts`: the softirq hooks are attached, so packets' contexts can be told;
+    `typed`: every hook that is handed kernel objects knows their types (tp_btf);
+    `record_bytes`: how much of each record the ring buffer carries."""
     cfg = np.zeros(1, config)
     cfg["max_age_ns"] = int(options.max_age_s * 1e9)
     cfg["filter_pid"] = bool(options.pids)
+    cfg["only_pid"] = options.pids[0] if len(set(options.pids)) == 1 else 0
+    cfg["typed"] = typed
+    cfg["record_bytes"] = record_bytes
+    cfg["wakeup_bytes"] = options.ringbuf_bytes // WAKEUP_FRACTION if options.stream else 0
     cfg["filter_port"] = bool(options.ports)
     cfg["filter_src"] = bool(options.src)
     cfg["filter_dst"] = bool(options.dst)
@@ -200,6 +210,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["rx"] = options.rx
     cfg["e2e"] = options.e2e
     cfg["wakeup"] = options.wakeup
+    cfg["contexts"] = contexts
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()
     cfg["ifname"] = options.ifname.encode()

@@ -15,11 +15,11 @@ import numpy as np
 from udptrace import bpf
 from udptrace.errors import KernelFeatureError, require_root
 from udptrace.kernel.features import detect
-from udptrace.kernel.plan import StagePlan, plans_to_trace
+from udptrace.kernel.plan import PointPlan, StagePlan, plans_to_trace
 from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
-from udptrace.stages import HookKind, Stage, TracePath
+from udptrace.stages import CONTEXT_POINTS, HookKind, Stage, TracePath
 from udptrace.trace.clocks import to_monotonic
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import (
@@ -39,6 +39,9 @@ class Snapshot:
     counters: dict[str, int]
     hists: np.ndarray  # one ut_hist per slot (stage index, then total)
     drops: dict[tuple[int, int], int]  # (reason, stage index) → packets
+    xmit_contexts: dict[str, int]  # sent packets by where the driver was called; {}: not told
+    completion_contexts: dict[str, int]  # sent packets by where their TX completion ran
+    net_tx_pending: np.ndarray  # one ut_hist: NET_TX raise → run, for the packets it sent
 
 
 def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
@@ -69,6 +72,10 @@ def merge_hists(per_cpu: np.ndarray) -> np.void:
     return merged[0]
 
 
+# hooks handed kernel pointers as plain numbers: the programs read through them by probe
+UNTYPED_HOOKS = (HookKind.RAW_TP, HookKind.KPROBE)
+
+
 def _kfree_has_reason(btf: Btf) -> bool:
     """Since 5.17 the kfree_skb tracepoint passes a drop reason as its third argument."""
     typedef = btf.find("btf_trace_kfree_skb", Kind.TYPEDEF)
@@ -85,7 +92,8 @@ class TraceSession:
         self.options = options
         self.uprobe: UprobeTarget | None = (
             resolve(options.uprobe, options.pids) if options.uprobe else None)
-        planned = plans_to_trace(detect(), options.paths)
+        planned = [self._without_unasked_points(p)
+                   for p in plans_to_trace(detect(), options.paths)]
         self.plans: list[StagePlan] = [p for p in planned if self._asked_for(p.stage)]
         # optional stages --stages did not ask for: their hooks stay out, and the report says so
         self.left_out = [p.stage.name for p in planned
@@ -105,18 +113,39 @@ class TraceSession:
             self.close()
             raise
 
+    @property
+    def contexts_told(self) -> bool:
+        """Every softirq hook is attached: records say where their driver call and their
+        completion ran."""
+        chosen = {pp.point for p in self.plans for pp in p.points if pp.hook}
+        return all(point in chosen for point in CONTEXT_POINTS)
+
     def _optional_hook_wanted(self, stage: Stage) -> bool:
         return self.options.asks_for(stage.needs)
 
     def _asked_for(self, stage: Stage) -> bool:
         return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
 
+    def _without_unasked_points(self, plan: StagePlan) -> StagePlan:
+        """The plan minus the softirq hooks when the contexts are not wanted."""
+        if self.options.contexts:
+            return plan
+        return StagePlan(plan.stage, tuple(
+            PointPlan(p.point, None, "not asked for (--no-contexts)")
+            if p.point in CONTEXT_POINTS else p for p in plan.points))
+
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
         for name, prog in self.obj.programs.items():
             prog.autoload = name in chosen
+        self.record_bytes = self.layout.record_bytes(
+            payload=bool(self.options.payload_port),
+            receive=TracePath.RECEIVE in self.options.paths)
         self.obj.write_global(".rodata", "cfg", config_bytes(
-            self.options, self.layout.config, _kfree_has_reason(self.vmlinux)))
+            self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
+            self.contexts_told,
+            typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks),
+            record_bytes=self.record_bytes))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
@@ -131,7 +160,7 @@ class TraceSession:
                 maps[name].update(key, b"\x01")
         if self.options.stream:
             self.reader = RingBufferReader(maps["events"].fd, self.options.ringbuf_bytes,
-                                           self.layout.record)
+                                           self.layout.record, self.record_bytes)
 
     def _attach(self) -> None:
         attached = set()  # a tracepoint shared by stages (netif_rx, the frees) runs one program
@@ -175,7 +204,16 @@ class TraceSession:
             reason, stage = struct.unpack("<II", key)
             drops[(reason, stage)] = int(
                 percpu_values(maps["drops"], key, np.dtype("<u8")).sum())
-        return Snapshot(counters, hists, drops)
+        contexts = percpu_values(maps["contexts"], struct.pack("<I", 0),
+                                 self.layout.context_counts)
+        names = self.layout.contexts
+
+        def by_name(column: str) -> dict[str, int]:
+            counts = contexts[column].sum(axis=0).tolist() if self.contexts_told else []
+            return {names[i]: n for i, n in enumerate(counts) if n and i}
+
+        return Snapshot(counters, hists, drops, by_name("xmit"), by_name("completion"),
+                        merge_hists(contexts["net_tx_pending"]))
 
     def intervals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-flow send intervals (``--interval``): the flows' keys and their state."""
@@ -185,11 +223,19 @@ class TraceSession:
                 np.frombuffer(b"".join(v for _, v in entries), self.layout.interval))
 
     def unfinished(self) -> np.ndarray:
-        """Receive records still open at the end: queued on a socket or still on the way to
-        one (fate unread), or read by a syscall that has not returned yet (received).
-        Call once, after the last read."""
+        """Records still open at the end: a sent packet's waiting for its syscall's return;
+        on the receive path, queued on a socket or still on the way to one (fate unread),
+        or read by a syscall that has not returned yet (received). Call once, after the
+        last read."""
+        slots = percpu_values(self.obj.maps["current_packet"], struct.pack("<I", 0),
+                              self.obj.btf().struct_dtype("ut_current"))
+        waiting = slots[slots["held"] > 0]["state"]["rec"].astype(self.layout.record)
         if TracePath.RECEIVE not in self.options.paths:
-            return np.empty(0, self.layout.record)
+            return waiting
+        # concatenate packs structured dtypes: astype puts the record's padding back
+        return np.concatenate([waiting, self._unfinished_receives()]).astype(self.layout.record)
+
+    def _unfinished_receives(self) -> np.ndarray:
         btf = self.obj.btf()
         state, datagram, reads = (btf.struct_dtype(n) for n in (
             "ut_pkt_state", "ut_rx_datagram", "ut_rx_reads"))

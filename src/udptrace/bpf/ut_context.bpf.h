@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The context a packet's steps run in: was the driver called directly by the
+ * sending thread, or from the NET_TX softirq after a qdisc held the packet
+ * (and how long that softirq was pending), or from another softirq; and where
+ * a NIC's TX completion freed it. softirq_entry/exit mark the softirq each CPU
+ * is serving; softirq_raise notes when NET_TX was first asked for.
+ *
+ * A TX completion signalled in a hard interrupt is freed later from NET_TX
+ * (dev_consume_skb_irq), so it shows as NET_TX. x86's per-CPU preempt count
+ * would spare the exit hook, but reading it needs its address in kallsyms,
+ * which kernels without CONFIG_KALLSYMS_ALL (this project's CI) do not give.
+ */
+#ifndef UT_CONTEXT_BPF_H
+#define UT_CONTEXT_BPF_H
+
+/* softirq vector numbers: fixed since 2.6, the softirq tracepoints report them */
+#define TIMER_SOFTIRQ 1
+#define NET_TX_SOFTIRQ 2
+#define NET_RX_SOFTIRQ 3
+
+struct ut_softirq_cpu {
+	__u64 net_tx_raised;       /* first NET_TX raise not yet run; 0: none */
+	__u64 net_tx_pending;      /* raise → entry of the NET_TX run in progress; 0: unknown */
+	__u32 serving;             /* the softirq vector being run + 1; 0: none */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_softirq_cpu);
+} softirq_cpu SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ut_contexts);
+} contexts SEC(".maps");
+
+static __always_inline struct ut_softirq_cpu *this_softirq_cpu(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&softirq_cpu, &zero);
+}
+
+static __always_inline int on_softirq_raise(unsigned int vec)
+{
+	struct ut_softirq_cpu *cpu;
+
+	if (vec != NET_TX_SOFTIRQ)
+		return 0;
+	cpu = this_softirq_cpu();
+	if (cpu && !cpu->net_tx_raised)
+		cpu->net_tx_raised = bpf_ktime_get_ns();
+	return 0;
+}
+
+static __always_inline int on_softirq_entry(unsigned int vec)
+{
+	struct ut_softirq_cpu *cpu = this_softirq_cpu();
+
+	if (!cpu)
+		return 0;
+	cpu->serving = vec + 1;
+	if (vec == NET_TX_SOFTIRQ) {
+		__u64 raised = cpu->net_tx_raised;
+
+		cpu->net_tx_pending = raised ? bpf_ktime_get_ns() - raised : 0;
+		cpu->net_tx_raised = 0;
+	}
+	return 0;
+}
+
+static __always_inline int on_softirq_exit(unsigned int vec)
+{
+	struct ut_softirq_cpu *cpu = this_softirq_cpu();
+
+	if (cpu)
+		cpu->serving = 0;
+	return 0;
+}
+
+/*
+ * Where this CPU runs now, seen from a packet sent by thread `sender`; with
+ * NET_TX, `pending` gets how long that softirq waited to run.
+ */
+static __always_inline enum ut_context cpu_context(__u32 sender, __u64 *pending)
+{
+	struct ut_softirq_cpu *cpu;
+
+	if (!cfg.contexts)
+		return UT_CTX_UNKNOWN;
+	cpu = this_softirq_cpu();
+	if (!cpu)
+		return UT_CTX_UNKNOWN;
+	switch (cpu->serving) {
+	case 0:
+		return (__u32)bpf_get_current_pid_tgid() == sender ? UT_CTX_SENDER : UT_CTX_TASK;
+	case NET_TX_SOFTIRQ + 1:
+		*pending = cpu->net_tx_pending;
+		return UT_CTX_NET_TX;
+	case NET_RX_SOFTIRQ + 1:
+		return UT_CTX_NET_RX;
+	case TIMER_SOFTIRQ + 1:
+		return UT_CTX_TIMER;
+	default:
+		return UT_CTX_SOFTIRQ;
+	}
+}
+
+/* A packet that left: count the contexts of its driver call and its completion. */
+static __always_inline void count_contexts(struct ut_record *r)
+{
+	__u32 zero = 0;
+	struct ut_contexts *c;
+
+	if (!cfg.contexts)
+		return;
+	c = bpf_map_lookup_elem(&contexts, &zero);
+	if (!c)
+		return;
+	if (r->xmit_context < UT_CTX_COUNT)
+		c->xmit[r->xmit_context]++;
+	if (r->completion_context < UT_CTX_COUNT)
+		c->completion[r->completion_context]++;
+	if (r->xmit_context == UT_CTX_NET_TX && r->softirq_pending_ns)
+		hist_put(&c->net_tx_pending, r->softirq_pending_ns);
+}
+
+#endif /* UT_CONTEXT_BPF_H */

@@ -1,0 +1,84 @@
+"""Emptying the ring buffer on a thread of its own.
+
+Whatever the run loop does with a batch (formatting JSON, a write to a slow
+pipe or disk, a Parquet part, a garbage collection) then never holds up
+reading: the ring buffer only has to cover the time this thread waits to be
+scheduled, not the time the output takes. Measured with the soak (about 5,000
+datagrams/s on 2 busy CPUs), handling one batch took up to 1.4 s, close to
+the 1.6 s the default ring holds at that rate.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from udptrace.trace.session import TraceSession
+
+POLL_INTERVAL_S = 0.1
+BUSY_POLL_INTERVAL_S = 0.01  # once a read finds the ring BUSY_FILL full: a small ring, a flood
+BUSY_FILL = 1 / 8
+QUEUED_RINGS = 4  # when the run loop lags this many ring sizes behind, stop draining: the
+                  # ring then fills and the kernel counts what is lost, and memory stays bounded
+
+
+class RingDrain:
+    """Reads ``session`` into memory until closed; :meth:`take` hands the records over."""
+
+    def __init__(self, session: TraceSession) -> None:
+        if session.reader is None:
+            raise ValueError("RingDrain needs a streaming session")
+        self.session = session
+        self._reader = session.reader
+        self._ring_bytes = session.reader.size
+        self._batches: list[np.ndarray] = []
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="udptrace-ring", daemon=True)
+
+    def __enter__(self) -> RingDrain:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._thread.join()
+        if self._error is None:
+            self._read()  # what arrived after the thread's last read
+
+    def _run(self) -> None:
+        wait = POLL_INTERVAL_S
+        try:
+            while not self._closed.wait(wait):
+                if self._queued < QUEUED_RINGS * self._ring_bytes:
+                    busy = self._read() >= BUSY_FILL * self._ring_bytes
+                    wait = BUSY_POLL_INTERVAL_S if busy else POLL_INTERVAL_S
+        except BaseException as e:  # raised again by take(), in the run loop's thread
+            self._error = e
+
+    def _read(self) -> int:
+        """Reads the ring; returns how many bytes it held."""
+        records = self.session.read()
+        if len(records):
+            with self._lock:
+                self._batches.append(records)
+                self._queued += records.nbytes
+        return self._reader.fill
+
+    def take(self) -> np.ndarray:
+        """Every record read since the last call, in ring order."""
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            batches, self._batches, self._queued = self._batches, [], 0
+        record = self.session.layout.record
+        if len(batches) == 1:
+            return batches[0]
+        if not batches:
+            return np.empty(0, record)
+        # as opaque bytes: one memory copy instead of NumPy's field-by-field one
+        opaque = f"V{record.itemsize}"
+        return np.concatenate([b.view(opaque) for b in batches]).view(record)

@@ -1,0 +1,244 @@
+"""Finer send stages at kernel functions: fentry where the kernel allows it, kprobes as the
+fallback, and no harm (nothing loaded, nothing recorded) where it allows neither.
+
+This host refuses both (lockdown): the tests that need them are marked `vm` and run on
+Debian's 6.1 kernel in tests/test_vm.py; here they skip with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import loaded_programs, prog_ids, records, send_from, start_tracer, tracing, udptrace
+from test_trace_send_path import sendmmsg
+
+from udptrace.kernel import features as kernel_features
+from udptrace.kernel import symbols
+from udptrace.kernel.plan import plan_stages
+from udptrace.kernel.tracefs import tracefs
+from udptrace.loader.btf import Btf
+from udptrace.netns import VethPair, inside
+from udptrace.trace import session as trace_session
+
+PORT = 4840
+FUNCTION_STAGES = ("udp_sendmsg", "udp_send_skb", "ip_send_skb", "ip_output", "dev_xmit")
+# a datagram on an idle veth, in the order it meets them
+PIPELINE = ("syscall", "udp_sendmsg", "udp_send_skb", "ip_send_skb", "ip_output", "dev_queue",
+            "dev_xmit", "xmit_start", "xmit_done")
+
+
+def require(feature: str) -> None:
+    probe = getattr(kernel_features.detect(), feature)
+    if not probe.ok:
+        pytest.skip(f"this kernel refuses {feature} ({probe.detail}); tests/test_vm.py runs "
+                    "this test on Debian's 6.1 kernel")
+
+
+def require_function_hooks() -> None:
+    features = kernel_features.detect()
+    if not (features.fentry.ok or features.kprobe.ok):
+        require("fentry")
+
+
+def udp_socket(net: VethPair, family: int = socket.AF_INET) -> socket.socket:
+    with inside(net.ns_a):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+    s.sendto(b"arp", (net.addr_b if family == socket.AF_INET else net.addr6_b, PORT))
+    time.sleep(0.01)  # the neighbour resolved: every traced datagram takes the same path
+    return s
+
+
+def times(recs: np.ndarray, layout, names: tuple[str, ...]) -> np.ndarray:
+    return recs["ts"][:, [layout.stage_index(n) for n in names]].astype(np.int64)
+
+
+def function_hook_kinds(session: trace_session.TraceSession) -> set[str]:
+    return {str(h.kind) for p in session.plans if p.stage.name in FUNCTION_STAGES
+            for h in p.hooks}
+
+
+def assert_in_pipeline_order(recs: np.ndarray, layout) -> None:
+    ts = times(recs, layout, PIPELINE)
+    missing = [PIPELINE[i] for i in np.flatnonzero((ts == 0).any(axis=0))]
+    assert not missing, f"stages never reached: {missing}"
+    assert (np.diff(ts, axis=1) >= 0).all()
+
+
+def test_where_fentry_and_kprobes_are_refused_the_stages_are_unavailable_and_unloaded(
+        net: VethPair) -> None:
+    features = kernel_features.detect()
+    if features.fentry.ok or features.kprobe.ok:
+        pytest.skip("this kernel allows fentry or kprobes")
+    check = subprocess.run(udptrace("check", "--json"), capture_output=True, text=True,
+                           timeout=120)
+    stages = json.loads(check.stdout)["stages"]
+    for name in FUNCTION_STAGES:
+        assert not stages[name]["available"] and not stages[name]["core"], name
+        reasons = " ".join(stages[name]["unavailable"].values())
+        assert "fentry refused" in reasons and "kprobes refused" in reasons, name
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        names = loaded_programs()
+        ours = [names.get(i, "") for i in prog_ids(os.getpid())]
+        for _ in range(20):
+            s.sendto(b"x", (net.addr_b, PORT))
+    assert ours and not [n for n in ours if n.startswith(("ut_fentry", "ut_kprobe"))]
+    recs = records(batches)
+    assert len(recs) == 20
+    assert (times(recs, session.layout, FUNCTION_STAGES) == 0).all()
+
+
+def test_a_function_inlined_or_missing_leaves_only_its_own_stage_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # as a kernel would look where udp_send_skb is inlined everywhere and ftrace cannot patch
+    # ip_send_skb: the plan alone, so this runs on any kernel
+    allowed = dataclasses.replace(kernel_features.detect(),
+                                  fentry=kernel_features.Probe(True, "allowed for the test"),
+                                  kprobe=kernel_features.Probe(True, "allowed for the test"))
+    functions = symbols.text_symbols() - {"udp_send_skb", "udp_v6_send_skb"}
+    monkeypatch.setattr(symbols, "text_symbols", lambda: functions)
+    monkeypatch.setattr(symbols, "ftrace_functions", lambda: functions - {"ip_send_skb"})
+    plans = {p.stage.name: p for p in plan_stages(allowed, Btf.vmlinux(), tracefs())}
+    assert not plans["udp_send_skb"].available
+    assert "inlined or absent" in plans["udp_send_skb"].describe()
+    assert {str(h) for h in plans["ip_send_skb"].hooks} == {"kprobe:ip_send_skb",
+                                                           "fentry:ip6_send_skb"}
+    for name in ("udp_sendmsg", "ip_output", "dev_xmit"):
+        assert {str(h.kind) for h in plans[name].hooks} == {"fentry"}, name
+    assert all(plans[name].available for name in ("syscall", "dev_queue", "xmit_start"))
+
+
+def test_list_names_the_stage_a_function_serves_and_how_it_can_be_hooked_here() -> None:
+    result = subprocess.run(udptrace("list", "ip_send_skb"), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    features = kernel_features.detect()
+    kinds = [k for k in ("fentry", "kprobe") if getattr(features, k).ok]
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("function:ip_send_skb") and "stage ip_send_skb" in first
+    assert (f"usable: {', '.join(kinds)}" if kinds else "not usable here") in first
+    assert "int ip_send_skb(struct net *net, struct sk_buff *skb)" in result.stdout
+
+
+@pytest.mark.vm
+def test_a_stage_whose_function_is_missing_is_left_out_and_the_rest_traced(
+        net: VethPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_function_hooks()
+    functions = symbols.text_symbols() - {"udp_send_skb", "udp_v6_send_skb"}
+    monkeypatch.setattr(symbols, "text_symbols", lambda: functions)
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(20):
+            s.sendto(b"x", (net.addr_b, PORT))
+    recs = records(batches)
+    assert len(recs) == 20
+    assert (times(recs, session.layout, ("udp_send_skb",)) == 0).all()
+    rest = tuple(n for n in PIPELINE if n != "udp_send_skb")
+    ts = times(recs, session.layout, rest)
+    assert (ts > 0).all() and (np.diff(ts, axis=1) >= 0).all()
+
+
+@pytest.mark.vm
+def test_fentry_stages_split_the_send_path_in_pipeline_order(net: VethPair) -> None:
+    require("fentry")
+    s, s6 = udp_socket(net), udp_socket(net, socket.AF_INET6)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(200):
+            s.sendto(b"x" * 64, (net.addr_b, PORT))
+        for _ in range(20):  # through udpv6_sendmsg, udp_v6_send_skb, ip6_...
+            s6.sendto(b"six", (net.addr6_b, PORT))
+    assert function_hook_kinds(session) == {"fentry"}
+    recs = records(batches)
+    assert len(recs) == 220 and (recs["family"] == socket.AF_INET6).sum() == 20
+    assert_in_pipeline_order(recs, session.layout)
+
+
+@pytest.mark.vm
+def test_the_kprobe_fallback_serves_the_same_stages_when_fentry_is_refused(
+        net: VethPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    require("kprobe")
+    refused = dataclasses.replace(kernel_features.detect(),
+                                  fentry=kernel_features.Probe(False, "refused for the test"))
+    monkeypatch.setattr(trace_session, "detect", lambda: refused)
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(200):
+            s.sendto(b"x" * 64, (net.addr_b, PORT))
+    assert function_hook_kinds(session) == {"kprobe"}
+    recs = records(batches)
+    assert len(recs) == 200
+    assert_in_pipeline_order(recs, session.layout)
+
+
+@pytest.mark.vm
+def test_each_datagram_has_its_own_function_times_and_fragments_share_their_datagrams(
+        net: VethPair) -> None:
+    require_function_hooks()
+    with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.bind((net.addr_b, PORT))
+    s = udp_socket(net)
+    s.connect((net.addr_b, PORT))
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        assert sendmmsg(s, [b"a" * 10, b"b" * 20, b"c" * 30, b"d" * 40]) == 4
+        s.send(b"f" * 4000)
+    layout = session.layout
+    recs = records(batches)
+    assert len(recs) == 7 and len(set(recs["syscall_id"])) == 2
+    assert_in_pipeline_order(recs, layout)
+    fragment = (recs["flags"] & layout.flags["fragment"]) != 0
+    batch = recs[~fragment][np.argsort(recs[~fragment]["packet_index"])]
+    assert len(batch) == 4 and len(set(batch["syscall_id"])) == 1
+    ts = times(batch, layout, ("udp_sendmsg", "ip_output", "xmit_done"))
+    # datagram n+1 entered udp_sendmsg after datagram n left the device
+    assert (ts[1:, 0] > ts[:-1, 2]).all()
+    fragments = recs[fragment]
+    assert len(fragments) == 3
+    shared = times(fragments, layout, ("udp_sendmsg", "udp_send_skb", "ip_send_skb"))
+    assert (shared == shared[0]).all()  # one datagram: one pass through UDP
+    output = np.sort(times(fragments, layout, ("ip_output",))[:, 0])
+    assert (output > shared[0, 2]).all() and len(set(output)) == 3  # IP output per fragment
+
+
+@pytest.mark.vm
+def test_a_packet_held_by_a_qdisc_leaves_it_at_dev_xmit(net: VethPair) -> None:
+    require_function_hooks()
+    subprocess.run(["ip", "netns", "exec", net.ns_a, "tc", "qdisc", "add", "dev", net.if_a,
+                    "root", "tbf", "rate", "8mbit", "burst", "2000", "limit", "100000"],
+                   check=True)
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(10):
+            s.sendto(b"x" * 1000, (net.addr_b, PORT))
+        time.sleep(0.1)
+    recs = records(batches)
+    held = recs[recs["ts"][:, session.layout.stage_index("qdisc_dequeue")] > 0]
+    assert len(held) >= 8
+    ts = times(held, session.layout, ("qdisc_enqueue", "qdisc_dequeue", "dev_xmit",
+                                      "xmit_start"))
+    assert (ts > 0).all() and (np.diff(ts, axis=1) >= 0).all()
+
+
+@pytest.mark.vm
+def test_trace_reports_a_row_per_function_stage_in_pipeline_order() -> None:
+    require_function_hooks()
+    with VethPair() as net:
+        tracer = start_tracer("--netns", net.ns_a, "-d", "120", "--no-hist")
+        send_from(net, 50, 0.002).wait(timeout=60)
+        time.sleep(0.5)
+        tracer.send_signal(signal.SIGINT)  # sooner than -d: a sender takes seconds in a VM
+        report, err = tracer.communicate(timeout=60)
+    assert tracer.returncode == 0, err
+    table = report[report.index("latency per stage"):].splitlines()
+    rows = [line.split()[1] for line in table if line.startswith("│")]
+    shown = [name for name in rows if name in PIPELINE]
+    assert shown == [name for name in PIPELINE if name != "syscall"], rows
+    assert "stages not traced on this kernel" not in report

@@ -1,0 +1,152 @@
+"""Where the kernel ran a packet's steps: the driver called directly by the sender or from the
+NET_TX softirq (with how long that softirq was pending), and where a TX completion ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import loaded_programs, prog_ids, records, send_from, start_tracer, tracing
+from test_trace_send_path import sendmmsg
+
+from udptrace.netns import VethPair, inside
+
+PORT = 4840
+
+
+def udp_socket(net: VethPair) -> socket.socket:
+    with inside(net.ns_a):
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def contexts(recs: np.ndarray, layout, field: str) -> list[str]:
+    return [layout.contexts[c] for c in recs[field]]
+
+
+@pytest.mark.vm
+def test_a_datagram_on_an_idle_veth_is_transmitted_directly_by_its_sender(net: VethPair) -> None:
+    s = udp_socket(net)
+    s.sendto(b"arp", (net.addr_b, PORT))  # resolve the neighbour before tracing
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(50):
+            s.sendto(b"x" * 64, (net.addr_b, PORT))
+        time.sleep(0.05)
+        snap = session.snapshot()
+    recs = records(batches)
+    assert len(recs) == 50
+    assert set(contexts(recs, session.layout, "xmit_context")) == {"sender"}
+    assert (recs["softirq_pending_ns"] == 0).all()
+    # a veth hands the packet on: there is no TX completion
+    assert set(contexts(recs, session.layout, "completion_context")) == {"unknown"}
+    assert snap.xmit_contexts == {"sender": 50} and snap.completion_contexts == {}
+
+
+@pytest.mark.vm
+def test_packets_a_shaper_held_leave_from_the_net_tx_softirq_after_a_measured_wait(
+        net: VethPair) -> None:
+    # tbf at 1 Mbit/s lets the first datagram through and holds the rest (one sendmmsg
+    # enqueues them faster than that even in an emulated VM); its watchdog raises NET_TX
+    # when the next one may leave, and NET_TX hands it to the driver
+    subprocess.run(["ip", "netns", "exec", net.ns_a, "tc", "qdisc", "add", "dev", net.if_a,
+                    "root", "tbf", "rate", "1mbit", "burst", "2000", "limit", "100000"],
+                   check=True)
+    with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.bind((net.addr_b, PORT))
+    s = udp_socket(net)
+    s.connect((net.addr_b, PORT))
+    s.send(b"arp")
+    time.sleep(0.05)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        assert sendmmsg(s, [b"x" * 1000] * 20) == 20
+        time.sleep(0.3)  # 20 datagrams of 8.3 ms each at 1 Mbit/s
+        snap = session.snapshot()
+    recs = records(batches)
+    layout = session.layout
+    assert len(recs) == 20
+    where = np.array(contexts(recs, layout, "xmit_context"))
+    held = where == "net_tx"
+    assert held.sum() >= 10, where
+    # the sender itself transmits what the shaper lets through while it is enqueueing
+    assert set(where[~held]) <= {"sender"}
+    pending = recs["softirq_pending_ns"][held].astype(np.int64)
+    assert (pending > 0).all() and (pending < 1_000_000_000).all()
+    assert (recs["softirq_pending_ns"][~held] == 0).all()
+    assert snap.xmit_contexts["net_tx"] == held.sum()
+    assert snap.net_tx_pending["count"] == held.sum()
+    assert snap.net_tx_pending["max"] == pending.max()
+
+
+@pytest.mark.vm
+def test_a_device_with_tx_completion_records_where_it_ran(net: VethPair) -> None:
+    # dummy frees each packet in its transmit function: a completion in the sender's thread
+    add = subprocess.run(["ip", "-n", net.ns_a, "link", "add", "ut_dummy", "type", "dummy"],
+                         capture_output=True, text=True, check=False)
+    if add.returncode:
+        pytest.skip(f"no dummy devices in this kernel: {add.stderr.strip()}")
+    for args in (("addr", "add", "10.214.0.1/24", "dev", "ut_dummy"),
+                 ("link", "set", "ut_dummy", "up")):
+        subprocess.run(["ip", "-n", net.ns_a, *args], check=True)
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),)) as (session, batches):
+        for _ in range(20):
+            s.sendto(b"x" * 64, ("10.214.0.2", PORT))
+        time.sleep(0.05)
+        snap = session.snapshot()
+    recs = records(batches)
+    layout = session.layout
+    assert len(recs) == 20 and (recs["fate"] == layout.fates_by_name["sent"]).all()
+    assert (recs["ts"][:, layout.stage_index("free")] > 0).all()
+    assert set(contexts(recs, layout, "completion_context")) == {"sender"}
+    assert snap.completion_contexts == {"sender": 20}
+
+
+def test_json_events_and_the_report_say_where_the_driver_ran(tmp_path: Path) -> None:
+    with VethPair() as net:
+        udp_socket(net).sendto(b"arp", (net.addr_b, PORT))  # no traced datagram waits for it
+        time.sleep(0.05)
+        out = tmp_path / "packets.jsonl"
+        tracer = start_tracer("--netns", net.ns_a, "-d", "120", "--no-hist", "--events",
+                              "--json", str(out))
+        send_from(net, 20, 0.002).wait(timeout=60)
+        time.sleep(0.5)
+        tracer.send_signal(signal.SIGINT)
+        report, err = tracer.communicate(timeout=60)
+    assert tracer.returncode == 0, err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    packets, summary = lines[:-1], lines[-1]
+    assert len(packets) == 20
+    for packet in packets:
+        assert packet["xmit_context"] == "sender"
+        assert packet["softirq_pending_ns"] is None and packet["completion_context"] is None
+    assert summary["contexts"] == {"xmit": {"sender": 20}, "completion": {},
+                                   "softirq_pending_ns": None}
+    events = [line for line in report.splitlines() if " → " in line]
+    assert len(events) == 20 and all("xmit: sender" in line for line in events)
+    assert "where it ran" in report
+    assert re.search(r"the sending thread \(direct\) +│ +20 │ +│", report), report
+
+
+def test_without_contexts_no_softirq_hook_is_loaded_and_records_say_unknown(
+        net: VethPair) -> None:
+    s = udp_socket(net)
+    with tracing(pids=(os.getpid(),), contexts=False) as (session, batches):
+        names = loaded_programs()
+        ours = [names.get(i, "") for i in prog_ids(os.getpid())]
+        for _ in range(10):
+            s.sendto(b"x", (net.addr_b, PORT))
+        time.sleep(0.05)
+        snap = session.snapshot()
+    assert ours and not [n for n in ours if "softirq" in n]
+    recs = records(batches)
+    assert len(recs) == 10
+    assert set(contexts(recs, session.layout, "xmit_context")) == {"unknown"}
+    assert snap.xmit_contexts == {} and snap.completion_contexts == {}
