@@ -91,6 +91,9 @@ def test_a_busy_thread_on_the_publishers_cpu_makes_the_wakeup_grow_not_the_stack
                 os.sched_setaffinity(competitor.pid, {cpu})
             pub = start("cyclic_publisher", 600, 1000, seconds=0.6)
             os.sched_setaffinity(pub.pid, {cpu})
+            # a SCHED_BATCH task's wake-up never preempts the running one: it waits for the
+            # busy one's slice to end (a SCHED_OTHER one preempts at once, mostly)
+            os.sched_setscheduler(pub.pid, os.SCHED_BATCH, os.sched_param(0))
             with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
                 pub.go()
                 pub.finish()
