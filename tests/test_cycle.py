@@ -23,7 +23,21 @@ from udptrace.trace.session import TraceSession
 
 PORT = 4840
 WAKE_STAGES = ("timer", "wakeup", "on_cpu", "syscall")
-BUSY = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+# A real-time thread, from a line on stdin until stdin closes (2 s at most): busy 50 ms,
+# idle 50 ms; then its busy windows (CLOCK_MONOTONIC ns). Cycles in and between the windows
+# meet the same outside load.
+BUSY = """
+import os, select, sys, time
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+sys.stdin.readline()
+windows = []
+while len(windows) < 20 and not select.select([sys.stdin], [], [], 0.05)[0]:
+    start = time.monotonic_ns()
+    while time.monotonic_ns() < start + 50_000_000:
+        pass
+    windows.append([start, time.monotonic_ns()])
+print(windows)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -81,32 +95,49 @@ def cycle_rows(batches: list[Packets], session: TraceSession) -> dict[str, PartR
     return {row.part.name: row for row in summary.rows}
 
 
+def idlest_cpu() -> int:
+    """The CPU that ran least over 0.2 s: the machine is shared with other jobs."""
+    def idle() -> dict[int, int]:
+        lines = Path("/proc/stat").read_text().splitlines()
+        return {int(f[0][3:]): int(f[4]) for f in (line.split() for line in lines)
+                if f[0].startswith("cpu") and f[0] != "cpu"}
+    before = idle()
+    time.sleep(0.2)
+    after = idle()
+    return max(os.sched_getaffinity(0), key=lambda cpu: after[cpu] - before[cpu])
+
+
 def test_a_busy_thread_on_the_publishers_cpu_makes_the_wakeup_grow_not_the_stack(start) -> None:
-    cpu = max(os.sched_getaffinity(0))
-    runs = {}
-    for busy in (False, True):
-        competitor = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
-        try:
-            if competitor is not None:
-                os.sched_setaffinity(competitor.pid, {cpu})
-            pub = start("cyclic_publisher", 600, 1000, seconds=0.6)
-            os.sched_setaffinity(pub.pid, {cpu})
-            # a SCHED_BATCH task's wake-up never preempts the running one: it waits for the
-            # busy one's slice to end (a SCHED_OTHER one preempts at once, mostly)
-            os.sched_setscheduler(pub.pid, os.SCHED_BATCH, os.sched_param(0))
-            with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
-                pub.go()
-                pub.finish()
-        finally:
-            if competitor is not None:
-                competitor.kill()
-                competitor.wait()
-        runs[busy] = cycle_rows(batches, session)
-    alone, contended = runs[False], runs[True]
-    median = 0  # index of p50 in the rows' quantiles
-    assert contended["wake_up"].quantiles[median] > 3 * alone["wake_up"].quantiles[median]
-    assert contended["stack"].quantiles[median] < 2 * alone["stack"].quantiles[median] + 20_000
-    assert contended["wake_up"].share > contended["stack"].share
+    cpu = idlest_cpu()
+    pub = start("cyclic_publisher", 800, 1000, seconds=0.8)
+    competitor = subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        for pid in (pub.pid, competitor.pid):
+            os.sched_setaffinity(pid, {cpu})
+        with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
+            pub.go()
+            competitor.stdin.write("go\n")
+            competitor.stdin.flush()
+            pub.finish()
+        windows = np.array(json.loads(competitor.communicate("", timeout=5)[0]), dtype=np.int64)
+    finally:
+        competitor.kill()
+        competitor.wait()
+    recs = records(batches)
+    expires = recs["timer_expires"].astype(np.int64)
+    recs, expires = recs[expires > 0], expires[expires > 0]
+    woke = stage(recs, session, "on_cpu") - expires
+    stack = stage(recs, session, "xmit_start") - stage(recs, session, "syscall")
+    inside = ((windows[:, :1] <= expires) & (expires < windows[:, 1:])).any(axis=0)
+    assert 200 < inside.sum() < len(recs) - 200, (inside.sum(), len(recs))
+    late = {busy: float((woke[inside == busy] > 1_000_000).mean()) for busy in (False, True)}
+    # inside the windows all came a period late or more (the real-time thread holds the
+    # CPU); between them 2-13 % did, beside the other jobs of a shared 2-CPU host
+    assert late[True] > max(0.5, 3 * late[False]), late
+    assert np.median(stack[inside]) < 2 * np.median(stack[~inside]) + 20_000
+    rows = cycle_rows(batches, session)
+    assert rows["wake_up"].share > rows["stack"].share
 
 
 def test_the_kernels_tx_timestamps_agree_with_ours_on_every_datagram(start) -> None:
