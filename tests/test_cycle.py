@@ -65,6 +65,7 @@ def stage(recs: np.ndarray, session: TraceSession, name: str) -> np.ndarray:
     return recs["ts"][:, session.layout.stage_index(name)].astype(np.int64)
 
 
+@pytest.mark.vm
 def test_every_cycle_carries_the_wakeup_that_started_it(start) -> None:
     pub = start("cyclic_publisher", 1000, 1000, seconds=1)  # 1000 cycles of 1 ms
     with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
@@ -166,10 +167,71 @@ def test_launch_times_are_kept_in_the_trace_clock(start) -> None:
     assert len(recs) == 100
     assert (recs["txtime_clock"] == time.CLOCK_TAI).all()
     launch = recs["txtime"].astype(np.int64)
-    # the sender asked for 500 µs after it read CLOCK_TAI, just before its syscall
+    # the sender asked for 500 µs after it read CLOCK_TAI, before its syscall (usually just
+    # before: a first call can take long, resolving the libc symbol)
     ahead = launch - stage(recs, session, "syscall")
-    assert ((ahead > 0) & (ahead <= 500_000)).all()
+    assert (ahead <= 500_000).all() and np.median(ahead) > 0
     assert np.abs(np.diff(launch) - np.diff(truth[:, 1])).max() < 1_000
+
+
+# etf hands a datagram to the driver at most this long before its time. Its watchdog timer
+# ran up to ~1.9 ms late in the test VM (TCG, beside another VM): a 1 ms delta let some
+# datagrams expire in the queue
+ETF_DELTA_NS = 5_000_000
+AHEAD_US = 15_000  # each datagram's launch time after its send
+
+
+@pytest.mark.vm
+def test_etf_sends_each_datagram_by_its_launch_time_and_drops_a_late_one(
+        net: VethPair, start) -> None:
+    etf = net.run(net.ns_a, ["tc", "qdisc", "replace", "dev", net.if_a, "root", "etf",
+                             "clockid", "CLOCK_TAI", "delta", str(ETF_DELTA_NS)],
+                  capture_output=True, text=True)
+    if etf.returncode:
+        pytest.skip(f"this kernel has no etf qdisc ({etf.stderr.strip()}); the test VM's has")
+    # etf drops what carries no launch time, ARP too: the peer's address is made permanent
+    peer = json.loads(subprocess.run(net.command(net.ns_b, ["ip", "-j", "link", "show", net.if_b]),
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    subprocess.run(net.command(net.ns_a, ["ip", "neigh", "replace", net.addr_b, "lladdr",
+                                          peer["address"], "dev", net.if_a, "nud", "permanent"]),
+                   check=True)
+    late = 10
+    sender = start("timed_sender", 30, 20_000, "-t", AHEAD_US, "-l", late, seconds=0.6)
+    with tracing(pids=(sender.pid,)) as (session, batches):
+        sender.go()
+        truth = sender.finish()
+    recs = records(batches)
+    assert len(recs) == 30
+    recs = recs[np.argsort(stage(recs, session, "syscall"))]  # the sender's order
+    # before 6.11 the skb marks no clock: the socket's SO_TXTIME clock tells
+    assert (recs["txtime_clock"] == time.CLOCK_TAI).all()
+    launch = recs["txtime"].astype(np.int64)
+    assert np.abs(np.diff(launch) - np.diff(truth[:, 1])).max() < 1_000
+    fates = session.layout.fates_by_name
+    # the late one: its launch time had passed before it was sent, etf refused it at once
+    refused = recs[late]
+    assert refused["fate"] == fates["dropped"]
+    assert session.drop_reason_names()[int(refused["drop_reason"])] == "QDISC_DROP"
+    assert session.layout.stages[int(refused["drop_stage"])] == "dev_queue"
+    assert 0 < launch[late] < stage(recs, session, "syscall")[late]
+    others = np.arange(len(recs)) != late
+    sent = others & (recs["fate"] == fates["sent"])
+    # one the watchdog woke for too late expired in the queue: etf dropped it at dequeue,
+    # after its launch time (the VM's emulated CPU; never seen on real hardware)
+    expired = others & ~sent
+    assert (recs["fate"][expired] == fates["dropped"]).all()
+    assert (stage(recs, session, "free")[expired] > launch[expired]).all()
+    assert {session.layout.stages[int(s)] for s in recs["drop_stage"][expired]} <= {
+        "qdisc_enqueue"}
+    assert sent.sum() >= 25, f"{expired.sum()} of 29 expired in the queue"
+    slack = 5_000  # the TAI → monotonic conversion
+    enqueued, dequeued = (stage(recs, session, n)[sent] for n in ("qdisc_enqueue",
+                                                                  "qdisc_dequeue"))
+    assert (enqueued < launch[sent] - ETF_DELTA_NS).all()  # 15 ms early: held
+    # etf releases a datagram within delta before its launch time, never after it
+    assert (dequeued >= launch[sent] - ETF_DELTA_NS - slack).all()
+    assert (dequeued <= launch[sent] + slack).all()
+    assert (stage(recs, session, "xmit_start")[sent] >= dequeued).all()
 
 
 def test_trace_wakeup_shows_the_cycle_view_and_writes_it_to_json(
