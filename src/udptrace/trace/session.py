@@ -52,6 +52,12 @@ def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
     return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
 
 
+def counter_totals(m: Map, dtype: np.dtype) -> dict[str, int]:
+    """A per-CPU struct of counters at key 0, each summed over the CPUs."""
+    per_cpu = percpu_values(m, struct.pack("<I", 0), dtype)
+    return {name: int(per_cpu[name].sum()) for name in dtype.names}
+
+
 def _values(m: Map, dtype: np.dtype) -> np.ndarray:
     """Every value of a (non-per-CPU) map, as one array."""
     raw = [v for k in m.iter_keys() if (v := m.lookup(k)) is not None]
@@ -187,9 +193,7 @@ class TraceSession:
         return self.reader.read()
 
     def counters(self) -> dict[str, int]:
-        per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
-                                self.layout.counters)
-        return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+        return counter_totals(self.obj.maps["counters"], self.layout.counters)
 
     def snapshot(self) -> Snapshot:
         maps = self.obj.maps
