@@ -132,12 +132,15 @@ class TraceSession:
         return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
 
     def _without_unasked_points(self, plan: StagePlan) -> StagePlan:
-        """The plan minus the softirq hooks when the contexts are not wanted."""
-        if self.options.contexts:
+        """The plan minus the softirq hooks when the contexts are not wanted: --no-contexts,
+        or --stages core (the fewest hooks: the contexts refine xmit_start, they are not it)."""
+        fewest = self.options.stages == ("core",)
+        if self.options.contexts and not fewest:
             return plan
+        why = "not asked for (--stages core)" if fewest else "not asked for (--no-contexts)"
         return StagePlan(plan.stage, tuple(
-            PointPlan(p.point, None, "not asked for (--no-contexts)")
-            if p.point in CONTEXT_POINTS else p for p in plan.points))
+            PointPlan(p.point, None, why) if p.point in CONTEXT_POINTS else p
+            for p in plan.points))
 
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
