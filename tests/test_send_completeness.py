@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +16,7 @@ from conftest import records, tracing
 
 from udptrace.errors import UsageError
 from udptrace.netns import VethPair, inside
+from udptrace.report.jsonl import JsonLines
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import TraceSession
 
@@ -55,6 +58,11 @@ def test_udp_gso_is_one_record_per_send_counting_its_segments(net: VethPair) -> 
     assert len(recs) == 10
     assert (recs["gso_segs"] == 10).all() and (recs["gso_size"] == 100).all()
     assert snap.counters["datagrams"] == 100 and snap.counters["sent"] == 10
+    out = io.StringIO()
+    batch = next(b for b in batches if len(b.records))
+    lines = JsonLines(out, session.layout, {}).packet_lines(batch)
+    first = json.loads(lines[0])
+    assert (first["udp_len"], first["gso_segs"], first["gso_size"]) == (1008, 10, 100)
 
 
 def test_msg_zerocopy_sends_are_followed(net: VethPair) -> None:
@@ -159,6 +167,8 @@ def test_stages_core_attaches_fewer_hooks_and_follows_every_datagram(net: VethPa
     assert core_hooks < all_hooks
     assert {"neigh_parked", "qdisc_enqueue", "qdisc_dequeue"} <= set(session.left_out)
     assert "dev_queue" not in session.left_out
+    # the softirq hooks only refine xmit_start: the fewest hooks leave them out too
+    assert not {n for n in core_hooks if "softirq" in n} and not session.contexts_told
 
 
 def test_an_unknown_stage_is_refused_before_loading() -> None:

@@ -82,7 +82,7 @@ def add_app_arguments(o: argparse._ArgumentGroup) -> None:
     o.add_argument("--stages", type=parse_stages, default=(), metavar="LIST",
                    help="attach only what these optional stages need, e.g. "
                         "'qdisc_dequeue,neigh_queue', or 'core' (the fewest hooks: "
-                        "syscall → wire); core stages are always traced")
+                        "syscall → wire, without the contexts); core stages are always traced")
     o.add_argument("--rx", action="store_true",
                    help="receive records only: every UDP datagram from the wire (or a veth/lo "
                         "peer) to the reader's receive syscall; -p/-c select the reader")

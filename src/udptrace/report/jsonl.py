@@ -123,7 +123,8 @@ class JsonLines:
             "pid", "tid", "cpu", "family", "sport", "dport", "len", "netns", "fate",
             "drop_reason", "drop_stage", "syscall_id", "syscall", "packet_index", "xmit_rc",
             "rx_pid", "rx_tid", "rx_cpu", "rx_syscall", "rx_ret", "rx_netns",
-            "xmit_context", "completion_context", "softirq_pending_ns")}
+            "xmit_context", "completion_context", "softirq_pending_ns", "udp_len", "gso_segs",
+            "gso_size")}
         rx_comm, rx_ifname = _quoted(_text(r["rx_comm"])), _quoted(_text(r["rx_ifname"]))
         e2e, rx = e2e_ns(r, layout).tolist(), rx_ns(r, layout).tolist()
         receive = self.flags["receive"]
@@ -154,6 +155,8 @@ class JsonLines:
                 f'"family":"{FAMILIES.get(cols["family"][i], cols["family"][i])}",'
                 f'"saddr":{saddr[i]},"sport":{cols["sport"][i]},'
                 f'"daddr":{daddr[i]},"dport":{cols["dport"][i]},"len":{cols["len"][i]},'
+                f'"udp_len":{cols["udp_len"][i]},"gso_segs":{cols["gso_segs"][i] or "null"},'
+                f'"gso_size":{cols["gso_size"][i] or "null"},'
                 f'"ifname":{ifname[i]},"netns":{cols["netns"][i]},"stages":{{{stages}}},'
                 f'"total_ns":{totals[i] if totals[i] >= 0 and not dropped else "null"},'
                 f'"fate":{fate},"drop_reason":{reason_text if dropped else "null"},'

@@ -10,6 +10,7 @@ the 1.6 s the default ring holds at that rate.
 
 from __future__ import annotations
 
+import select
 import threading
 
 import numpy as np
@@ -50,14 +51,26 @@ class RingDrain:
             self._read()  # what arrived after the thread's last read
 
     def _run(self) -> None:
+        # The kernel wakes this epoll once the ring fills past a quarter (cfg.wakeup_bytes),
+        # so a burst is read at once instead of at the next poll; the timeout reads what a
+        # quiet ring holds, and notices close().
+        poller = select.epoll()
+        poller.register(self.session.obj.maps["events"].fd, select.EPOLLIN)
         wait = POLL_INTERVAL_S
         try:
-            while not self._closed.wait(wait):
+            while True:
+                poller.poll(wait)
+                if self._closed.is_set():
+                    break
                 if self._queued < QUEUED_RINGS * self._ring_bytes:
                     busy = self._read() >= BUSY_FILL * self._ring_bytes
                     wait = BUSY_POLL_INTERVAL_S if busy else POLL_INTERVAL_S
+                else:  # the run loop lags: the ring may stay full, epoll would not wait
+                    self._closed.wait(POLL_INTERVAL_S)
         except BaseException as e:  # raised again by take(), in the run loop's thread
             self._error = e
+        finally:
+            poller.close()
 
     def _read(self) -> int:
         """Reads the ring; returns how many bytes it held."""

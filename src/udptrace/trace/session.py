@@ -53,6 +53,12 @@ def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
     return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
 
 
+def counter_totals(m: Map, dtype: np.dtype) -> dict[str, int]:
+    """A per-CPU struct of counters at key 0, each summed over the CPUs."""
+    per_cpu = percpu_values(m, struct.pack("<I", 0), dtype)
+    return {name: int(per_cpu[name].sum()) for name in dtype.names}
+
+
 def _values(m: Map, dtype: np.dtype) -> np.ndarray:
     """Every value of a (non-per-CPU) map, as one array."""
     raw = [v for k in m.iter_keys() if (v := m.lookup(k)) is not None]
@@ -127,12 +133,15 @@ class TraceSession:
         return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
 
     def _without_unasked_points(self, plan: StagePlan) -> StagePlan:
-        """The plan minus the softirq hooks when the contexts are not wanted."""
-        if self.options.contexts:
+        """The plan minus the softirq hooks when the contexts are not wanted: --no-contexts,
+        or --stages core (the fewest hooks: the contexts refine xmit_start, they are not it)."""
+        fewest = self.options.stages == ("core",)
+        if self.options.contexts and not fewest:
             return plan
+        why = "not asked for (--stages core)" if fewest else "not asked for (--no-contexts)"
         return StagePlan(plan.stage, tuple(
-            PointPlan(p.point, None, "not asked for (--no-contexts)")
-            if p.point in CONTEXT_POINTS else p for p in plan.points))
+            PointPlan(p.point, None, why) if p.point in CONTEXT_POINTS else p
+            for p in plan.points))
 
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
@@ -188,9 +197,7 @@ class TraceSession:
         return to_monotonic(self.reader.read())
 
     def counters(self) -> dict[str, int]:
-        per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
-                                self.layout.counters)
-        return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+        return counter_totals(self.obj.maps["counters"], self.layout.counters)
 
     def snapshot(self) -> Snapshot:
         maps = self.obj.maps
