@@ -20,6 +20,7 @@ from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.stages import CONTEXT_POINTS, HookKind, Stage, TracePath
+from udptrace.trace.clocks import to_monotonic
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import (
     TraceOptions,
@@ -126,7 +127,7 @@ class TraceSession:
         return all(point in chosen for point in CONTEXT_POINTS)
 
     def _optional_hook_wanted(self, stage: Stage) -> bool:
-        return stage.needs != "--uprobe" or self.uprobe is not None
+        return self.options.asks_for(stage.needs)
 
     def _asked_for(self, stage: Stage) -> bool:
         return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
@@ -193,7 +194,7 @@ class TraceSession:
         """The records streamed since the last read (empty unless options.stream)."""
         if self.reader is None:
             return np.empty(0, self.layout.record)
-        return self.reader.read()
+        return to_monotonic(self.reader.read())
 
     def counters(self) -> dict[str, int]:
         return counter_totals(self.obj.maps["counters"], self.layout.counters)
