@@ -12,6 +12,7 @@ the machine (other jobs, thermal, caches) does not favour one mode:
                   (empty_hooks.bpf.c): the floor under the traced modes
   histogram       udptrace trace -p PID (in-kernel aggregation only)
   core            udptrace trace -p PID --stages core (the fewest hooks)
+  wakeup          udptrace trace -p PID --wakeup (the cycle view's scheduler hooks)
   json            udptrace trace -p PID --json FILE (plus records per packet)
   bpftrace        bpftrace bench/seed.bt PID (the seed's logic, tracepoints)
   collateral      udptrace trace -p IDLE: the flood is not the traced process
@@ -65,13 +66,13 @@ from udptrace.trace.session import TraceSession
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.json"
-MODES = ("untraced", "empty-hooks", "histogram", "core", "json", "bpftrace", "collateral",
+MODES = ("untraced", "empty-hooks", "histogram", "core", "wakeup", "json", "bpftrace", "collateral",
          "multi-untraced", "multi-json")
 MULTI = ("multi-untraced", "multi-json")
 FLOOR = "empty-hooks"
 # each mode's rate over its reference's in the same round; these also over the floor's
 REFERENCE = {mode: "multi-untraced" if mode in MULTI else "untraced" for mode in MODES}
-ON_FLOOR = ("histogram", "core", "json", "bpftrace", "collateral")
+ON_FLOOR = ("histogram", "core", "wakeup", "json", "bpftrace", "collateral")
 STREAMING = ("json", "multi-json")
 PORT = 9
 SENDER_CPU, RECEIVER_CPU = "0", "1"
@@ -293,6 +294,8 @@ def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list
         return udptrace
     if mode == "core":
         return [*udptrace, "--stages", "core"]
+    if mode == "wakeup":  # the scheduler hooks run at every context switch of the machine
+        return [*udptrace, "--wakeup"]
     if mode in STREAMING:
         return [*udptrace, "--json", str(json_path)]
     if mode == "bpftrace":

@@ -12,60 +12,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import records, tracing, udptrace
+from program_helpers import Program, build
 
 from udptrace.errors import UsageError
 from udptrace.netns import VethPair
 from udptrace.report.intervals import kernel_flows
 from udptrace.trace.uprobe_target import resolve
 
-SOURCE = Path(__file__).parent / "programs" / "cyclic_publisher.c"
 PORT = 4840
 PERIOD_US = 10_000
 
 
 @pytest.fixture(scope="module")
 def publisher_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("publisher") / "cyclic_pub"
-    subprocess.run(["gcc", "-O2", "-o", str(out), str(SOURCE)], check=True)
-    return out
-
-
-class Publisher:
-    """The test's C publisher in namespace a; it starts its cycles on `go()`."""
-
-    def __init__(self, net: VethPair, binary: Path, cycles: int, skip: int = -1,
-                 twice: int = -1, outside: int = -1) -> None:
-        self.process = net.popen(net.ns_a, [str(binary), net.addr_b, str(PORT), str(cycles),
-                                            str(PERIOD_US), str(skip), str(twice), str(outside)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.pid = self.process.pid
-        self.cycles = cycles
-
-    def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"go\n")
-        self.process.stdin.close()
-        self.process.stdin = None  # communicate() must not flush it again
-
-    def finish(self) -> np.ndarray:
-        """Wait for the last cycle; the callback's entry times, as the publisher saw them."""
-        out, _ = self.process.communicate(timeout=self.cycles * PERIOD_US / 1e6 + 10)
-        return np.array(out.split(), dtype=np.int64)
+    return build("cyclic_publisher", tmp_path_factory.mktemp("publisher"))
 
 
 @pytest.fixture
 def publisher(net: VethPair, publisher_binary: Path) -> Iterator[object]:
-    started: list[Publisher] = []
+    """The test's C publisher in namespace a; `finish()` gives the callback's entry times,
+    as the publisher saw them."""
+    started: list[Program] = []
 
-    def start(**kwargs: int) -> Publisher:
-        p = Publisher(net, publisher_binary, **kwargs)
+    def start(cycles: int, skip: int = -1, twice: int = -1, outside: int = -1) -> Program:
+        p = Program(net, [publisher_binary, net.addr_b, PORT, cycles, PERIOD_US, skip, twice,
+                          outside], cycles * PERIOD_US / 1e6)
         started.append(p)
         return p
 
     yield start
     for p in started:
-        p.process.kill()
-        p.process.wait()
+        p.stop()
 
 
 def test_every_send_inside_the_callback_carries_the_app_stage(
@@ -137,7 +114,7 @@ def test_the_live_log_writes_lines_while_the_trace_runs(net: VethPair, publisher
         tracer.terminate()
         tracer.wait(timeout=10)
     for line in lines:
-        assert f"cyclic_pub/{pub.pid}" in line and f"{net.addr_b}:{PORT}" in line
+        assert f"{publisher_binary.name[:15]}/{pub.pid}" in line and f"{net.addr_b}:{PORT}" in line
         assert " app " in line and "syscall +" in line and "xmit_done +" in line
         assert line.rstrip().endswith("sent") or "interval" in line
 
@@ -184,4 +161,5 @@ def test_check_lists_the_app_stage_as_a_uprobe_hook() -> None:
                             timeout=120)
     stages = json.loads(result.stdout)["stages"]
     assert stages["app"]["hooks"] == ["uprobe:entry", "uprobe:return"]
-    assert list(stages)[:2] == ["app", "syscall"]
+    names = list(stages)
+    assert names[names.index("syscall") - 1] == "app"  # the send's first stage after a wake-up

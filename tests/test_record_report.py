@@ -229,10 +229,11 @@ def test_the_html_report_renders_its_plots_in_chromium(recording: tuple[Path, st
 def nests(slices: list[dict]) -> bool:
     """Complete events on one track: each either inside the one open before it or after it."""
     open_ends: list[float] = []
+    ns = 1e-3  # in µs: the times are whole ns; sums of floats near 2e10 µs (5 h up) err by ~4e-6
     for s in sorted(slices, key=lambda e: (e["ts"], -e["dur"])):
-        while open_ends and open_ends[-1] <= s["ts"] + 1e-6:
+        while open_ends and open_ends[-1] <= s["ts"] + ns:
             open_ends.pop()
-        if open_ends and s["ts"] + s["dur"] > open_ends[-1] + 1e-3:
+        if open_ends and s["ts"] + s["dur"] > open_ends[-1] + ns:
             return False
         open_ends.append(s["ts"] + s["dur"])
     return True

@@ -167,6 +167,8 @@ def test_stages_core_attaches_fewer_hooks_and_follows_every_datagram(net: VethPa
     assert core_hooks < all_hooks
     assert {"neigh_parked", "qdisc_enqueue", "qdisc_dequeue"} <= set(session.left_out)
     assert "dev_queue" not in session.left_out
+    # the softirq hooks only refine xmit_start: the fewest hooks leave them out too
+    assert not {n for n in core_hooks if "softirq" in n} and not session.contexts_told
 
 
 def test_an_unknown_stage_is_refused_before_loading() -> None:

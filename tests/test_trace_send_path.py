@@ -331,7 +331,8 @@ def test_the_raw_tp_fallback_follows_packets_like_tp_btf(
             s.sendto(b"raw", (net.addr_b, PORT))
         time.sleep(0.05)
         snap = session.snapshot()
-    assert chosen == {"raw_tp", "tracepoint"}
+    # the function stages keep fentry/kprobe where the kernel allows them (the test VM)
+    assert chosen - {"fentry", "kprobe"} == {"raw_tp", "tracepoint"}
     recs = records(batches)
     assert len(recs) == 200 and (recs["fate"] == session.layout.fates_by_name["sent"]).all()
     assert snap.counters["peer_dropped"] == 200

@@ -28,7 +28,7 @@ def guest_steps(test_files: list[str]) -> list[boot.Step]:
         boot.Step("check", 120, [python, "-m", "udptrace", "check", "--json"]),
         # 3-7 min for today's selection on a busy 2-vCPU host. Hypothesis' plugin imports
         # it whole: seconds on the host, 40-100 times that in the emulated CPU.
-        boot.Step("pytest", 600, [python, "-m", "pytest", "-m", "vm", "-q", "-rfE",
+        boot.Step("pytest", 600, [python, "-m", "pytest", "-m", "vm", "-q", "-rfE", "--durations=8",
                                   "--color=no", "-p", "no:cacheprovider",
                                   "-p", "no:hypothesispytest", *test_files]),
     ]

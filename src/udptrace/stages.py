@@ -146,12 +146,24 @@ APP_POINTS = (
 )
 
 STAGES: tuple[Stage, ...] = (
+    # the sending thread's wake-up before its send; sched_switch runs for every context
+    # switch on the machine, hence opt-in
+    Stage("timer", "timer expiry",
+          "the hrtimer the sending thread slept on expired (--wakeup): first stage of its "
+          "cycle; the expiry it asked for is the record's timer_expires",
+          (_typed_tracepoint("timer:hrtimer_expire_entry", "timer_expire"),), needs="--wakeup"),
+    Stage("wakeup", "to wakeup",
+          "until the scheduler woke the thread (sched:sched_wakeup), by its timer or otherwise",
+          (_typed_tracepoint("sched:sched_wakeup", "sched_wakeup"),), needs="--wakeup"),
+    Stage("on_cpu", "to on CPU",
+          "woken until a CPU switched to it (sched:sched_switch): the scheduling latency",
+          (_typed_tracepoint("sched:sched_switch", "sched_switch"),), needs="--wakeup"),
     Stage("app", "callback entry",
           "the application's function (--uprobe) was entered: first stage of its sends",
           APP_POINTS, needs="--uprobe"),
     Stage("syscall", "to syscall",
-          "until the send syscall's entry (from the callback's entry with --uprobe); "
-          "time zero of the send path",
+          "until the send syscall's entry (from the callback's entry with --uprobe, from "
+          "being on a CPU with --wakeup); time zero of the send path",
           _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"})
           + IO_URING_POINTS, core=True),
     Stage("udp_sendmsg", "socket layer",
@@ -206,7 +218,9 @@ STAGES: tuple[Stage, ...] = (
           core=True),
     Stage("xmit_done", "driver",
           "the driver's transmit function: the packet has left the device",
-          (_typed_tracepoint("net:net_dev_xmit", "xmit_done"),), core=True),
+          (_typed_tracepoint("net:net_dev_xmit", "xmit_done"),
+           # a socket's SO_TIMESTAMPING stamps, taken by the driver (or the NIC), beside ours
+           _typed_tracepoint("sock:inet_sk_error_report", "sk_error_report")), core=True),
     Stage("free", "TX completion",
           "a NIC's TX completion freeing the skb (in the record's completion_context), "
           "or the free that dropped it (on the receive path: the drop, with its reason)",
@@ -260,6 +274,8 @@ SPANS: tuple[Span, ...] = (
          "returned"),
     Span("e2e", "sendto→recv", "the sender's syscall entry until the reader's receive syscall "
          "returned (--e2e)"),
+    Span("cycle", "wake→wire", "the requested wake-up (the timer's expiry as asked, else the "
+         "wakeup) until the packet left the device (--wakeup)"),
 )
 SPAN_NAMES: tuple[str, ...] = tuple(s.name for s in SPANS)
 

@@ -20,6 +20,8 @@ int ut_app_entry(void *ctx)
 		return 0; /* a recursive call stays inside the outermost one */
 	now = bpf_ktime_get_ns();
 	call->app = now;
+	if (cfg.wakeup)
+		wake_send_begins((__u32)pid_tgid, true);
 	if (cfg.intervals) {
 		struct ut_flow_key key = {.tgid = pid_tgid >> 32, .kind = UT_FLOW_APP};
 

@@ -14,7 +14,11 @@
  * packet reached before it.
  */
 enum ut_stage {
-	UT_STAGE_APP = 0,          /* the application's callback entered (--uprobe) */
+	/* the sending thread's wake-up before the send (--wakeup) */
+	UT_STAGE_TIMER = 0,        /* the timer it slept on expired (timer:hrtimer_expire_entry) */
+	UT_STAGE_WAKEUP,           /* it was woken (sched:sched_wakeup) */
+	UT_STAGE_ON_CPU,           /* it was switched in (sched:sched_switch) */
+	UT_STAGE_APP,              /* the application's callback entered (--uprobe) */
 	UT_STAGE_SYSCALL,          /* send syscall entry: time zero of the send path */
 	UT_STAGE_UDP_SENDMSG,      /* udp_sendmsg entry: the socket layer done */
 	UT_STAGE_UDP_SEND_SKB,     /* udp_send_skb entry: the datagram built */
@@ -52,6 +56,7 @@ enum ut_span {
 	UT_SPAN_APP_TO_WIRE,       /* callback entry until the packet left the device */
 	UT_SPAN_RX,                /* entering the receive path until the reader's syscall returned */
 	UT_SPAN_E2E,               /* send syscall entry until the reader's syscall returned */
+	UT_SPAN_CYCLE,             /* --wakeup: the requested wake-up until the packet left the device */
 	UT_SPAN_COUNT,
 };
 
@@ -132,6 +137,14 @@ struct ut_record {
 	__u64 syscall_exit;        /* the syscall's exit time; 0 = in its own record */
 	__s64 syscall_ret;         /* the syscall's return value, with syscall_exit */
 	__u64 interval_ns;         /* since the flow's previous send syscall (--interval); 0 = none */
+	__u64 timer_expires;       /* --wakeup: the waking timer's requested (soft) expiry */
+	/*
+	 * The kernel writes these in their own clocks; user space turns txtime and tstamp_sw
+	 * into CLOCK_MONOTONIC as it reads each batch (trace/clocks.py). 0 = none.
+	 */
+	__u64 txtime;              /* SO_TXTIME launch time (skb->tstamp), in clock txtime_clock */
+	__u64 tstamp_sw;           /* SO_TIMESTAMPING: the kernel's software TX timestamp (realtime) */
+	__u64 tstamp_hw;           /* SO_TIMESTAMPING: the NIC's TX timestamp, in its own clock */
 	__u64 softirq_pending_ns;  /* xmit_context NET_TX: from its raise to its run; 0 = unknown */
 	enum ut_record_kind kind;
 	enum ut_fate fate;
@@ -145,6 +158,7 @@ struct ut_record {
 	__u32 len;                 /* frame length at the device queue (L2 header included) */
 	__s32 xmit_rc;             /* driver return code at net_dev_xmit */
 	enum ut_syscall syscall;
+	__s32 txtime_clock;        /* clockid of txtime (CLOCK_TAI, ...); valid when txtime != 0 */
 	enum ut_context xmit_context;       /* where the driver's transmit was called */
 	enum ut_context completion_context; /* where a NIC's TX completion freed it */
 	__u16 family;              /* AF_INET / AF_INET6 */
@@ -265,6 +279,7 @@ struct ut_config {
 	__u32 send;                /* follow datagrams from their send syscalls */
 	__u32 rx;                  /* follow every UDP datagram that enters a receive path */
 	__u32 e2e;                 /* followed sends continue into this host's receive path */
+	__u32 wakeup;              /* follow traced threads' wake-ups (timer, wakeup, on_cpu) */
 	__u32 contexts;            /* the softirq hooks run: record the contexts of packets' steps */
 	__u32 only_pid;            /* the one tgid -p names (a constant test); 0 = none or several */
 	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */

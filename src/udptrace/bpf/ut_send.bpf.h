@@ -279,6 +279,9 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
 	describe_gso(skb, r);
+	describe_txtime(skb, r);
+	if (cfg.wakeup)
+		wake_describe(r);
 	if (cfg.intervals && !call->packets) {
 		/* one send is one syscall, however many datagrams or fragments it makes */
 		struct ut_flow_key flow = {.id = call->sk, .tgid = r->pid, .kind = UT_FLOW_SOCKET};
@@ -352,6 +355,8 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 			hist_add(SPAN_SLOT(UT_SPAN_TOTAL), end - r->ts[UT_STAGE_SYSCALL]);
 			if (r->ts[UT_STAGE_APP])
 				hist_add(SPAN_SLOT(UT_SPAN_APP_TO_WIRE), end - r->ts[UT_STAGE_APP]);
+			if (r->ts[UT_STAGE_WAKEUP])
+				hist_add(SPAN_SLOT(UT_SPAN_CYCLE), end - cycle_start(r));
 		}
 		if ((r->flags & UT_F_HANDED_OFF) && !cfg.e2e) {
 			__u64 head = (__u64)UT_READ(skb, head);
@@ -631,6 +636,7 @@ static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 	s->rec.xmit_rc = rc;
 	if (rc != NETDEV_TX_OK) /* busy: the qdisc requeues it and tries again */
 		return 0;
+	take_tx_tstamp(skb, &s->rec, now);
 	reach(&s->rec, UT_STAGE_XMIT_DONE, now);
 	/* a NIC still owns the skb until TX completion; a veth/lo has passed it on */
 	if (s->rec.flags & UT_F_HANDED_OFF) {
@@ -668,6 +674,7 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 		return 0;
 	}
 	r = &s->rec;
+	take_tx_tstamp(skb, r, now); /* a NIC's own stamp comes with its TX completion */
 	if (r->flags & UT_F_HANDED_OFF) {
 		/* the receiver freed it before the driver returned (RPS): ours was sent */
 		finish(key, s, UT_FATE_SENT, 0, 0);

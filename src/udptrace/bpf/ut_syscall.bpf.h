@@ -142,6 +142,8 @@ static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
 	call->packets = 0;
 	__builtin_memset(call->function_ts, 0, sizeof(call->function_ts));
 	call->output_skb = 0;
+	if (cfg.wakeup && !call->app_depth)
+		wake_send_begins((__u32)pid_tgid, false);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "ut_common.bpf.h"    /* configuration, output maps, histograms, filters */
+#include "ut_cycle.bpf.h"     /* wake-ups, launch times, the kernel's TX timestamps */
 #include "ut_syscall.bpf.h"   /* send syscalls: the per-thread state packets are tied to */
 #include "ut_io_uring.bpf.h"  /* io_uring send requests, tied like syscalls */
 #include "ut_interval.bpf.h"  /* the time between successive sends of a flow */
@@ -86,6 +87,13 @@ UT_HOOK(netif_receive_skb, netif_recv, ARGS(struct sk_buff *skb), on_netif_recei
 UT_HOOK(sk_data_ready, sock_queue, ARGS(struct sock *sk), (on_sock_queue(sk), 0))
 UT_HOOK(sock_recv_length, sock_read, ARGS(struct sock *sk, int ret, int flags),
 	(on_sock_read(sk, ret, flags), 0))
+UT_HOOK(hrtimer_expire_entry, timer_expire, ARGS(struct hrtimer *timer, __s64 *now),
+	on_timer_expire(timer))
+UT_HOOK(sched_wakeup, sched_wakeup, ARGS(struct task_struct *p), on_sched_wakeup(p))
+UT_HOOK(sched_switch, sched_switch,
+	ARGS(bool preempt, struct task_struct *prev, struct task_struct *next),
+	on_sched_switch(next))
+UT_HOOK(inet_sk_error_report, sk_error_report, ARGS(struct sock *sk), on_sk_error_report(sk))
 UT_HOOK(consume_skb, consume, ARGS(struct sk_buff *skb), on_skb_free(skb, 0, true))
 UT_HOOK(kfree_skb, kfree, ARGS(struct sk_buff *skb, void *location),
 	on_skb_free(skb, cfg.kfree_has_reason ? (__u32)ctx[2] : 0, false))

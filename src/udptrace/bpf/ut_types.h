@@ -83,6 +83,10 @@ struct sk_buff {
 	__u16 mac_header;
 	__be16 protocol;
 	__u8 pkt_type:3;
+	__u8 tstamp_type:2;        /* since 6.11: the clock of tstamp (enum skb_tstamp_type) */
+	__u8 mono_delivery_time:1; /* 5.18 to 6.10: tstamp is CLOCK_MONOTONIC */
+	__s64 tstamp;              /* ktime_t; on the send path SO_TXTIME's launch time */
+	char cb[48];
 	unsigned int tail;         /* sk_buff_data_t: an offset from head on 64-bit */
 	unsigned int end;          /* the skb_shared_info lies at head + end */
 	unsigned char *head;
@@ -91,9 +95,25 @@ struct sk_buff {
 	struct sock *sk;
 };
 
+struct skb_shared_hwtstamps {
+	__s64 hwtstamp;            /* ktime_t, in a union with netdev_data */
+};
+
 struct skb_shared_info {
 	unsigned short gso_size;
 	unsigned short gso_segs;
+	struct skb_shared_hwtstamps hwtstamps;
+};
+
+/* An error queue entry's header in skb->cb (include/net/sock.h: SKB_EXT_ERR) */
+struct sock_extended_err {
+	__u32 ee_errno;
+	__u8 ee_origin;
+	__u32 ee_info;
+};
+
+struct sock_exterr_skb {
+	struct sock_extended_err ee;
 };
 
 struct sk_buff_head {
@@ -109,8 +129,10 @@ struct neighbour {
 struct sock {
 	struct sock_common __sk_common;
 	struct sk_buff_head sk_receive_queue;
+	struct sk_buff_head sk_error_queue;
 	__u16 sk_type;
 	__u16 sk_protocol;
+	__u8 sk_clockid;           /* SO_TXTIME's clock */
 };
 
 struct socket {
@@ -137,6 +159,31 @@ struct files_struct {
 
 struct task_struct {
 	struct files_struct *files;
+	int pid;                   /* the thread's id */
+	int tgid;                  /* the process's */
+	char comm[16];
+	unsigned int __state;      /* since 5.14; `state` before */
+	int on_cpu;                /* running on a CPU, or still switching away from it */
+};
+
+struct task_struct___old {
+	long state;
+};
+
+struct hrtimer_clock_base {
+	__s64 offset;              /* ktime_t: this clock minus CLOCK_MONOTONIC */
+};
+
+struct hrtimer {
+	__s64 _softexpires;        /* ktime_t: the expiry asked for; node.expires adds the slack */
+	void *function;
+	struct hrtimer_clock_base *base;
+};
+
+/* A task sleeping with a timeout (nanosleep, poll, epoll, futex): the timer wakes `task` */
+struct hrtimer_sleeper {
+	struct hrtimer timer;
+	struct task_struct *task;
 };
 
 struct Qdisc;
@@ -170,6 +217,13 @@ struct user_pt_regs {
 #endif
 
 #pragma clang attribute pop
+
+/* The clock of skb->tstamp (since 6.11); values relocated by name against the kernel's BTF */
+enum skb_tstamp_type {
+	SKB_CLOCK_REALTIME,
+	SKB_CLOCK_MONOTONIC,
+	SKB_CLOCK_TAI,
+};
 
 /* Wire formats: fixed by RFCs, read byte-exact, no relocation. */
 struct ut_iphdr {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from udptrace import extras
 from udptrace.cli import help_formatter
+from udptrace.report import cycle
 from udptrace.report.terminal import render_report, report_console
 
 EXAMPLES = """\
@@ -41,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     # imported only now: pyarrow and plotly are optional extras
     from udptrace.report.atomic import AtomicFile
     from udptrace.report.parquet import open_recording
-    from udptrace.report.recorded import pubsub_groups, recorded_report
+    from udptrace.report.recorded import cycle_view, pubsub_groups, recorded_report
 
     console = report_console()
     with contextlib.ExitStack() as stack:
@@ -59,6 +60,9 @@ def main(args: argparse.Namespace) -> int:
         groups = pubsub_groups(recording)
         if groups is not None:
             groups.render(console)
+        cycles = cycle_view(recording)
+        if cycles is not None:
+            cycle.render(console, cycles.summaries())
         if not recording.finished:
             console.print("this recording has no final part (the run was killed): it ends "
                           "with the last complete second")

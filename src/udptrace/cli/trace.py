@@ -13,7 +13,8 @@ from typing import IO, TYPE_CHECKING
 from udptrace import extras
 from udptrace.cli import help_formatter
 from udptrace.errors import UsageError
-from udptrace.report import intervals, terminal
+from udptrace.report import cycle, intervals, terminal
+from udptrace.report.cycle import CycleView
 from udptrace.report.events import EventLog
 from udptrace.report.jsonl import JsonLines, summary_object
 from udptrace.report.output import OutputError
@@ -43,6 +44,8 @@ examples:
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
   udptrace trace -p 4242 -d 10 --html run.html   the same with plots, in one page
+  udptrace trace -p 4242 --wakeup           each cycle from its timer to the wire: how much
+                                            of the jitter is scheduling, how much the stack
 """
 
 
@@ -72,10 +75,14 @@ def add_app_arguments(o: argparse._ArgumentGroup) -> None:
     o.add_argument("--interval", action="store_true",
                    help="time between successive sends per flow (and per --uprobe callback): "
                         "period, jitter, missed periods")
+    o.add_argument("--wakeup", action="store_true",
+                   help="each send's cycle from its thread's wake-up: stages timer (the timer it "
+                        "slept on), wakeup, on_cpu before it, and the cycle view (needs -p, -c "
+                        "or --uprobe; hooks every context switch)")
     o.add_argument("--stages", type=parse_stages, default=(), metavar="LIST",
                    help="attach only what these optional stages need, e.g. "
                         "'qdisc_dequeue,neigh_queue', or 'core' (the fewest hooks: "
-                        "syscall → wire); core stages are always traced")
+                        "syscall → wire, without the contexts); core stages are always traced")
     o.add_argument("--rx", action="store_true",
                    help="receive records only: every UDP datagram from the wire (or a veth/lo "
                         "peer) to the reader's receive syscall; -p/-c select the reader")
@@ -123,7 +130,8 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
-        rx=args.rx, e2e=args.e2e, stages=args.stages, contexts=not args.no_contexts,
+        rx=args.rx, e2e=args.e2e, stages=args.stages, wakeup=args.wakeup,
+        contexts=not args.no_contexts,
     )
 
 
@@ -155,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
     if to_stdout and args.events:
         raise UsageError("--events and --json - both write to stdout: give --json a FILE")
     console = report_console(stderr=to_stdout)
-    stream = bool(args.json or args.pubsub or args.events or args.html)
+    stream = bool(args.json or args.pubsub or args.events or args.html or args.wakeup)
     options = options_from(args, stream)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
@@ -172,10 +180,12 @@ def main(args: argparse.Namespace) -> int:
         events = EventLog(sys.stdout, session.layout, drop_names,
                           time.monotonic_ns()) if args.events else None
         groups = PubSubGroups() if args.pubsub else None
+        cycles = CycleView()
         failure: list[OutputError] = []
 
         def on_packets(packets: Packets) -> None:
             headers = groups.add(packets, session.layout) if groups is not None else None
+            cycles.add_packets(packets, session.layout)
             if recorder is not None:
                 recorder.packets(packets, headers)
             if failure:
@@ -223,6 +233,9 @@ def main(args: argparse.Namespace) -> int:
             if args.interval:
                 intervals.render(console, groups.interval_flows(), step, histograms=False,
                                  title="send intervals per PubSub writer group")
+        cycle_summaries = cycles.summaries() if args.wakeup or cycles.telling else []
+        if cycle_summaries or args.wakeup:
+            cycle.render(console, cycle_summaries)
         if page is not None:
             console.print(f"HTML report: {page.finish(result)}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
@@ -231,7 +244,9 @@ def main(args: argparse.Namespace) -> int:
                                                  "peak_bytes": result.ring_peak_bytes}}
                                     if stream else {}),
                                  **({"unread": result.unread} if receiving else {}),
-                                 **({"intervals": intervals.summaries(flows)} if flows else {}))
+                                 **({"intervals": intervals.summaries(flows)} if flows else {}),
+                                 **({"cycles": cycle.summaries_json(cycle_summaries)}
+                                    if cycle_summaries else {}))
         if failure:
             console.print(f"udptrace: {failure[0]}", style="bold red")
             if to_stdout:  # nothing more can reach the closed pipe, not even at exit

@@ -16,12 +16,15 @@ import pyarrow as pa
 
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.jsonl import FAMILIES
+from udptrace.trace.clocks import CLOCK_NAMES
 from udptrace.trace.decode import (
     Packets,
     char_strings,
     distinct_addresses,
     distinct_chars,
     e2e_ns,
+    extra_offsets,
+    launch_errors,
     origin_ns,
     rx_ns,
     stage_offsets,
@@ -35,7 +38,8 @@ ADDRESS_BYTES = 16
 # own exit and return (joined from the syscall record instead)
 SPELLED = frozenset({"ts", "kind", "fate", "drop_reason", "drop_stage", "syscall",
                      "packet_index", "syscall_exit", "syscall_ret", "family", "flags",
-                     "payload", "interval_ns", "rx_syscall", "xmit_context",
+                     "payload", "interval_ns", "rx_syscall", "timer_expires", "txtime",
+                     "txtime_clock", "tstamp_sw", "tstamp_hw", "xmit_context",
                      "completion_context", "softirq_pending_ns"})
 
 
@@ -114,10 +118,26 @@ def packet_columns(packets: Packets, layout: Layout, drop_names: dict[int, str],
         cols[name] = _names(r[name], contexts, r[name] > 0)  # 0: not told
     pending = r["softirq_pending_ns"]
     cols["softirq_pending_ns"] = _nullable(pending.astype(np.int64), pending > 0)
+    cols.update(timing_columns(r, layout))
     for flag, bit in layout.flags.items():
         cols[flag] = pa.array((r["flags"] & bit) != 0)
     if headers is not None:
         cols.update(pubsub_columns(headers))
+    return cols
+
+
+def timing_columns(r: np.ndarray, layout: Layout) -> dict[str, pa.Array]:
+    """The times the kernel keeps beside our stages (jsonl.timing_fields), null where none."""
+    extra = extra_offsets(r, layout)
+    launched = extra["txtime"][1]
+    cols = {"timer_expires_ns": _nullable(*extra["timer_expires"]),
+            "txtime_clock": _names(r["txtime_clock"], CLOCK_NAMES, launched),
+            "txtime_launch_ns": _nullable(*extra["txtime"])}
+    for stage, (values, known) in launch_errors(r, layout).items():
+        cols[f"txtime_{stage}_ns"] = _nullable(values, known)
+    cols["tx_timestamp_software_ns"] = _nullable(*extra["tstamp_sw"])
+    cols["tx_timestamp_hardware_ns"] = _nullable(r["tstamp_hw"].astype(np.int64),
+                                                 r["tstamp_hw"] > 0)
     return cols
 
 

@@ -20,10 +20,12 @@ import plotly.graph_objects as go
 import plotly.offline
 from plotly.subplots import make_subplots
 
+from udptrace.report import cycle
 from udptrace.report.atomic import AtomicFile
+from udptrace.report.cycle import CycleSummary
 from udptrace.report.distribution import PERCENTILES
 from udptrace.report.parquet import Recording, RecordingWriter, column, open_recording
-from udptrace.report.recorded import packet_times, recorded_report, sent
+from udptrace.report.recorded import cycle_view, packet_times, recorded_report, sent
 from udptrace.report.recorder import Recorder
 from udptrace.report.terminal import ReportData, duration
 from udptrace.trace.run import TraceResult
@@ -206,6 +208,24 @@ def interval_figure(recording: Recording) -> go.Figure | None:
     return fig
 
 
+def cycle_tables(summaries: list[CycleSummary]) -> str:
+    """The cycle view (report/cycle.py), a table per flow."""
+    heads = ["part", "from → to", "n", *(f"p{q:g}" for q in cycle.QUANTILES), "max",
+             "share of jitter"]
+    out = []
+    for s in summaries:
+        out.append(f'<p class="note">{html.escape(cycle.cycle_title(s))}</p>')
+        lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"]
+        for row in s.rows:
+            cells = [str(row.count), *(cycle.signed(v) for v in row.quantiles),
+                     cycle.signed(row.max), cycle.share_text(row.share)]
+            lines.append(f'<tr><td class="text">{html.escape(row.part.title)}</td>'
+                         f'<td class="text">{html.escape(row.part.span)}</td>'
+                         + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        out.append("\n".join(lines) + "</table>")
+    return "\n".join(out)
+
+
 def metadata_table(recording: Recording) -> str:
     info = recording.info
     rows = [("udptrace", info.get("version")), ("kernel", info.get("kernel")),
@@ -233,6 +253,10 @@ def render(recording: Recording) -> str:
     for div_id, title, fig in figures:
         sections.append((title, _div(fig, div_id) if fig is not None else
                          f'<p class="note" id="{div_id}">none in this run</p>'))
+    cycles = cycle_view(recording)
+    if cycles is not None:
+        sections.append(("cycles: where their time and jitter went",
+                         cycle_tables(cycles.summaries())))
     sections.append(("the run", metadata_table(recording)))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{content}" for t, content in sections)

@@ -13,10 +13,13 @@ import numpy as np
 
 from udptrace.report.distribution import Distribution
 from udptrace.report.output import write_or_fail
+from udptrace.trace.clocks import clock_name
 from udptrace.trace.decode import (
     Packets,
     address_strings,
     e2e_ns,
+    extra_offsets,
+    launch_errors,
     origin_ns,
     rx_ns,
     stage_offsets,
@@ -59,6 +62,37 @@ def _quoted(texts: list[str]) -> list[str]:
     """JSON string literals, escaping each distinct text once."""
     cache: dict[str, str] = {}
     return [cache.get(t) or cache.setdefault(t, json.dumps(t)) for t in texts]
+
+
+def _ns(value: int, known: bool) -> str:
+    return str(value) if known else "null"
+
+
+def timing_fields(r: np.ndarray, layout: Layout) -> list[str]:
+    """Per record the times the kernel keeps beside our stages, as JSON members (empty for
+    most): the waking timer's requested expiry, the launch time and how early (negative) or
+    late each step was against it, the socket's own TX timestamps. Times in ns since time
+    zero, but a NIC's stamp, which is in the NIC's own clock."""
+    extra = extra_offsets(r, layout)
+    errors = launch_errors(r, layout)
+    out = [""] * len(r)
+    for i in np.flatnonzero(extra["timer_expires"][1] | extra["txtime"][1] | extra["tstamp_sw"][1]
+                            | (r["tstamp_hw"] > 0)).tolist():
+        text = ""
+        if extra["timer_expires"][1][i]:
+            text += f',"timer_expires_ns":{extra["timer_expires"][0][i]}'
+        if extra["txtime"][1][i]:
+            steps = ",".join(f'"{stage}_ns":{_ns(int(v[i]), bool(k[i]))}'
+                             for stage, (v, k) in errors.items())
+            text += (f',"txtime":{{"clock":"{clock_name(int(r["txtime_clock"][i]))}",'
+                     f'"launch_ns":{extra["txtime"][0][i]},{steps}}}')
+        hw = int(r["tstamp_hw"][i])
+        if extra["tstamp_sw"][1][i] or hw:
+            sw, known = extra["tstamp_sw"][0][i], bool(extra["tstamp_sw"][1][i])
+            text += (f',"tx_timestamp":{{"software_ns":{_ns(int(sw), known)},'
+                     f'"hardware_ns":{_ns(hw, bool(hw))}}}')
+        out[i] = text
+    return out
 
 
 class JsonLines:
@@ -104,6 +138,7 @@ class JsonLines:
         contexts = ["null", *(json.dumps(n) for n in layout.contexts[1:])]  # 0: unknown
         fragment, neigh = self.flags["fragment"], self.flags["neigh_queued"]
         dropped_fate = layout.fates_by_name["dropped"]
+        timing = timing_fields(r, layout)
         lines = []
         for i in range(len(r)):
             dropped = cols["fate"][i] == dropped_fate
@@ -141,6 +176,7 @@ class JsonLines:
                 line += (f',"e2e_ns":{e2e[i] if e2e[i] >= 0 else "null"},'
                          f'"rx_ns":{rx[i] if rx[i] >= 0 else "null"},'
                          f'"receiver":{self._receiver(cols, i, rx_comm, rx_ifname, syscalls)}')
+            line += timing[i]
             label = pubsub[i] if pubsub is not None else None
             if label is not None:
                 line += ',"pubsub":' + json.dumps(label, separators=(",", ":"))

@@ -13,11 +13,13 @@ import pyarrow.compute as pc
 
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.columns import stage_column
+from udptrace.report.cycle import CycleView
 from udptrace.report.distribution import Distribution
 from udptrace.report.parquet import Recording, column
 from udptrace.report.pubsub_groups import PubSubGroups
 from udptrace.report.stage_latency import PacketTimes
 from udptrace.report.terminal import Contexts, Drop, ReportData, Row
+from udptrace.trace.decode import endpoint
 
 
 def fates(recording: Recording) -> np.ndarray:
@@ -118,3 +120,30 @@ def pubsub_groups(recording: Recording) -> PubSubGroups | None:
                         column(table, "syscall_packet_index") == 0, fate == "sent",
                         fate == "dropped")
     return groups
+
+
+def cycle_view(recording: Recording) -> CycleView | None:
+    """Each flow's cycles, as `trace --wakeup` shows them; None when the recording has no
+    wake-ups or launch times to tell."""
+    table = recording.packets
+    rows = table.num_rows
+
+    def times_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in table.column_names:
+            return np.zeros(rows, np.int64), np.zeros(rows, bool)
+        return column(table, name, 0), pc.is_valid(table[name]).to_numpy()
+
+    times = {s["name"]: times_of(stage_column(s["name"])) for s in recording.info["stages"]}
+    times["wire"] = times_of("total_ns")  # since the send syscall's entry, time zero
+    times["timer_expires"] = times_of("timer_expires_ns")
+    times["txtime"] = times_of("txtime_launch_ns")
+    for stage in ("timer", "wakeup", "on_cpu", "app", "qdisc_enqueue"):
+        times.setdefault(stage, times_of(stage_column(stage)))
+    labels = np.array([f"{c}/{pid} {endpoint(s, sp)} → {endpoint(d, dp)}" for c, pid, s, sp, d, dp
+                       in zip(*(table[n].to_pylist() for n in ("comm", "pid", "saddr", "sport",
+                                                               "daddr", "dport")), strict=True)],
+                      object)
+    view = CycleView()
+    view.add(labels, column(table, "ts_ns"), times, sent(recording),
+             fates(recording) == "dropped")
+    return view if view.telling else None

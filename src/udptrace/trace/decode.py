@@ -159,6 +159,32 @@ def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
     return np.where(syscall > 0, syscall, np.where(first < np.iinfo(np.int64).max, first, 0))
 
 
+# Times a record keeps beside its stages, CLOCK_MONOTONIC once read (trace/clocks.py)
+EXTRA_TIMES = ("timer_expires", "txtime", "tstamp_sw")
+# Where a datagram with a launch time is compared with it: entering the qdisc, leaving it,
+# entering the driver
+LAUNCH_STAGES = ("qdisc_enqueue", "qdisc_dequeue", "xmit_start")
+
+
+def extra_offsets(records: np.ndarray, layout: Layout) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each of EXTRA_TIMES as ns since the record's time zero, and where it is set."""
+    origin = origin_ns(records, layout)
+    return {name: (records[name].astype(np.int64) - origin, records[name] > 0)
+            for name in EXTRA_TIMES}
+
+
+def launch_errors(records: np.ndarray, layout: Layout) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per LAUNCH_STAGES: when the datagram reached it minus its launch time (negative:
+    early), and where both are known."""
+    ts = records["ts"].astype(np.int64)
+    launch = records["txtime"].astype(np.int64)
+    out = {}
+    for stage in LAUNCH_STAGES:
+        reached = ts[:, layout.stage_index(stage)]
+        out[stage] = (reached - launch, (reached > 0) & (launch > 0))
+    return out
+
+
 def endpoint(address: str, port: int) -> str:
     """``10.0.0.1:4840``, ``[fd00::1]:4840``."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -42,7 +42,12 @@ class TraceOptions:
     stages: tuple[str, ...] = ()  # only these optional stages (core ones always); () = all
     rx: bool = False  # receive records only: every UDP datagram a receive path sees
     e2e: bool = False  # followed sends go on into this host's receive path
+    wakeup: bool = False  # the sending threads' wake-ups: stages timer, wakeup, on_cpu
     contexts: bool = True  # where the driver and TX completions ran (three hooks per softirq)
+
+    def asks_for(self, needs: str) -> bool:
+        """Whether an opt-in stage that `needs` this option is asked for."""
+        return {"": True, "--uprobe": bool(self.uprobe), "--wakeup": self.wakeup}[needs]
 
     @property
     def paths(self) -> frozenset[TracePath]:
@@ -173,8 +178,12 @@ def validate(options: TraceOptions) -> None:
     if options.rx and options.e2e:
         raise UsageError("--rx (receive records only) and --e2e (send joined to receive) "
                          "exclude each other: choose one")
-    if options.rx and (options.uprobe or options.intervals):
-        raise UsageError("--uprobe and --interval follow sends: they do not combine with --rx")
+    if options.rx and (options.uprobe or options.intervals or options.wakeup):
+        raise UsageError("--uprobe, --interval and --wakeup follow sends: they do not combine "
+                         "with --rx")
+    if options.wakeup and not (options.pids or options.comm or options.uprobe):
+        raise UsageError("--wakeup follows the sending threads: name them with -p PID, -c COMM "
+                         "or --uprobe BINARY:SYMBOL")
 
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
@@ -200,6 +209,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["send"] = TracePath.SEND in options.paths
     cfg["rx"] = options.rx
     cfg["e2e"] = options.e2e
+    cfg["wakeup"] = options.wakeup
     cfg["contexts"] = contexts
     cfg["payload_port"] = options.payload_port
     cfg["comm"] = options.comm.encode()

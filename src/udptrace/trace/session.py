@@ -20,6 +20,7 @@ from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.stages import CONTEXT_POINTS, HookKind, Stage, TracePath
+from udptrace.trace.clocks import to_monotonic
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import (
     TraceOptions,
@@ -50,6 +51,12 @@ def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
     if raw is None:
         return np.zeros(possible_cpus(), dtype)
     return np.ndarray(possible_cpus(), dtype, buffer=raw, strides=(stride,))
+
+
+def counter_totals(m: Map, dtype: np.dtype) -> dict[str, int]:
+    """A per-CPU struct of counters at key 0, each summed over the CPUs."""
+    per_cpu = percpu_values(m, struct.pack("<I", 0), dtype)
+    return {name: int(per_cpu[name].sum()) for name in dtype.names}
 
 
 def _values(m: Map, dtype: np.dtype) -> np.ndarray:
@@ -120,18 +127,21 @@ class TraceSession:
         return all(point in chosen for point in CONTEXT_POINTS)
 
     def _optional_hook_wanted(self, stage: Stage) -> bool:
-        return stage.needs != "--uprobe" or self.uprobe is not None
+        return self.options.asks_for(stage.needs)
 
     def _asked_for(self, stage: Stage) -> bool:
         return self._optional_hook_wanted(stage) and stage_chosen(stage, self.options.stages)
 
     def _without_unasked_points(self, plan: StagePlan) -> StagePlan:
-        """The plan minus the softirq hooks when the contexts are not wanted."""
-        if self.options.contexts:
+        """The plan minus the softirq hooks when the contexts are not wanted: --no-contexts,
+        or --stages core (the fewest hooks: the contexts refine xmit_start, they are not it)."""
+        fewest = self.options.stages == ("core",)
+        if self.options.contexts and not fewest:
             return plan
+        why = "not asked for (--stages core)" if fewest else "not asked for (--no-contexts)"
         return StagePlan(plan.stage, tuple(
-            PointPlan(p.point, None, "not asked for (--no-contexts)")
-            if p.point in CONTEXT_POINTS else p for p in plan.points))
+            PointPlan(p.point, None, why) if p.point in CONTEXT_POINTS else p
+            for p in plan.points))
 
     def _load(self) -> None:
         chosen = {h.program for p in self.plans for h in p.hooks}
@@ -184,12 +194,10 @@ class TraceSession:
         """The records streamed since the last read (empty unless options.stream)."""
         if self.reader is None:
             return np.empty(0, self.layout.record)
-        return self.reader.read()
+        return to_monotonic(self.reader.read())
 
     def counters(self) -> dict[str, int]:
-        per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
-                                self.layout.counters)
-        return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+        return counter_totals(self.obj.maps["counters"], self.layout.counters)
 
     def snapshot(self) -> Snapshot:
         maps = self.obj.maps

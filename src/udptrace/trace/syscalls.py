@@ -31,7 +31,7 @@ from udptrace.loader.bpf_object import BpfObject
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.signals import stop_on_signals
 from udptrace.trace.options import DEFAULT_RINGBUF_BYTES, check_pid, check_ringbuf_bytes
-from udptrace.trace.session import merge_hists, percpu_values
+from udptrace.trace.session import counter_totals, merge_hists, percpu_values
 
 POLL_INTERVAL_S = 0.1
 
@@ -162,9 +162,7 @@ class SyscallSession:
         return self.reader.read()
 
     def counters(self) -> dict[str, int]:
-        per_cpu = percpu_values(self.obj.maps["counters"], struct.pack("<I", 0),
-                                self.layout.counters)
-        return {name: int(per_cpu[name].sum()) for name in self.layout.counters.names}
+        return counter_totals(self.obj.maps["counters"], self.layout.counters)
 
     def counts(self) -> dict[int, SyscallCount]:
         """Per syscall number: errors and the duration histogram, exact whatever was lost."""

@@ -1,0 +1,52 @@
+"""The C programs in tests/programs: built by the tests, run in namespace a of a veth pair.
+
+Each waits for a line on stdin before it sends, so a tracer attaches first, and prints its
+own account of what it did at the end: the ground truth a test compares the tracer with.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from udptrace.netns import VethPair
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def build(name: str, directory: Path) -> Path:
+    """Compile tests/programs/NAME.c into `directory`."""
+    out = directory / name
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(PROGRAMS / f"{name}.c")],
+                   check=True)
+    return out
+
+
+class Program:
+    """One run of a test program in namespace a; it starts on `go()`."""
+
+    def __init__(self, net: VethPair, argv: Sequence[str], seconds: float) -> None:
+        self.process = net.popen(net.ns_a, [str(a) for a in argv], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE)
+        self.pid = self.process.pid
+        self.seconds = seconds  # how long its run should take
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.close()
+        self.process.stdin = None  # communicate() must not flush it again
+
+    def finish(self) -> np.ndarray:
+        """Wait for the end; what it printed, one row of numbers per line (a column alone
+        when the lines hold one number)."""
+        out, _ = self.process.communicate(timeout=self.seconds + 10)
+        rows = np.array([line.split() for line in out.decode().splitlines()], dtype=np.int64)
+        return rows[:, 0] if rows.ndim == 2 and rows.shape[1] == 1 else rows
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
