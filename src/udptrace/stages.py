@@ -16,7 +16,7 @@ refuses both, or lacks the function, traces without them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -96,6 +96,12 @@ def _function(name: str) -> HookPoint:
     """A kernel function's entry: fentry, or a kprobe where fentry is refused."""
     return HookPoint(name, (Hook(HookKind.FENTRY, name, f"ut_fentry_{name}"),
                             Hook(HookKind.KPROBE, name, f"ut_kprobe_{name}")))
+
+
+def _fallback(point: HookPoint, function: str) -> HookPoint:
+    """A tracepoint that older kernels lack, with the kernel function it is traced in
+    (or the one that ends the same step) as a last resort."""
+    return replace(point, hooks=point.hooks + _function(function).hooks)
 
 
 # Where the CPU runs when the driver is called or a TX completion frees the packet: the
@@ -229,14 +235,29 @@ STAGES: tuple[Stage, ...] = (
           "until the stack took it from the receive queue (net:netif_receive_skb)",
           (_typed_tracepoint("net:netif_receive_skb", "netif_recv"),), core=True,
           paths=RECEIVE),
+    Stage("udp_rcv", "IP receive",
+          "until udp_rcv (udpv6_rcv): IP receive and netfilter done, UDP next",
+          (_function("udp_rcv"), _function("udpv6_rcv")), paths=RECEIVE),
+    Stage("udp_queue", "UDP receive",
+          "until __udp_enqueue_schedule_skb: UDP's checks and socket lookup done, the "
+          "socket's receive-buffer check and queueing next",
+          (_function("__udp_enqueue_schedule_skb"),), paths=RECEIVE),
     Stage("sock_queue", "IP+UDP receive",
-          "until it was queued on a socket: IP, netfilter, UDP, socket lookup",
-          (_typed_tracepoint("sock:sk_data_ready", "sock_queue"),), paths=RECEIVE),
+          "until it was queued on a socket: IP, netfilter, UDP, socket lookup; only the "
+          "receive-buffer accounting and the queue's lock after udp_queue",
+          (_fallback(_typed_tracepoint("sock:sk_data_ready", "sock_queue"),
+                     "sock_def_readable"),), paths=RECEIVE),
+    Stage("udp_recvmsg", "to reader",
+          "until a reader in udp_recvmsg (udpv6_recvmsg) came for it: how long it sat in the "
+          "socket's queue, how late the application read it; 0 when a reader was blocked "
+          "there (one woken by poll/epoll comes only after its wake-up)",
+          (_function("udp_recvmsg"), _function("udpv6_recvmsg")), paths=RECEIVE),
     Stage("rx_read", "socket queue wait",
           "until the reader's recvmsg took it (sock:sock_recv_length): how long it sat in "
-          "the socket's queue, how late the application read it",
-          (_typed_tracepoint("sock:sock_recv_length", "sock_read"),), core=True,
-          paths=RECEIVE),
+          "the socket's queue, how late the application read it; only the wake-up and the "
+          "copy after udp_recvmsg",
+          (_fallback(_typed_tracepoint("sock:sock_recv_length", "sock_read"),
+                     "skb_consume_udp"),), core=True, paths=RECEIVE),
     Stage("rx_done", "to recv return",
           "until the reader's receive syscall returned",
           _syscall_points(RECEIVE_SYSCALLS, {"exit": "ut_rxexit"}), paths=RECEIVE),

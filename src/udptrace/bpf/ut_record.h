@@ -37,7 +37,10 @@ enum ut_stage {
 	/* the receive path (--rx, --e2e) */
 	UT_STAGE_RX_DRIVER,        /* a driver handed it to the stack (NAPI, netif_rx) */
 	UT_STAGE_RX_STACK,         /* net:netif_receive_skb: into the protocol stack */
+	UT_STAGE_UDP_RCV,          /* udp_rcv (udpv6_rcv) entry: IP receive done, UDP next */
+	UT_STAGE_UDP_QUEUE,        /* __udp_enqueue_schedule_skb entry: its socket found */
 	UT_STAGE_SOCK_QUEUE,       /* queued on a socket (sock:sk_data_ready) */
+	UT_STAGE_UDP_RECVMSG,      /* a reader in udp_recvmsg came for it (not before queued) */
 	UT_STAGE_RX_READ,          /* the reader's recvmsg took it (sock:sock_recv_length) */
 	UT_STAGE_RX_DONE,          /* the reader's receive syscall returned */
 	UT_STAGE_COUNT,

@@ -70,6 +70,7 @@ struct {
 
 /* What a thread's receive syscall has read so far; it ends at the syscall's return. */
 struct ut_rx_reads {
+	__u64 recvmsg_entry;       /* the thread's latest udp_recvmsg entry (fentry/kprobe) */
 	__u32 count;
 	__u32 pad;
 	struct ut_record recs[UT_RX_BATCH];
@@ -294,7 +295,9 @@ static __noinline void rx_enqueue(struct ut_rx_socket *q, __u64 sk, struct sk_bu
 		if (!cfg.e2e || d->state.rec.syscall_id)
 			COUNT(queued);
 	}
-	d->state.rec.ts[UT_STAGE_SOCK_QUEUE] = 0; /* the next socket's copy gets its own time */
+	/* the next socket's copy gets its own times */
+	d->state.rec.ts[UT_STAGE_UDP_QUEUE] = 0;
+	d->state.rec.ts[UT_STAGE_SOCK_QUEUE] = 0;
 	if (d->skb == (__u64)skb) /* the original goes to the last socket: no more copies */
 		bpf_map_delete_elem(&rx_datagrams, &dkey);
 }
@@ -410,8 +413,14 @@ static __always_inline void on_sock_read(struct sock *sk, int ret, int flags)
 	if (!s)
 		return;
 	reach(&s->rec, UT_STAGE_RX_READ, now);
+	reads = thread_reads((__u32)bpf_get_current_pid_tgid());
+	if (reads && reads->recvmsg_entry) {
+		/* a reader already waiting came for it the moment it was queued */
+		s->rec.ts[UT_STAGE_UDP_RECVMSG] = reads->recvmsg_entry > s->rec.ts[UT_STAGE_SOCK_QUEUE] ?
+			reads->recvmsg_entry : s->rec.ts[UT_STAGE_SOCK_QUEUE];
+		reads->recvmsg_entry = 0;
+	}
 	if (rx_reader(&s->rec)) {
-		reads = thread_reads((__u32)bpf_get_current_pid_tgid());
 		if (reads) {
 			n = reads->count;
 			if (n >= UT_RX_BATCH) { /* more than a batch in one syscall: ends at its read */

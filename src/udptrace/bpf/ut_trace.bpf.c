@@ -22,6 +22,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "ut_recv.bpf.h"      /* the receive path, from the driver to the reader */
 #include "ut_send.bpf.h"      /* the send path, from the syscall to the wire */
 #include "ut_functions.bpf.h" /* finer send stages at kernel functions (fentry, kprobe) */
+#include "ut_recv_functions.bpf.h" /* finer receive stages at kernel functions */
 
 /*
  * Tracepoints, each wired to the paths that use it. Every program exists as
