@@ -169,7 +169,6 @@ def test_a_neighbour_answering_at_once_still_shows_its_wait_in_neigh_queue(
     assert 0 < parked < released <= queued <= exit_ns
 
 
-@pytest.mark.vm
 def test_filters_keep_only_the_asked_for_traffic(net: VethPair) -> None:
     a, b = udp_socket(net), udp_socket(net)
     cases = {
@@ -234,7 +233,6 @@ def sendmmsg(sock: socket.socket, payloads: list[bytes]) -> int:
     return libc.sendmmsg(sock.fileno(), msgs, len(payloads), 0)
 
 
-@pytest.mark.vm
 def test_sendmmsg_gives_one_record_per_datagram_linked_to_one_syscall(net: VethPair) -> None:
     with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -251,7 +249,6 @@ def test_sendmmsg_gives_one_record_per_datagram_linked_to_one_syscall(net: VethP
     assert sorted(recs["len"] - 42) == [10, 20, 30, 40]  # Ethernet 14 + IP 20 + UDP 8
 
 
-@pytest.mark.vm
 def test_ipv6_datagrams_are_followed(net: VethPair) -> None:
     s = udp_socket(net, socket.AF_INET6)
     with tracing(pids=(os.getpid(),), dst=("fd00:213::/64",)) as (_session, batches):
@@ -276,7 +273,6 @@ def test_a_datagram_larger_than_the_mtu_becomes_linked_fragment_records(net: Vet
     assert sum(recs["len"] - 34) == 4008  # each frame: Ethernet 14 + IP 20 + its part
 
 
-@pytest.mark.vm
 def test_skb_address_reuse_never_joins_two_packets(net: VethPair) -> None:
     # thousands of back-to-back datagrams reuse a handful of skb addresses; every record
     # must still carry its own syscall and lie inside that syscall's lifetime
