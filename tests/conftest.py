@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from udptrace.netns import VethPair
+from udptrace.netns import VethPair, inside
 from udptrace.trace.decode import Packets, SyscallJoin
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import TraceSession
@@ -30,6 +31,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
     if line := config.stash.get(VM_SUMMARY, None):
         terminalreporter.write_line(line)
+
+
+def connected_to_listener(net: VethPair, port: int) -> tuple[socket.socket, socket.socket]:
+    """A UDP socket in namespace a connected to one bound in b (keep both): without the
+    listener the peer's ICMP refusal fails the sender's next send, ending a batch early."""
+    with inside(net.ns_b):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.bind((net.addr_b, port))
+    with inside(net.ns_a):
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect((net.addr_b, port))
+    return sender, listener
 
 
 def udptrace(*args: str) -> list[str]:

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import loaded_programs, prog_ids, records, send_from, start_tracer, tracing, udptrace
+from conftest import (
+    connected_to_listener,
+    loaded_programs,
+    prog_ids,
+    records,
+    send_from,
+    start_tracer,
+    tracing,
+    udptrace,
+)
 from test_trace_send_path import sendmmsg
 
 from udptrace.kernel import features as kernel_features
@@ -173,11 +182,7 @@ def test_a_stage_whose_function_is_missing_is_left_out_and_the_rest_traced(
 def test_each_datagram_has_its_own_function_times_and_fragments_share_their_datagrams(
         net: VethPair) -> None:
     require_function_hooks()
-    with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
-        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        listener.bind((net.addr_b, PORT))
-    s = udp_socket(net)
-    s.connect((net.addr_b, PORT))
+    s, _listener = connected_to_listener(net, PORT)
     with tracing(pids=(os.getpid(),)) as (session, batches):
         assert sendmmsg(s, [b"a" * 10, b"b" * 20, b"c" * 30, b"d" * 40]) == 4
         s.send(b"f" * 4000)

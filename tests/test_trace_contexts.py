@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import loaded_programs, prog_ids, records, send_from, start_tracer, tracing
+from conftest import (
+    connected_to_listener,
+    loaded_programs,
+    prog_ids,
+    records,
+    send_from,
+    start_tracer,
+    tracing,
+)
 from test_trace_send_path import sendmmsg
 
 from udptrace.netns import VethPair, inside
@@ -58,11 +66,7 @@ def test_packets_a_shaper_held_leave_from_the_net_tx_softirq_after_a_measured_wa
     subprocess.run(["ip", "netns", "exec", net.ns_a, "tc", "qdisc", "add", "dev", net.if_a,
                     "root", "tbf", "rate", "1mbit", "burst", "2000", "limit", "100000"],
                    check=True)
-    with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
-        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        listener.bind((net.addr_b, PORT))
-    s = udp_socket(net)
-    s.connect((net.addr_b, PORT))
+    s, _listener = connected_to_listener(net, PORT)
     s.send(b"arp")
     time.sleep(0.05)
     with tracing(pids=(os.getpid(),)) as (session, batches):

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import records, tracing
+from conftest import connected_to_listener, records, tracing
 
 from udptrace.errors import UsageError
 from udptrace.kernel import features as kernel_features
@@ -234,11 +234,7 @@ def sendmmsg(sock: socket.socket, payloads: list[bytes]) -> int:
 
 
 def test_sendmmsg_gives_one_record_per_datagram_linked_to_one_syscall(net: VethPair) -> None:
-    with inside(net.ns_b):  # a listener, or the peer's ICMP refusal ends the batch early
-        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        listener.bind((net.addr_b, PORT))
-    s = udp_socket(net)
-    s.connect((net.addr_b, PORT))
+    s, _listener = connected_to_listener(net, PORT)
     with tracing(pids=(os.getpid(),)) as (session, batches):
         assert sendmmsg(s, [b"a" * 10, b"b" * 20, b"c" * 30, b"d" * 40]) == 4
     recs = records(batches)
