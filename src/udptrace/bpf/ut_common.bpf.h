@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * What every part of the tracer shares: the configuration, the output maps
- * (records, counters, histograms, drops), the filters and small helpers.
+ * What every part of the tracer shares, the layer under all of them: the
+ * configuration, the output (the ring buffer of records, counters,
+ * histograms, drops), the filters, parsing a packet's headers, and the
+ * wrappers hooks are written with.
  */
 #ifndef UT_COMMON_BPF_H
 #define UT_COMMON_BPF_H
 
+#include "ut_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "ut_record.h"
 #include "ut_hist.bpf.h"
 
 #define AF_INET 2
@@ -127,6 +135,34 @@ static __always_inline bool same_name16(const char *a, const volatile char *b)
 	return true;
 }
 
+/*
+ * False for a task that -p rules out, told without a lookup when one pid is
+ * traced: every hook asks first, so what udptrace does not follow pays little.
+ */
+static __always_inline bool may_be_traced(__u64 pid_tgid)
+{
+	return !cfg.only_pid || pid_tgid >> 32 == cfg.only_pid;
+}
+
+/* The process filters (-p, -c) on the current task of process `tgid`. */
+static __always_inline bool process_wanted(__u32 tgid)
+{
+	if (cfg.only_pid) {
+		if (tgid != cfg.only_pid)
+			return false;
+	} else if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid)) {
+		return false;
+	}
+	if (cfg.comm[0]) {
+		char comm[16];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (!same_name16(comm, cfg.comm))
+			return false;
+	}
+	return true;
+}
+
 static __always_inline bool addr_wanted(void *lpm, __u8 *addr)
 {
 	struct ut_lpm_key key = {.prefixlen = 128};
@@ -157,6 +193,24 @@ static __always_inline void put_udp_header(struct ut_udphdr *h, struct ut_record
 	r->sport = bpf_ntohs(h->source);
 	r->dport = bpf_ntohs(h->dest);
 	r->udp_len = bpf_ntohs(h->len);
+}
+
+/*
+ * A record into the ring buffer, as much of it as the mode needs; false when
+ * it had no room. A reader waiting on the ring (epoll) is woken once the ring
+ * fills past cfg.wakeup_bytes, by the record that crosses it: once a batch,
+ * not once a record (each wake-up is an interrupt on this CPU).
+ */
+static __always_inline bool emit_record(struct ut_record *r)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, queued;
+
+	if (cfg.wakeup_bytes) {
+		queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (queued < cfg.wakeup_bytes && queued + cfg.record_bytes >= cfg.wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, flags);
 }
 
 static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
@@ -282,5 +336,31 @@ static __always_inline void add_stage_hists(struct ut_record *r, int first)
 		}
 	}
 }
+
+/* sys_enter_* / sys_exit_* tracepoint records: stable ABI since syscall tracepoints exist */
+struct syscall_enter_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__s64 ret;
+};
+
+/* A kernel function hook, written once and wrapped twice, as fentry and kprobe. */
+#ifdef UT_NO_KPROBES
+#define UT_KPROBE(fn, call, ...)
+#else
+#define UT_KPROBE(fn, call, ...)                                                 \
+	SEC("kprobe/" #fn) int BPF_KPROBE(ut_kprobe_##fn, __VA_ARGS__) { return call; }
+#endif
+#define UT_FUNCTION(fn, call, ...)                                               \
+	SEC("fentry/" #fn) int BPF_PROG(ut_fentry_##fn, __VA_ARGS__) { return call; } \
+	UT_KPROBE(fn, call, __VA_ARGS__)
 
 #endif /* UT_COMMON_BPF_H */

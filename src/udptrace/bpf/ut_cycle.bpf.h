@@ -21,6 +21,8 @@
 #ifndef UT_CYCLE_BPF_H
 #define UT_CYCLE_BPF_H
 
+#include "ut_common.bpf.h"
+
 #define CLOCK_REALTIME 0
 #define CLOCK_MONOTONIC 1
 #define CLOCK_TAI 11

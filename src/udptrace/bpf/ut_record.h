@@ -7,6 +7,8 @@
 #ifndef UT_RECORD_H
 #define UT_RECORD_H
 
+#include "ut_types.h"
+
 /*
  * Stages of a packet, in pipeline order: ts[stage] is when the packet reached
  * it. New stages are inserted where they belong in the pipeline; nothing else

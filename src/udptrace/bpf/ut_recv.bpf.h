@@ -21,6 +21,8 @@
 #ifndef UT_RECV_BPF_H
 #define UT_RECV_BPF_H
 
+#include "ut_common.bpf.h"
+
 /* One datagram on its way to a socket. */
 struct ut_rx_datagram {
 	struct ut_pkt_state state;
