@@ -120,8 +120,9 @@ static __always_inline void hist_add(__u32 slot, __u64 value)
 }
 
 #define SPAN_SLOT(span) (UT_STAGE_COUNT + (span))
-/* enum ut_span appears in no field; this keeps it in the BTF that Python reads */
+/* enum ut_span and ut_role appear in no field; this keeps them in the BTF that Python reads */
 const enum ut_span *ut_span_in_btf __attribute__((unused));
+const enum ut_role *ut_role_in_btf __attribute__((unused));
 
 static __always_inline bool same_name16(const char *a, const volatile char *b)
 {
@@ -335,6 +336,55 @@ static __always_inline void add_stage_hists(struct ut_record *r, int first)
 			prev = t;
 		}
 	}
+}
+
+/*
+ * Spans, from one stage role (enum ut_role) to another: each role is the
+ * first of its stages the record reached; 0: it reached none.
+ */
+static __always_inline __u64 wire_time(struct ut_record *r)
+{
+	return r->ts[UT_ROLE_WIRE_1] ?: r->ts[UT_ROLE_WIRE_2];
+}
+
+static __always_inline __u64 rx_start_time(struct ut_record *r)
+{
+	return r->ts[UT_ROLE_RX_START_1] ?: r->ts[UT_ROLE_RX_START_2] ?: r->ts[UT_ROLE_RX_START_3];
+}
+
+static __always_inline __u64 rx_end_time(struct ut_record *r)
+{
+	return r->ts[UT_ROLE_RX_END_1] ?: r->ts[UT_ROLE_RX_END_2];
+}
+
+static __always_inline __u64 cycle_start_time(struct ut_record *r)
+{
+	return r->timer_expires ?: r->ts[UT_ROLE_CYCLE_START_2] ?: r->ts[UT_ROLE_CYCLE_START_3];
+}
+
+static __always_inline void add_span(enum ut_span span, __u64 start, __u64 end)
+{
+	if (start && end)
+		hist_add(SPAN_SLOT(span), end - start);
+}
+
+/* A packet that left the device: the spans that end there. */
+static __always_inline void add_sent_spans(struct ut_record *r)
+{
+	__u64 wire = wire_time(r);
+
+	add_span(UT_SPAN_TOTAL, r->ts[UT_ROLE_TIME_ZERO_1], wire);
+	add_span(UT_SPAN_APP_TO_WIRE, r->ts[UT_ROLE_CALLBACK_1], wire);
+	add_span(UT_SPAN_CYCLE, cycle_start_time(r), wire);
+}
+
+/* A datagram a reader received: the spans that end at its read. */
+static __always_inline void add_received_spans(struct ut_record *r)
+{
+	__u64 end = rx_end_time(r);
+
+	add_span(UT_SPAN_RX, rx_start_time(r), end);
+	add_span(UT_SPAN_E2E, r->ts[UT_ROLE_TIME_ZERO_1], end);
 }
 
 /* sys_enter_* / sys_exit_* tracepoint records: stable ABI since syscall tracepoints exist */

@@ -182,13 +182,6 @@ static __always_inline void wake_describe(struct ut_record *r)
 	r->timer_expires = w->send.expires;
 }
 
-/* When the cycle of a send with a wake-up began: the timer's expiry as asked, else the
- * expiry itself, else (woken by something else) the wakeup. */
-static __always_inline __u64 cycle_start(struct ut_record *r)
-{
-	return r->timer_expires ?: r->ts[UT_STAGE_TIMER] ?: r->ts[UT_STAGE_WAKEUP];
-}
-
 /* The clock of an skb's launch time: the skb says so since 6.11; before, only TCP's
  * monotonic times were marked, and a datagram's is in its socket's SO_TXTIME clock. */
 static __always_inline __s32 txtime_clock(struct sk_buff *skb)

@@ -62,6 +62,27 @@ enum ut_span {
 	UT_SPAN_COUNT,
 };
 
+/*
+ * Stage roles: the points spans begin and end at (stages.py's ROLES, held to
+ * this enum by a test). A role with several stages is the first of them a
+ * record reached, tried in the order of the number; a number missing from a
+ * role is a time the record keeps beside its stages, named in stages.py.
+ */
+enum ut_role {
+	UT_ROLE_TIME_ZERO_1 = UT_STAGE_SYSCALL,      /* the send syscall's entry */
+	UT_ROLE_CALLBACK_1 = UT_STAGE_APP,           /* the application's callback entered */
+	UT_ROLE_WIRE_1 = UT_STAGE_XMIT_DONE,         /* left the device: the driver returned, */
+	UT_ROLE_WIRE_2 = UT_STAGE_FREE,              /* else a NIC's TX completion freed it */
+	UT_ROLE_RX_START_1 = UT_STAGE_RX_HANDOFF,    /* entered a receive path: a veth/lo handoff, */
+	UT_ROLE_RX_START_2 = UT_STAGE_RX_DRIVER,     /* else a driver, */
+	UT_ROLE_RX_START_3 = UT_STAGE_RX_STACK,      /* else the stack */
+	UT_ROLE_RX_END_1 = UT_STAGE_RX_DONE,         /* the reader's receive syscall returned, */
+	UT_ROLE_RX_END_2 = UT_STAGE_RX_READ,         /* else its read took it */
+	/* 1: the wake-up the thread asked for (timer_expires) */
+	UT_ROLE_CYCLE_START_2 = UT_STAGE_TIMER,      /* else its timer's expiry, */
+	UT_ROLE_CYCLE_START_3 = UT_STAGE_WAKEUP,     /* else its wakeup */
+};
+
 enum ut_limits {
 	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
 	UT_RX_BATCH = 8,           /* datagrams one receive syscall can read with times each */

@@ -257,19 +257,12 @@ static __always_inline void rx_note_xmit_done(struct sk_buff *skb, __u64 now)
  */
 static __always_inline void rx_finish(struct ut_record *r, enum ut_fate fate, __u32 reason)
 {
-	__u64 end = r->ts[UT_STAGE_RX_DONE] ?: r->ts[UT_STAGE_RX_READ];
-	__u64 start = r->ts[UT_STAGE_RX_HANDOFF] ?: r->ts[UT_STAGE_RX_DRIVER] ?:
-		      r->ts[UT_STAGE_RX_STACK];
-
 	if (cfg.e2e && !r->syscall_id)
 		return;
 	r->fate = fate;
 	if (fate == UT_FATE_RECEIVED) {
 		add_stage_hists(r, UT_STAGE_RX_DRIVER);
-		if (end && start)
-			hist_add(SPAN_SLOT(UT_SPAN_RX), end - start);
-		if (end && r->ts[UT_STAGE_SYSCALL])
-			hist_add(SPAN_SLOT(UT_SPAN_E2E), end - r->ts[UT_STAGE_SYSCALL]);
+		add_received_spans(r);
 		COUNT(received);
 	} else {
 		r->drop_reason = reason;

@@ -216,16 +216,8 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 	if (fate == UT_FATE_LOOPED) {
 		COUNT(looped);
 	} else if (fate == UT_FATE_SENT) {
-		__u64 end = r->ts[UT_STAGE_XMIT_DONE] ?: r->ts[UT_STAGE_FREE];
-
 		add_stage_hists(r, 0);
-		if (end) {
-			hist_add(SPAN_SLOT(UT_SPAN_TOTAL), end - r->ts[UT_STAGE_SYSCALL]);
-			if (r->ts[UT_STAGE_APP])
-				hist_add(SPAN_SLOT(UT_SPAN_APP_TO_WIRE), end - r->ts[UT_STAGE_APP]);
-			if (r->ts[UT_STAGE_WAKEUP])
-				hist_add(SPAN_SLOT(UT_SPAN_CYCLE), end - cycle_start(r));
-		}
+		add_sent_spans(r);
 		if ((r->flags & UT_F_HANDED_OFF) && !cfg.e2e) {
 			__u64 head = (__u64)UT_READ(skb, head);
 			struct ut_handoff *h = handoff_slot(key);

@@ -167,7 +167,7 @@ static __always_inline int syscall_exit(__s64 ret)
 	if (call->packets) {
 		now = bpf_ktime_get_ns();
 		COUNT(syscalls);
-		hist_add(SPAN_SLOT(UT_SPAN_SEND_SYSCALL), now - call->entry);
+		add_span(UT_SPAN_SEND_SYSCALL, call->entry, now);
 		if (cfg.stream && !emit_held_at_exit(call->id, call->packets, now, ret))
 			emit_syscall_record(call, now, ret, bpf_get_current_pid_tgid());
 	}
