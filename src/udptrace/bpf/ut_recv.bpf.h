@@ -26,9 +26,23 @@
 /* One datagram on its way to a socket. */
 struct ut_rx_datagram {
 	struct ut_pkt_state state;
-	__u64 skb;                 /* the skb that carries it; clones for other sockets differ */
+	__u64 skb;                 /* the skb that carries it; clones for other sockets differ;
+				      0: the datagram its fragments were reassembled into */
 	__u32 delivered;           /* sockets it was queued on so far */
 };
+
+/*
+ * IP reassembly: the skb of the fragment that completes a datagram becomes the
+ * datagram, taking over the first fragment's data buffer (skb_morph, which
+ * marks both cloned); the first fragment's own skb is then freed. The first
+ * fragment's state goes on as the datagram's; the others' buffers are freed
+ * with the datagram, and their states end there (left behind, a buffer reused
+ * by the next datagram would be taken for them).
+ */
+static __always_inline bool later_fragment(struct ut_record *r)
+{
+	return (r->flags & UT_F_FRAGMENT) && !r->udp_len;
+}
 
 struct ut_rx_key {
 	__u64 head;
@@ -293,7 +307,8 @@ static __noinline void rx_enqueue(struct ut_rx_socket *q, __u64 sk, struct sk_bu
 	/* the next socket's copy gets its own times */
 	d->state.rec.ts[UT_STAGE_UDP_QUEUE] = 0;
 	d->state.rec.ts[UT_STAGE_SOCK_QUEUE] = 0;
-	if (d->skb == (__u64)skb) /* the original goes to the last socket: no more copies */
+	/* the original goes to the last socket: no more copies (a reassembled datagram: one) */
+	if (d->skb == (__u64)skb || !d->skb)
 		bpf_map_delete_elem(&rx_datagrams, &dkey);
 }
 
@@ -464,8 +479,10 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 
 	if (!d)
 		return;
-	if (d->skb != (__u64)skb) {
-		if (!consumed) { /* one socket's clone was dropped; the others go on */
+	if (d->skb != (__u64)skb && d->skb) {
+		if (consumed && later_fragment(&d->state.rec)) {
+			bpf_map_delete_elem(&rx_datagrams, &dkey);
+		} else if (!consumed) { /* one socket's clone was dropped; the others go on */
 			struct ut_rx_datagram *copy = rx_blank();
 
 			if (copy) {
@@ -476,6 +493,11 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 		return;
 	}
 	if (consumed) {
+		if (d->skb && (d->state.rec.flags & UT_F_FRAGMENT) && !later_fragment(&d->state.rec) &&
+		    BPF_CORE_READ_BITFIELD_PROBED(skb, cloned)) {
+			d->skb = 0; /* reassembled: the datagram goes on in another skb */
+			return;
+		}
 		/*
 		 * Taken by no socket here (forwarded, or a tap's original whose clone went
 		 * on): over. A tap frees its original only after the clone was delivered.
