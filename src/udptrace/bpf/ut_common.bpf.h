@@ -120,9 +120,10 @@ static __always_inline void hist_add(__u32 slot, __u64 value)
 }
 
 #define SPAN_SLOT(span) (UT_STAGE_COUNT + (span))
-/* enum ut_span and ut_role appear in no field; this keeps them in the BTF that Python reads */
+/* these enums appear in no field; this keeps them in the BTF that Python reads */
 const enum ut_span *ut_span_in_btf __attribute__((unused));
 const enum ut_role *ut_role_in_btf __attribute__((unused));
+const enum ut_limits *ut_limits_in_btf __attribute__((unused));
 
 static __always_inline bool same_name16(const char *a, const volatile char *b)
 {
@@ -296,6 +297,76 @@ static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct u
 		bpf_probe_read_kernel(&udp, sizeof(udp), head + *l4);
 	put_udp_header(&udp, r);
 	return true;
+}
+
+#define UT_FP_K 0x9E3779B97F4A7C15ULL /* 2^64 / the golden ratio, odd */
+
+/* A bijection of 64-bit words: whatever differs before differs after. */
+static __always_inline __u64 fp_mix(__u64 h)
+{
+	h ^= h >> 32;
+	h *= UT_FP_K;
+	return h ^ (h >> 29);
+}
+
+/*
+ * The datagram's fingerprint, from its UDP header's ports and length L and
+ * its first n = min(UT_FINGERPRINT_BYTES, L - 8) payload bytes, already read
+ * into r->payload (as 64-bit big-endian words, bytes past n as zeros): the
+ * same on both paths and every kernel, whatever trails the datagram in the
+ * buffer (Ethernet padding, the next fragment). Words go in one at a time
+ * through a bijection, so two datagrams that differ in one word of these
+ * always differ. 0 when fewer than n bytes are in the linear data (`avail`):
+ * a driver left them in page fragments, which a hook cannot read; and for a
+ * UDP GSO send, one record for several datagrams, each with its own bytes on
+ * the wire, whose payload the kernel keeps in page fragments on any device
+ * that can scatter-gather.
+ */
+static __always_inline __u64 fingerprint(struct ut_record *r, __u32 avail)
+{
+	__u32 len = r->udp_len, n;
+	__u64 h, w;
+
+	if (r->gso_size || len < 8)
+		return 0;
+	n = len - 8 < UT_FINGERPRINT_BYTES ? len - 8 : UT_FINGERPRINT_BYTES;
+	if (avail < n)
+		return 0;
+	h = fp_mix(UT_FP_K ^ ((__u64)r->sport << 48 | (__u64)r->dport << 32 | len));
+#pragma unroll
+	for (int i = 0; i < UT_FINGERPRINT_BYTES / 8; i++) {
+		w = bpf_be64_to_cpu(*(__u64 *)&r->payload[8 * i]);
+		if (n <= 8 * i)
+			w = 0;
+		else if (n < 8 * i + 8)
+			w &= ~0ULL << (8 * (8 * i + 8 - n));
+		h = fp_mix(h ^ w);
+	}
+	h = fp_mix(fp_mix(h));
+	return h ?: 1;
+}
+
+/*
+ * A streamed record's first payload bytes and fingerprint, for the first
+ * fragment of a datagram (later ones have neither): its UDP header at head +
+ * l4, its linear data ending at head + tail. The payload is kept for user
+ * space (UT_F_PAYLOAD) on the --pubsub port.
+ */
+static __always_inline void describe_payload(unsigned char *head, __u32 l4, __u32 tail,
+					     struct ut_record *r)
+{
+	__u32 start = l4 + 8, avail = tail > start ? tail - start : 0;
+
+	/* a fixed-size read (the buffer's shared info follows its data): what lies past
+	 * the datagram is masked by the fingerprint and left out by payload_len */
+	if (bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, head + start))
+		return;
+	r->fingerprint = fingerprint(r, avail);
+	if (avail && cfg.payload_port &&
+	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port)) {
+		r->payload_len = avail < UT_PAYLOAD_BYTES ? avail : UT_PAYLOAD_BYTES;
+		r->flags |= UT_F_PAYLOAD;
+	}
 }
 
 static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)

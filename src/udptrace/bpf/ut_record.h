@@ -85,6 +85,7 @@ enum ut_role {
 
 enum ut_limits {
 	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
+	UT_FINGERPRINT_BYTES = 64, /* UDP payload the fingerprint covers (read with the above) */
 	UT_RX_BATCH = 8,           /* datagrams one receive syscall can read with times each */
 	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
 	UT_HIST_ROWS = 62,
@@ -169,6 +170,12 @@ struct ut_record {
 	__u64 tstamp_sw;           /* SO_TIMESTAMPING: the kernel's software TX timestamp (realtime) */
 	__u64 tstamp_hw;           /* SO_TIMESTAMPING: the NIC's TX timestamp, in its own clock */
 	__u64 softirq_pending_ns;  /* xmit_context NET_TX: from its raise to its run; 0 = unknown */
+	/*
+	 * The datagram's own bytes hashed (ut_common.bpf.h's fingerprint), alike on the
+	 * send and the receive path: its ports, UDP length and first payload bytes. 0 =
+	 * none: not streamed, a later fragment, or payload outside the linear data.
+	 */
+	__u64 fingerprint;
 	enum ut_record_kind kind;
 	enum ut_fate fate;
 	enum ut_stage drop_stage;  /* last stage reached before a drop */

@@ -176,21 +176,6 @@ static __always_inline void rx_continue(struct ut_pkt_state *sent, struct sk_buf
 		COUNT(rx_datagrams);
 }
 
-/* The first UDP payload bytes in the skb's linear data, for PubSub labels (--pubsub). */
-static __always_inline void rx_copy_payload(struct sk_buff *skb, unsigned char *base, __u32 l4,
-					    struct ut_record *r)
-{
-	__u32 linear_end = (BPF_CORE_READ(skb, data) - base) + BPF_CORE_READ(skb, len) -
-			   BPF_CORE_READ(skb, data_len);
-
-	if (linear_end <= l4 + 8)
-		return;
-	r->payload_len = linear_end - l4 - 8 < UT_PAYLOAD_BYTES ? linear_end - l4 - 8 :
-								   UT_PAYLOAD_BYTES;
-	bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, base + l4 + 8);
-	r->flags |= UT_F_PAYLOAD;
-}
-
 /*
  * --rx: start following a UDP datagram the receive path sees for the first time.
  * Its IP header is at skb->data here (the driver pulled the link header).
@@ -209,9 +194,9 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	r = &d->state.rec;
 	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
 		return 0;
-	if (first && cfg.payload_port &&
-	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
-		rx_copy_payload(skb, base, l4, r);
+	/* under --e2e a datagram of a traced send comes with the send's (rx_continue) */
+	if (first && cfg.stream && cfg.rx)
+		describe_payload(base, l4, BPF_CORE_READ(skb, tail), r);
 	rx_describe_device(skb, r);
 	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
 		goto follow;

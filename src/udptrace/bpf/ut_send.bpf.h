@@ -95,7 +95,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	__u32 nh = UT_READ(skb, network_header);
 	struct net_device *dev = UT_READ(skb, dev);
 	struct net *net;
-	__u32 l4 = 0, linear_end;
+	__u32 l4 = 0;
 	bool first_fragment = true;
 
 	if (!parse_ip_udp(head, nh, r, &l4, &first_fragment))
@@ -129,20 +129,8 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	r->ifindex = UT_READ(dev, ifindex);
 	r->len = UT_READ(skb, len);
 
-	if (cfg.payload_port && first_fragment &&
-	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port)) {
-		/* probe reads: the verifier allows no subtraction of typed pointers */
-		linear_end = BPF_CORE_READ(skb, data) - BPF_CORE_READ(skb, head) + r->len -
-			     UT_READ(skb, data_len);
-		if (linear_end > l4 + 8) {
-			__u32 avail = linear_end - l4 - 8;
-
-			r->payload_len = avail < UT_PAYLOAD_BYTES ? avail : UT_PAYLOAD_BYTES;
-			/* a fixed-size read: bytes past payload_len are ignored by user space */
-			bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, head + l4 + 8);
-			r->flags |= UT_F_PAYLOAD;
-		}
-	}
+	if (cfg.stream && first_fragment)
+		describe_payload(head, l4, UT_READ(skb, tail), r);
 	return true;
 }
 
@@ -170,6 +158,7 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 		return 0;
 	r = &cur->state.rec;
 	__builtin_memset(r, 0, sizeof(*r));
+	describe_gso(skb, r);
 	if (!describe_packet(skb, call, r))
 		return 0;
 	r->kind = UT_KIND_PACKET;
@@ -187,7 +176,6 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->cpu = bpf_get_smp_processor_id();
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
-	describe_gso(skb, r);
 	describe_txtime(skb, r);
 	if (cfg.wakeup)
 		wake_describe(r);
