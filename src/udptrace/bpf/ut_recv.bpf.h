@@ -194,19 +194,19 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	r = &d->state.rec;
 	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
 		return 0;
-	/* under --e2e a datagram of a traced send comes with the send's (rx_continue) */
-	if (first && cfg.stream && cfg.rx)
-		describe_payload(base, l4, BPF_CORE_READ(skb, tail), r);
 	rx_describe_device(skb, r);
-	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
-		goto follow;
-	if (!endpoints_wanted(r))
-		return 0;
-	if (cfg.netns && r->rx_netns != cfg.netns)
-		return 0;
-	if (cfg.ifname[0] && !same_name16(r->rx_ifname, cfg.ifname))
-		return 0;
-follow:
+	/* --e2e follows every datagram, so sockets' queues stay in step: the filters are the
+	 * sender's, and a traced send's datagram comes with its record (rx_continue) */
+	if (cfg.rx) {
+		if (!endpoints_wanted(r))
+			return 0;
+		if (cfg.netns && r->rx_netns != cfg.netns)
+			return 0;
+		if (cfg.ifname[0] && !same_name16(r->rx_ifname, cfg.ifname))
+			return 0;
+		if (first && cfg.stream)
+			describe_payload(base, l4, BPF_CORE_READ(skb, tail), r);
+	}
 	r->kind = UT_KIND_PACKET;
 	r->flags |= UT_F_RECEIVE;
 	r->len = BPF_CORE_READ(skb, len);
