@@ -32,13 +32,14 @@ def mix(h: int) -> int:
 
 
 def fingerprint(sport: int, dport: int, payload: bytes, window: int) -> int:
-    """The definition (README, 'How it works'): ports, UDP length, the first `window`
-    payload bytes as big-endian words, zeros past the datagram."""
+    """The definition (README, 'How it works'): ports and UDP length, then the first
+    `window` payload bytes as big-endian words, zeros past the datagram in the last."""
     length = 8 + len(payload)
-    data = payload[:window].ljust(window, b"\0")
+    data = payload[:window]
     h = mix(K ^ (sport << 48 | dport << 32 | length))
-    for i in range(0, window, 8):
-        h = mix(h ^ int.from_bytes(data[i:i + 8], "big"))
+    for i in range(0, len(data), 8):
+        h = (h ^ int.from_bytes(data[i:i + 8].ljust(8, b"\0"), "big")) * K & WORD
+        h = (h << 31 | h >> 33) & WORD
     return mix(mix(h)) or 1
 
 

@@ -301,7 +301,7 @@ static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct u
 
 #define UT_FP_K 0x9E3779B97F4A7C15ULL /* 2^64 / the golden ratio, odd */
 
-/* A bijection of 64-bit words: whatever differs before differs after. */
+/* xorshift-multiply-xorshift: a bijection that spreads every bit over the word */
 static __always_inline __u64 fp_mix(__u64 h)
 {
 	h ^= h >> 32;
@@ -312,20 +312,21 @@ static __always_inline __u64 fp_mix(__u64 h)
 /*
  * The datagram's fingerprint, from its UDP header's ports and length L and
  * its first n = min(UT_FINGERPRINT_BYTES, L - 8) payload bytes, already read
- * into r->payload (as 64-bit big-endian words, bytes past n as zeros): the
- * same on both paths and every kernel, whatever trails the datagram in the
- * buffer (Ethernet padding, the next fragment). Words go in one at a time
- * through a bijection, so two datagrams that differ in one word of these
- * always differ. 0 when fewer than n bytes are in the linear data (`avail`):
- * a driver left them in page fragments, which a hook cannot read; and for a
- * UDP GSO send, one record for several datagrams, each with its own bytes on
- * the wire, whose payload the kernel keeps in page fragments on any device
- * that can scatter-gather.
+ * into r->payload: the same on both paths and every kernel, whatever trails
+ * the datagram in the buffer (Ethernet padding, the next fragment). Those
+ * bytes go in as 64-bit big-endian words, the last one's bytes past n as
+ * zeros, each word through a step that is a bijection of the state for a
+ * given word and of the word for a given state: two datagrams that differ in
+ * one word of these always differ. 0 when fewer than n bytes are in the
+ * linear data (`avail`): a driver left them in page fragments, which a hook
+ * cannot read; and for a UDP GSO send, one record for several datagrams, each
+ * with its own bytes on the wire, whose payload the kernel keeps in page
+ * fragments on any device that can scatter-gather.
  */
 static __always_inline __u64 fingerprint(struct ut_record *r, __u32 avail)
 {
-	__u32 len = r->udp_len, n;
-	__u64 h, w;
+	const __u64 *words = __builtin_assume_aligned(r->payload, 8);
+	__u64 len = r->udp_len, n, h, w; /* 64-bit: no zero-extension at each use */
 
 	if (r->gso_size || len < 8)
 		return 0;
@@ -335,12 +336,13 @@ static __always_inline __u64 fingerprint(struct ut_record *r, __u32 avail)
 	h = fp_mix(UT_FP_K ^ ((__u64)r->sport << 48 | (__u64)r->dport << 32 | len));
 #pragma unroll
 	for (int i = 0; i < UT_FINGERPRINT_BYTES / 8; i++) {
-		w = bpf_be64_to_cpu(*(__u64 *)&r->payload[8 * i]);
-		if (n <= 8 * i)
-			w = 0;
-		else if (n < 8 * i + 8)
+		if (8 * i >= n)
+			break;
+		w = bpf_be64_to_cpu(words[i]);
+		if (n < 8 * i + 8)
 			w &= ~0ULL << (8 * (8 * i + 8 - n));
-		h = fp_mix(h ^ w);
+		h = (h ^ w) * UT_FP_K;
+		h = h << 31 | h >> 33;
 	}
 	h = fp_mix(fp_mix(h));
 	return h ?: 1;
