@@ -104,9 +104,15 @@ def test_send_and_receive_paths_fingerprint_a_datagram_alike(net: VethPair) -> N
                                                         expected[-1], 0, 0]
     first = ~fragment | (sends["fingerprint"] != 0)
     assert sends["fingerprint"][first].tolist() == expected
-    # the receive path's own (--rx), and a send followed into its receiver (--e2e)
-    assert by_stage(records(receive_batches), layout, "rx_done")["fingerprint"].tolist() == expected
-    assert by_stage(records(both_batches), layout, "syscall")["fingerprint"].tolist() == expected
+    # the receive path's own (--rx): one record per datagram, a fragmented one's too
+    received = by_stage(records(receive_batches), layout, "rx_done")
+    assert {layout.fates[int(f)] for f in received["fate"]} == {"received"}
+    assert received["fingerprint"].tolist() == expected
+    # a send followed into its receiver (--e2e); the later fragments end as sent
+    both = by_stage(records(both_batches), layout, "syscall")
+    read = both["fate"] == layout.fates_by_name["received"]
+    assert both["fingerprint"][read].tolist() == expected
+    assert (both["fate"][~read] == layout.fates_by_name["sent"]).all() and (~read).sum() == 4
     # a byte inside the window tells two datagrams apart (the first, the last); one past it
     # does not: of all these, only BASE and its copy changed at byte `covered` are alike
     ipv4 = expected[:len(sent)]

@@ -32,12 +32,13 @@ struct ut_rx_datagram {
 };
 
 /*
- * IP reassembly: the skb of the fragment that completes a datagram becomes the
- * datagram, taking over the first fragment's data buffer (skb_morph, which
- * marks both cloned); the first fragment's own skb is then freed. The first
- * fragment's state goes on as the datagram's; the others' buffers are freed
- * with the datagram, and their states end there (left behind, a buffer reused
- * by the next datagram would be taken for them).
+ * IP fragments: the first fragment's state is the datagram's. Reassembly makes
+ * the skb of the fragment that completes the datagram its skb, with the first
+ * fragment's data buffer (skb_morph, which marks both cloned), and frees the
+ * first fragment's own skb: the state goes on. The later fragments are not
+ * followed: their buffers are freed with the datagram (on 6.1 as drops with no
+ * reason), and a state of theirs left behind would take the next datagram to
+ * reuse the buffer for one of them.
  */
 static __always_inline bool later_fragment(struct ut_record *r)
 {
@@ -165,7 +166,7 @@ static __always_inline void rx_continue(struct ut_pkt_state *sent, struct sk_buf
 	struct ut_rx_datagram *d = rx_blank();
 	struct ut_rx_key key = rx_key(skb);
 
-	if (!d)
+	if (!d || later_fragment(&sent->rec))
 		return;
 	d->state = *sent;
 	d->state.rec.flags |= UT_F_RECEIVE;
@@ -192,7 +193,7 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	if (!d)
 		return 0;
 	r = &d->state.rec;
-	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
+	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first) || !first)
 		return 0;
 	rx_describe_device(skb, r);
 	/* --e2e follows every datagram, so sockets' queues stay in step: the filters are the
@@ -204,7 +205,7 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 			return 0;
 		if (cfg.ifname[0] && !same_name16(r->rx_ifname, cfg.ifname))
 			return 0;
-		if (first && cfg.stream)
+		if (cfg.stream)
 			describe_payload(base, l4, BPF_CORE_READ(skb, tail), r);
 	}
 	r->kind = UT_KIND_PACKET;
@@ -465,9 +466,7 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 	if (!d)
 		return;
 	if (d->skb != (__u64)skb && d->skb) {
-		if (consumed && later_fragment(&d->state.rec)) {
-			bpf_map_delete_elem(&rx_datagrams, &dkey);
-		} else if (!consumed) { /* one socket's clone was dropped; the others go on */
+		if (!consumed) { /* one socket's clone was dropped; the others go on */
 			struct ut_rx_datagram *copy = rx_blank();
 
 			if (copy) {
@@ -478,7 +477,7 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 		return;
 	}
 	if (consumed) {
-		if (d->skb && (d->state.rec.flags & UT_F_FRAGMENT) && !later_fragment(&d->state.rec) &&
+		if (d->skb && (d->state.rec.flags & UT_F_FRAGMENT) &&
 		    BPF_CORE_READ_BITFIELD_PROBED(skb, cloned)) {
 			d->skb = 0; /* reassembled: the datagram goes on in another skb */
 			return;

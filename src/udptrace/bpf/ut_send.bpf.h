@@ -228,9 +228,10 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		count_drop(reason, stage);
 		COUNT(dropped);
 	}
-	/* with --e2e a packet handed to a receive path here goes on there, its record too */
+	/* with --e2e a packet handed to a receive path here goes on there, its record too
+	 * (but a later fragment: its datagram's record is the first fragment's) */
 	end_packet(key, r, cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) &&
-					   fate != UT_FATE_DROPPED));
+					   fate != UT_FATE_DROPPED && !later_fragment(r)));
 }
 
 /*
