@@ -18,7 +18,8 @@ class VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         from udptrace.provenance import describe
 
-        parser.exit(message=describe() + "\n")
+        print(describe())
+        parser.exit()
 
 
 def parser() -> argparse.ArgumentParser:
