@@ -73,6 +73,18 @@ def compile_cycle() -> None:
               str(CYCLE_SOURCE), "-o", str(target)])
 
 
+def record_syscall_numbers() -> None:
+    """kernel/syscall_numbers.h: <asm/unistd.h>'s __NR_ macros as this compiler resolves them.
+
+    For `udptrace syscalls` where linux-libc-dev is not installed (a wheel's target).
+    """
+    macros = subprocess.run([os.environ.get("CC", "cc"), "-E", "-dM", "-include", "asm/unistd.h",
+                             "-x", "c", "/dev/null"], capture_output=True, text=True,
+                            check=True).stdout
+    numbers = sorted(line for line in macros.splitlines() if line.startswith("#define __NR_"))
+    (PACKAGE / "kernel" / "syscall_numbers.h").write_text("\n".join(numbers) + "\n")
+
+
 def link_libbpf() -> None:
     """A library with no code of its own whose only dependency is libbpf.so.1.
 
@@ -91,6 +103,7 @@ class BuildPyWithBpf(build_py):
         compile_bpf()
         record_objects(self.distribution.get_version())
         compile_cycle()
+        record_syscall_numbers()
         link_libbpf()
         super().run()
 
