@@ -1,9 +1,9 @@
 """The wheel `./setup.sh wheel` builds works where no compiler and no system libbpf exist.
 
-Each command runs in a private mount namespace where clang, libbpf-dev's headers and the
-system's libbpf and libelf are covered by empty bind mounts, proven there before the
-command starts. The wheel and its venv are made once per source (wheel_helpers): about
-20 s on first use, nothing after.
+Each command runs in a private mount namespace where clang, /usr/include (libbpf-dev's and
+linux-libc-dev's headers) and the system's libbpf and libelf are covered by empty bind
+mounts, proven there before the command starts. The wheel and its venv are made once per
+source (wheel_helpers): about 20 s on first use, nothing after.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -34,8 +36,8 @@ for name in sys.argv[1:]:
     except OSError:
         continue
     sys.exit(f"hiding failed: {name} still loads")
-if shutil.which("clang") or os.path.exists("/usr/include/bpf/libbpf.h"):
-    sys.exit("hiding failed: clang or libbpf-dev's headers are still there")
+if shutil.which("clang") or os.listdir("/usr/include"):
+    sys.exit("hiding failed: clang or /usr/include is still there")
 """
 
 
@@ -55,13 +57,13 @@ def system_libraries() -> list[str]:
 
 
 def hidden(argv: list[str], wheel: InstalledWheel, tmp_path: Path) -> list[str]:
-    """argv in a private mount namespace without clang, libbpf-dev and the system libbpf."""
+    """argv in a private mount namespace without clang, headers and the system's libbpf."""
     empty_dir, empty_file = tmp_path / "empty", tmp_path / "empty-file"
     empty_dir.mkdir(exist_ok=True)
     empty_file.touch()
     clang = shutil.which("clang")
     assert clang, "clang is not installed, so hiding it proves nothing"
-    dirs = [Path(os.path.realpath(clang)).parents[1], Path("/usr/include/bpf")]  # /usr/lib/llvm-N
+    dirs = [Path(os.path.realpath(clang)).parents[1], Path("/usr/include")]  # /usr/lib/llvm-N
     files = system_libraries()
     mounts = [f"mount --bind {empty_dir} {d}" for d in dirs]
     mounts += [f"mount --bind {empty_file} {shlex.quote(f)}" for f in files]
@@ -128,6 +130,27 @@ def test_the_wheel_traces_exact_counts_with_its_own_libbpf(wheel: InstalledWheel
     assert {p["fate"] for p in packets} == {"sent"}
     libraries = {path for path in maps if Path(path).name.startswith(("libbpf", "libelf"))}
     assert libraries and {Path(path).parent for path in libraries} == {wheel.vendored}, maps
+
+
+def test_syscalls_are_named_without_linux_libc_dev(wheel: InstalledWheel, tmp_path: Path) -> None:
+    target = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.readline(); "
+                               "[os.getppid() for _ in range(5)]"],
+                              stdin=subprocess.PIPE, text=True)
+    tracer = subprocess.Popen(hidden([str(wheel.udptrace), "syscalls", "-p", str(target.pid),
+                                      "--summary"], wheel, tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tracer.stderr is not None and target.stdin is not None
+        line = tracer.stderr.readline()
+        assert line.startswith("tracing syscalls"), line + tracer.stderr.read()
+        target.communicate("go\n", timeout=30)
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        for process in (tracer, target):
+            process.kill()
+            process.wait()
+    assert tracer.returncode == 0, err
+    assert re.search(r"getppid\s+│\s+5\s+│", out), out
 
 
 def test_a_source_install_names_the_systems_libbpf_and_its_objects() -> None:
