@@ -15,7 +15,7 @@ from udptrace import bpf
 from udptrace.loader.bpf_object import BpfObject
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report import ndjson
-from udptrace.report.columns import packet_columns
+from udptrace.report.columns import PacketColumns, packet_columns
 from udptrace.report.fields import HIDDEN, Batch, Field, Table, Values, packet_table
 from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
@@ -134,6 +134,18 @@ def test_json_and_parquet_say_the_same_of_every_field(layout: Layout) -> None:
     assert len({leaf.column for leaf in table.columns}) == len(table.columns)
     shown = {name for leaf in table.leaves for name in leaf.field.sources}
     assert set(layout.record.names) - shown == set(HIDDEN)
+
+
+def test_columns_no_row_of_a_batch_has_are_nulls_of_their_type(layout: Layout) -> None:
+    packets, headers = varied(layout)
+    table = packet_table(layout, pubsub=True)
+    empty = Batch(Packets.empty(layout), layout, REASONS)
+    plain = Packets(packets.records[:1], packets.syscall_exit[:1], packets.syscall_ret[:1])
+    labels = UadpHeaders(*(getattr(headers, f)[:1] for f in headers.__dataclass_fields__))
+    batch = Batch(plain, layout, REASONS, labels)
+    made = PacketColumns(table, empty)(batch)
+    assert made.equals(pa.table(packet_columns(table, Batch(plain, layout, REASONS, labels))))
+    assert made["rx_pid"].null_count == made["txtime_launch_ns"].null_count == 1
 
 
 def test_json_records_keep_their_names_and_null_rules(layout: Layout) -> None:

@@ -50,6 +50,26 @@ def packet_columns(table: Table, batch: Batch) -> dict[str, pa.Array]:
             for leaf in table.columns}
 
 
+class PacketColumns:
+    """A table's columns batch by batch, with the types an empty batch gives them: a column
+    no row of a batch has (no launch times, no receiver) is nulls of that type, its values
+    never computed (half the time of a flood's batch went to such columns)."""
+
+    def __init__(self, table: Table, empty: Batch) -> None:
+        self.table = table
+        self.types = {name: array.type for name, array in packet_columns(table, empty).items()}
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        columns = {}
+        for leaf in self.table.columns:
+            present = batch.presence(leaf)
+            columns[leaf.column] = (
+                pa.nulls(len(batch), self.types[leaf.column])
+                if present is not None and not present.any() else
+                arrow(leaf.field.kind, batch.values(leaf.field), present))
+        return pa.table(columns)
+
+
 def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict[str, pa.Array]:
     """Every field not in ``skip``: numbers as they are, char[] as text, 16-byte arrays as
     addresses; other arrays have no flat form and stay out."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from udptrace.report.columns import packet_columns, sched_columns
+from udptrace.report.columns import PacketColumns, sched_columns
 from udptrace.report.fields import Batch, packet_table
 from udptrace.report.parquet import RecordingWriter, progress, run_info
 from udptrace.trace.decode import Packets
@@ -25,14 +25,15 @@ class Recorder:
         self.session = session
         self.sched = sched
         self.drop_names = session.drop_reason_names()
-        self.table = packet_table(session.layout, pubsub=bool(session.options.payload_port))
         self.softirqs = softirq_names() if sched else {}
         writer.info = run_info(session, command, sched is not None)
-        # the columns, before any packet came
-        self.packets(Batch(Packets.empty(session.layout), session.layout, self.drop_names))
+        empty = Batch(Packets.empty(session.layout), session.layout, self.drop_names)
+        self.columns = PacketColumns(
+            packet_table(session.layout, pubsub=bool(session.options.payload_port)), empty)
+        self.packets(empty)  # the columns, before any packet came
 
     def packets(self, batch: Batch) -> None:
-        self.writer.add("packets", pa.table(packet_columns(self.table, batch)))
+        self.writer.add("packets", self.columns(batch))
         if self.sched is not None and len(batch):
             self.sched.watch(np.unique(batch.records["cpu"]).tolist())
 
