@@ -180,6 +180,7 @@ def main(args: argparse.Namespace) -> int:
         cycles = CycleView()
         outputs = PacketOutputs(
             session.layout, drop_names, stop, json=writer, groups=groups, cycles=cycles,
+            wakeup=args.wakeup,
             recorder=page.start(session, ["udptrace", *sys.argv[1:]]) if page else None,
             events=EventLog(sys.stdout, session.layout, drop_names,
                             time.monotonic_ns()) if args.events else None)

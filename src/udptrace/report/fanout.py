@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from udptrace.errors import UdptraceError
 from udptrace.report.cycle import CycleView
 from udptrace.report.events import EventLog
-from udptrace.report.fields import Batch
+from udptrace.report.fields import Batch, launch_time
 from udptrace.report.jsonl import JsonLines
 from udptrace.report.pubsub_groups import PubSubGroups
 from udptrace.trace.decode import Packets
@@ -37,6 +37,7 @@ class PacketOutputs:
     events: EventLog | None = None
     groups: PubSubGroups | None = None
     cycles: CycleView | None = None
+    wakeup: bool = False  # --wakeup: every datagram is a cycle's; else those with a launch time
     recorder: Recorder | None = None
     failure: UdptraceError | None = field(default=None, init=False)
 
@@ -47,8 +48,22 @@ class PacketOutputs:
         if self.groups is not None:
             self.groups.add(packets, self.layout, batch.headers)
         if self.cycles is not None:
-            self.cycles.add_packets(packets, self.layout)
+            self._cycles(batch)
         self._guard(self._write, batch)
+
+    def _cycles(self, batch: Batch) -> None:
+        """The cycle view tells more than the stage table only with wake-ups (--wakeup) or
+        launch times: without --wakeup it gets the datagrams that carry one. Handing it every
+        datagram of a flood cost the tracer more than the JSON lines did."""
+        assert self.cycles is not None
+        packets = batch.packets
+        if not self.wakeup:
+            launched = launch_time(batch)
+            if not launched.any():
+                return
+            packets = Packets(packets.records[launched], packets.syscall_exit[launched],
+                              packets.syscall_ret[launched])
+        self.cycles.add_packets(packets, self.layout)
 
     def _write(self, batch: Batch) -> None:
         if self.recorder is not None:

@@ -307,7 +307,8 @@ def _read(b: Batch) -> np.ndarray:
     return b.records["rx_pid"] != 0
 
 
-def _launched(b: Batch) -> np.ndarray:
+def launch_time(b: Batch) -> np.ndarray:
+    """Datagrams with an SO_TXTIME launch time."""
     return b.records["txtime"] > 0
 
 
@@ -416,7 +417,7 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
                   sources=f.uses("txtime_clock")),
             Field("launch_ns", _extra("txtime"), sources=f.uses("txtime")),
             *(Field(f"{stage}_ns", _launch(stage)) for stage in launch_errors(empty, layout)),
-        ), _launched),
+        ), launch_time),
         Group("tx_timestamp", (
             Field("software_ns", _extra("tstamp_sw"), sources=f.uses("tstamp_sw")),
             Field("hardware_ns", lambda b: _set(b.records["tstamp_hw"]),
