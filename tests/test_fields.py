@@ -70,7 +70,8 @@ def varied(layout: Layout) -> tuple[Packets, UadpHeaders]:
     r["rx_pid"][2], r["rx_tid"][2], r["rx_comm"][2], r["rx_cpu"][2] = 5150, 5151, b"sub", 0
     r["rx_syscall"][2], r["rx_ret"][2] = syscalls["recvfrom"], 64
     # 4: everything the kernel keeps beside the stages; negative returns; GSO; a wake-up
-    _at(r, layout, 4, timer=-20_000, wakeup=-15_000, qdisc_enqueue=1_700, qdisc_dequeue=2_500)
+    _at(r, layout, 4, timer=-20_000, wakeup=-15_000, app=-9_000, qdisc_enqueue=1_700,
+        qdisc_dequeue=2_500)
     r["timer_expires"][4] = T0 + 4_000_000 - 21_000
     r["txtime"][4], r["txtime_clock"][4] = T0 + 4_000_000 + 2_000, 11
     r["tstamp_sw"][4], r["tstamp_hw"][4] = T0 + 4_000_000 + 3_200, 123_456_789
@@ -176,6 +177,7 @@ def test_json_records_keep_their_names_and_null_rules(layout: Layout) -> None:
     assert unread["receiver"] == {"ifname": "veth1", "netns": 4026532000}
     assert unread["rx_ns"] is None and unread["e2e_ns"] is None
     assert timed["stages"]["timer"] == -20_000 and timed["timer_expires_ns"] == -21_000
+    assert timed["app_to_wire_ns"] == 12_100 and "app_to_wire_ns" not in sent
     assert timed["txtime"] == {"clock": "tai", "launch_ns": 2_000, "qdisc_enqueue_ns": -300,
                                "qdisc_dequeue_ns": 500, "xmit_start_ns": -100}
     assert timed["tx_timestamp"] == {"software_ns": 3_200, "hardware_ns": 123_456_789}

@@ -34,6 +34,7 @@ from udptrace.trace.decode import (
     launch_errors,
     origin_ns,
     rx_ns,
+    span_ns,
     stage_offsets,
     total_ns,
 )
@@ -366,6 +367,9 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
               prefix=""),
         Field("total_ns", lambda b: (lambda t: _number(t, (t >= 0) & ~b.dropped))(
             total_ns(b.records, b.layout))),
+        # --uprobe: the datagrams sent inside the callback
+        Field("app_to_wire_ns", lambda b: _set_or_null(span_ns(b.records, b.layout, "app")),
+              present=lambda b: b.reached[:, b.layout.stage_index("app")]),
         Field("fate", lambda b: _named(b.records["fate"], _lookup(layout.fates, lambda _: UNKNOWN)),
               Kind.TEXT, sources=f.uses("fate")),
         Field("drop_reason", lambda b: _named(b.records["drop_reason"], _lookup(b.drop_names),

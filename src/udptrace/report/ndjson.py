@@ -200,11 +200,12 @@ class _Encoder:
         self.table = table
         self.batch = batch
         self.shapes = _Shapes(table.members, batch)
-        self.rendered: dict[Field, list[Piece]] = {}
 
-    def pieces(self, shape: int) -> list[Piece]:
+    def pieces(self, shape: int, rows: np.ndarray | None) -> list[Piece]:
+        """A shape's line, its values rendered for its ``rows`` (None: the whole batch), so
+        a text or a null only other shapes have pads none of them."""
         out: list[Piece] = []
-        self._object(self.table.members, shape, out)
+        self._object(self.table.members, shape, rows, out)
         out.append(b"\n")
         merged: list[Piece] = []
         for p in out:  # neighbouring literals as one
@@ -214,7 +215,8 @@ class _Encoder:
                 merged.append(p)
         return merged
 
-    def _object(self, members: tuple[Member, ...], shape: int, out: list[Piece]) -> None:
+    def _object(self, members: tuple[Member, ...], shape: int, rows: np.ndarray | None,
+                out: list[Piece]) -> None:
         out.append(b"{")
         first = True
         for m in members:
@@ -223,19 +225,18 @@ class _Encoder:
             out.append((b"" if first else b",") + json.dumps(m.name).encode() + b":")
             first = False
             if isinstance(m, Group):
-                self._object(m.members, shape, out)
+                self._object(m.members, shape, rows, out)
             else:
-                out.extend(self._rendered(m))
+                v = self.batch.values(m)
+                if rows is not None:
+                    v = Values(np.take(v.data, rows),
+                               None if v.valid is None else np.take(v.valid, rows), v.texts)
+                out.extend(RENDER[m.kind](v))
         out.append(b"}")
-
-    def _rendered(self, f: Field) -> list[Piece]:
-        if f not in self.rendered:
-            self.rendered[f] = RENDER[f.kind](self.batch.values(f))
-        return self.rendered[f]
 
     def text(self) -> list[bytes]:
         if len(self.shapes.shapes) == 1:
-            return _lay_out(self.pieces(0), np.arange(len(self.batch)))
+            return _lay_out(self.pieces(0, None), len(self.batch))
         # each shape's lines, then all of them back in the batch's order
         order = np.argsort(self.shapes.inverse, kind="stable")
         lines: list[bytes] = []
@@ -243,30 +244,35 @@ class _Encoder:
         for shape, count in enumerate(np.bincount(self.shapes.inverse).tolist()):
             rows = order[start:start + count]
             start += count
-            lines += b"".join(_lay_out(self.pieces(shape), rows)).split(b"\n")[:-1]
+            lines += b"".join(_lay_out(self.pieces(shape, rows), count)).split(b"\n")[:-1]
         rank = np.empty(len(order), np.intp)
         rank[order] = np.arange(len(order))
         return [b"\n".join(itemgetter(*rank.tolist())(lines) if len(lines) > 1 else lines)
                 + b"\n"]
 
 
-def _lay_out(pieces: list[Piece], rows: np.ndarray) -> list[bytes]:
-    """The given rows' lines: pieces side by side, then the padding deleted."""
+def _lay_out(pieces: list[Piece], count: int) -> list[bytes]:
+    """``count`` lines: pieces side by side, then the padding deleted."""
     width = sum(len(p) if isinstance(p, bytes) else p.shape[1] for p in pieces)
+    # every literal at its place in one row, copied to each row at once: a literal at a
+    # time took longer than the values
+    template = np.zeros(width, np.uint8)
+    blocks = []
+    column = 0
+    for p in pieces:
+        if isinstance(p, bytes):
+            template[column:column + len(p)] = np.frombuffer(p, np.uint8)
+            column += len(p)
+        else:
+            blocks.append((column, p))
+            column += p.shape[1]
     parts = []
-    every = len(rows) and rows[-1] == len(rows) - 1  # all rows, in order: no gather needed
-    for start in range(0, len(rows), CHUNK_ROWS):
-        chunk = rows[start:start + CHUNK_ROWS]
-        matrix = np.empty((len(chunk), width), np.uint8)
-        column = 0
-        for p in pieces:
-            if isinstance(p, bytes):
-                matrix[:, column:column + len(p)] = np.frombuffer(p, np.uint8)
-                column += len(p)
-            else:
-                matrix[:, column:column + p.shape[1]] = (
-                    p[start:start + len(chunk)] if every else np.take(p, chunk, axis=0))
-                column += p.shape[1]
+    for start in range(0, count, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, count)
+        matrix = np.empty((stop - start, width), np.uint8)
+        matrix[:] = template
+        for column, p in blocks:
+            matrix[:, column:column + p.shape[1]] = p[start:stop]
         parts.append(matrix.tobytes().replace(b"\0", b""))
     return parts
 
