@@ -234,13 +234,20 @@ def _lookup(names: dict[int, str], missing: Callable[[int], str] = str) -> Calla
     return lambda code: names[code] if code in names else missing(code)
 
 
-def _number(values: np.ndarray, valid: np.ndarray | None = None) -> Values:
-    return Values(values, valid)
-
-
 def _set(values: np.ndarray) -> Values:
     """A count or time where 0 means none; signed, as every time is."""
     return Values(values.astype(np.int64), values > 0)
+
+
+def _text_of(name: str, decode: Callable[[np.ndarray], tuple[list[str], np.ndarray]]
+             ) -> Callable[[Batch], Values]:
+    return lambda b: _distinct(b.records[name], decode)
+
+
+def _number_of(name: str, zero_is_null: bool) -> Callable[[Batch], Values]:
+    if zero_is_null:
+        return lambda b: _set(b.records[name])
+    return lambda b: Values(b.records[name])
 
 
 @dataclass
@@ -256,19 +263,16 @@ class _Builder:
         self.used.add(name)
         kind = self.layout.record.fields[name][0]
         if kind.kind == "S":
-            return Field(member or name, lambda b: _distinct(b.records[name], distinct_chars),
-                         Kind.TEXT, column, present, json, sources=(name,))
-        if kind.subdtype is not None:
+            values, shown = _text_of(name, distinct_chars), Kind.TEXT
+        elif kind.subdtype is not None:
             if kind.shape != (ADDRESS_BYTES,) or kind.subdtype[0] != np.uint8:
                 raise ValueError(f"ut_record.{name}: an array with no flat form; name it in "
                                  "report/fields.py")
-            return Field(member or name, lambda b: _distinct(b.records[name], distinct_addresses),
-                         Kind.TEXT, column, present, json, sources=(name,))
-        if zero_is_null:
-            return Field(member or name, lambda b: _set(b.records[name]), column=column,
-                         present=present, json=json, sources=(name,))
-        return Field(member or name, lambda b: _number(b.records[name]), column=column,
-                     present=present, json=json, sources=(name,))
+            values, shown = _text_of(name, distinct_addresses), Kind.TEXT
+        else:
+            values, shown = _number_of(name, zero_is_null), Kind.NUMBER
+        return Field(member or name, values, shown, column=column, present=present, json=json,
+                     sources=(name,))
 
     def context(self, name: str) -> Field:
         """Where a step of the packet ran (enum ut_context): null where not told (0)."""
@@ -288,7 +292,7 @@ class _Builder:
 
 
 def _stage_field(index: int, stage: str) -> Field:
-    return Field(stage, lambda b: _number(b.offsets[:, index]), column=f"stage_{stage}_ns",
+    return Field(stage, lambda b: Values(b.offsets[:, index]), column=f"stage_{stage}_ns",
                  present=lambda b: b.reached[:, index])
 
 
@@ -298,6 +302,12 @@ def _extra(name: str) -> Callable[[Batch], Values]:
 
 def _launch(stage: str) -> Callable[[Batch], Values]:
     return lambda b: Values(*b.launch[stage])
+
+
+def _total(b: Batch) -> Values:
+    """Syscall to wire; none for a dropped packet, whatever it reached."""
+    totals = total_ns(b.records, b.layout)
+    return Values(totals, (totals >= 0) & ~b.dropped)
 
 
 def _received(b: Batch) -> np.ndarray:
@@ -335,9 +345,9 @@ def _header(name: str) -> Callable[[Batch], Values]:
 
 def _pubsub() -> Group:
     return Group("pubsub", (
-        Field("publisher_id", lambda b: _number(b.headers.publisher_id)),
+        Field("publisher_id", lambda b: Values(b.headers.publisher_id)),
         # tells a String id's hash from a number
-        Field("publisher_id_type", lambda b: _number(b.headers.publisher_id_type.astype(np.int64)),
+        Field("publisher_id_type", lambda b: Values(b.headers.publisher_id_type.astype(np.int64)),
               json=False),
         Field("writer_group_id", _header("writer_group_id")),
         Field("dataset_writer_ids", _header("dataset_writer_id"), Kind.IDS),
@@ -355,7 +365,7 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
     members: list[Member] = [
         Field("type", lambda b: Values(np.zeros(len(b), np.int32), texts=("packet",)),
               Kind.TEXT, parquet=False),
-        Field("ts_ns", lambda b: _number(b.origin), sources=f.uses("ts")),
+        Field("ts_ns", lambda b: Values(b.origin), sources=f.uses("ts")),
         f.stored("pid"), f.stored("tid"), f.stored("comm"), f.stored("cpu"),
         Field("family", lambda b: _named(b.records["family"], _lookup(FAMILIES)), Kind.TEXT,
               sources=f.uses("family")),
@@ -365,10 +375,9 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
         f.stored("ifname"), f.stored("ifindex", json=False), f.stored("netns"),
         Group("stages", tuple(_stage_field(i, s) for i, s in enumerate(layout.stages)),
               prefix=""),
-        Field("total_ns", lambda b: (lambda t: _number(t, (t >= 0) & ~b.dropped))(
-            total_ns(b.records, b.layout))),
+        Field("total_ns", _total),
         # --uprobe: the datagrams sent inside the callback
-        Field("app_to_wire_ns", lambda b: _set_or_null(span_ns(b.records, b.layout, "app")),
+        Field("app_to_wire_ns", lambda b: _span(span_ns(b.records, b.layout, "app")),
               present=lambda b: b.reached[:, b.layout.stage_index("app")]),
         Field("fate", lambda b: _named(b.records["fate"], _lookup(layout.fates, lambda _: UNKNOWN)),
               Kind.TEXT, sources=f.uses("fate")),
@@ -383,10 +392,10 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
                   Kind.TEXT, sources=f.uses("syscall")),
             f.stored("packet_index"),
             # joined from the syscall's own record where the packet did not carry them
-            Field("exit_ns", lambda b: _number(b.packets.syscall_exit.astype(np.int64) - b.origin,
+            Field("exit_ns", lambda b: Values(b.packets.syscall_exit.astype(np.int64) - b.origin,
                                                b.packets.syscall_exit > 0),
                   sources=f.uses("syscall_exit")),
-            Field("ret", lambda b: _number(b.packets.syscall_ret, b.packets.syscall_exit > 0),
+            Field("ret", lambda b: Values(b.packets.syscall_ret, b.packets.syscall_exit > 0),
                   sources=f.uses("syscall_ret")),
         )),
         f.stored("interval_ns", zero_is_null=True),
@@ -397,8 +406,8 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
         *(Field(flag, lambda b, flag=flag: Values(b.flag(flag)), Kind.BOOL,
                 json=flag in JSON_FLAGS, sources=f.uses("flags"))
           for flag in (*JSON_FLAGS, *(o for o in layout.flags if o not in JSON_FLAGS))),
-        Field("e2e_ns", lambda b: _set_or_null(e2e_ns(b.records, b.layout)), present=_received),
-        Field("rx_ns", lambda b: _set_or_null(rx_ns(b.records, b.layout)), present=_received),
+        Field("e2e_ns", lambda b: _span(e2e_ns(b.records, b.layout)), present=_received),
+        Field("rx_ns", lambda b: _span(rx_ns(b.records, b.layout)), present=_received),
         Group("receiver", (
             f.stored("rx_pid", member="pid", present=_read),
             f.stored("rx_tid", member="tid", present=_read),
@@ -408,7 +417,7 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
                                               np.isin(b.records["rx_syscall"],
                                                       list(layout.syscalls))),
                   Kind.TEXT, present=_read, sources=f.uses("rx_syscall")),
-            Field("ret", lambda b: _number(b.records["rx_ret"], b.records["rx_syscall"] != 0),
+            Field("ret", lambda b: Values(b.records["rx_ret"], b.records["rx_syscall"] != 0),
                   present=_read, sources=f.uses("rx_ret")),
             f.stored("rx_ifname", member="ifname"),
             f.stored("rx_netns", member="netns"),
@@ -434,6 +443,6 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
     return Table(tuple(members))
 
 
-def _set_or_null(values: np.ndarray) -> Values:
+def _span(values: np.ndarray) -> Values:
     """A span, -1 where it has no end or no start."""
     return Values(values, values >= 0)
