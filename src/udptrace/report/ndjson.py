@@ -20,7 +20,7 @@ import numpy as np
 from udptrace.report.fields import Batch, Field, Group, Kind, Member, Table, Values
 
 GROUP = 10_000  # numbers are written 4 digits at a time
-CHUNK_ROWS = 4096  # rows laid out at once: a matrix that stays in the CPU's cache
+CHUNK_ROWS = 2048  # rows laid out at once (1,024 to 8,192 measured within 10 %; 2,048 best)
 
 
 def _groups(leading: bool, zero: bytes) -> np.ndarray:
