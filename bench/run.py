@@ -14,6 +14,7 @@ the machine (other jobs, thermal, caches) does not favour one mode:
   core            udptrace trace -p PID --stages core (the fewest hooks)
   wakeup          udptrace trace -p PID --wakeup (the cycle view's scheduler hooks)
   json            udptrace trace -p PID --json FILE (plus records per packet)
+  record          udptrace record -p PID -o RUN.parquet (the same records, as Parquet parts)
   bpftrace        bpftrace bench/seed.bt PID (the seed's logic, tracepoints)
   collateral      udptrace trace -p IDLE: the flood is not the traced process
   multi-untraced  THREADS threads send COUNT datagrams together, on every CPU
@@ -58,6 +59,7 @@ from udptrace import bpf
 from udptrace.loader.bpf_object import BpfObject
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.netns import VethPair
+from udptrace.report.fields import Batch
 from udptrace.report.jsonl import JsonLines
 from udptrace.trace.decode import SyscallJoin
 from udptrace.trace.layout import Layout
@@ -66,14 +68,14 @@ from udptrace.trace.session import TraceSession
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.json"
-MODES = ("untraced", "empty-hooks", "histogram", "core", "wakeup", "json", "bpftrace", "collateral",
-         "multi-untraced", "multi-json")
+MODES = ("untraced", "empty-hooks", "histogram", "core", "wakeup", "json", "record", "bpftrace",
+         "collateral", "multi-untraced", "multi-json")
 MULTI = ("multi-untraced", "multi-json")
 FLOOR = "empty-hooks"
 # each mode's rate over its reference's in the same round; these also over the floor's
 REFERENCE = {mode: "multi-untraced" if mode in MULTI else "untraced" for mode in MODES}
-ON_FLOOR = ("histogram", "core", "wakeup", "json", "bpftrace", "collateral")
-STREAMING = ("json", "multi-json")
+ON_FLOOR = ("histogram", "core", "wakeup", "json", "record", "bpftrace", "collateral")
+STREAMING = ("json", "record", "multi-json")
 PORT = 9
 SENDER_CPU, RECEIVER_CPU = "0", "1"
 MAX_DATAGRAMS = 100_000_000  # a bound besides --seconds; never reached on this hardware
@@ -282,6 +284,17 @@ def json_accounting(path: Path, sent: int) -> dict:
             "lost_share": summary["lost"] / max(sent, 1)}
 
 
+def record_accounting(path: Path, sent: int) -> dict:
+    """json_accounting for a recording: its last part's metadata holds the summary."""
+    import pyarrow.parquet as pq  # an optional extra, as for `udptrace record`
+    last = sorted((path / "packets").glob("part-*.parquet"))[-1]
+    info = json.loads(pq.read_schema(last).metadata[b"udptrace"])
+    counters = info["counters"]
+    return {"summary": info, "unaccounted": sent - info["records"] - info["lost"],
+            "counted_exactly": counters["packets"] == sent and counters["syscalls"] == sent,
+            "lost_share": info["lost"] / max(sent, 1)}
+
+
 # ---- one trial -----------------------------------------------------------------------
 
 def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list[str]:
@@ -296,6 +309,9 @@ def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list
         return [*udptrace, "--stages", "core"]
     if mode == "wakeup":  # the scheduler hooks run at every context switch of the machine
         return [*udptrace, "--wakeup"]
+    if mode == "record":
+        return [*pin, sys.executable, "-m", "udptrace", "record", "-o", str(json_path),
+                "-p", str(pid), "-d", str(seconds + STOP_TIMEOUT_S)]
     if mode in STREAMING:
         return [*udptrace, "--json", str(json_path)]
     if mode == "bpftrace":
@@ -305,7 +321,7 @@ def tracer_command(mode: str, pid: int, seconds: float, json_path: Path) -> list
 
 def attached_text(mode: str) -> str:
     """What the tracer prints once its programs are attached: the sender may start."""
-    return "attached" if mode == "bpftrace" else "tracing UDP sends"
+    return {"bpftrace": "attached", "record": "recording UDP sends"}.get(mode, "tracing UDP sends")
 
 
 def sender_command(mode: str, tools: Tools, net: VethPair, args: argparse.Namespace,
@@ -397,13 +413,16 @@ def run_trial(mode: str, round_: int, net: VethPair, tools: Tools, args: argpars
                 raise BenchError(f"{mode} tracer exited with {rc}: "
                                  f"{err.read_text(errors='replace').strip()[-800:]}")
             if mode in STREAMING:
-                result.update(json_accounting(json_path, result["sent"]))
+                result.update((record_accounting if mode == "record" else json_accounting)(
+                    json_path, result["sent"]))
         procs.stop(receiver)
         result["received"] = fields(receiver.stdout.read().strip() or "received=0")["received"]
     finally:
         procs.stop_all()
         if hooks is not None:
             hooks.close()
+        if json_path.is_dir():  # record's parts
+            shutil.rmtree(json_path)
         json_path.unlink(missing_ok=True)  # hundreds of MB per trial
     return result
 
@@ -494,11 +513,11 @@ def decoder_bench(batch_packets: int, batches: int) -> dict:
     finally:
         ring.close()
     json_batches = packets_out  # ~30 times slower than decoding: fewer do
-    with open(os.devnull, "w") as null:
+    with open(os.devnull, "wb") as null:
         writer = JsonLines(null, layout, {})
         t0 = time.perf_counter()
         for out in json_batches:
-            writer.write_packets(out)
+            writer.write_packets(Batch(out, layout, {}))
         json_s = time.perf_counter() - t0
     total_records = per_batch * batches
     return {

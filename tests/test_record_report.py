@@ -21,16 +21,11 @@ import pytest
 from conftest import send_from, udptrace
 from PIL import Image
 
-from udptrace import bpf, cli, extras
+from udptrace import cli, extras
 from udptrace.kernel import features as kernel_features
-from udptrace.loader.bpf_object import BpfObject
 from udptrace.netns import VethPair
-from udptrace.report.columns import packet_columns
-from udptrace.report.jsonl import JsonLines
 from udptrace.stages import STAGES
 from udptrace.trace import sched as trace_sched
-from udptrace.trace.decode import Packets
-from udptrace.trace.layout import Layout
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -115,31 +110,6 @@ def test_a_recording_holds_every_packet_with_its_stages_and_the_runs_metadata(
     kinds = set(sched["kind"].to_pylist())
     assert {"switch", "softirq_entry", "softirq_exit"} <= kinds
     assert set(sched["cpu"].to_pylist()) <= set(packets["cpu"].to_pylist())
-
-
-def test_the_columns_are_every_field_of_a_json_record() -> None:
-    obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
-    layout = Layout.from_object(obj)
-    records = np.zeros(2, layout.record)
-    records["ts"][:, layout.stage_index("syscall")] = 1_000
-    records["ts"][:, layout.stage_index("xmit_done")] = 5_000
-    records["fate"] = [layout.fates_by_name["sent"], layout.fates_by_name["dropped"]]
-    packets = Packets(records, np.array([9_000, 0], np.uint64), np.array([64, 0]))
-    line = json.loads(JsonLines(None, layout, {}).packet_lines(packets)[0])  # type: ignore[arg-type]
-    columns = packet_columns(packets, layout, {})
-    expected = {f"stage_{s}_ns" for s in layout.stages}
-    for key, value in line.items():
-        if key == "stages":
-            continue
-        if isinstance(value, dict):
-            expected |= {f"{key}_{inner}" for inner in value}
-        elif key != "type":
-            expected.add(key)
-    assert expected <= set(columns), expected - set(columns)
-    assert columns["stage_xmit_done_ns"].to_pylist() == [4_000, 4_000]
-    assert columns["total_ns"].to_pylist() == [4_000, None]  # as in JSON: none when dropped
-    assert columns["syscall_exit_ns"].to_pylist() == [8_000, None]
-    obj.close()
 
 
 def test_report_recomputes_the_live_tables_from_every_record(

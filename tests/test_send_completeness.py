@@ -16,6 +16,7 @@ from conftest import records, tracing
 
 from udptrace.errors import UsageError
 from udptrace.netns import VethPair, inside
+from udptrace.report.fields import Batch
 from udptrace.report.jsonl import JsonLines
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import TraceSession
@@ -58,10 +59,10 @@ def test_udp_gso_is_one_record_per_send_counting_its_segments(net: VethPair) -> 
     assert len(recs) == 10
     assert (recs["gso_segs"] == 10).all() and (recs["gso_size"] == 100).all()
     assert snap.counters["datagrams"] == 100 and snap.counters["sent"] == 10
-    out = io.StringIO()
     batch = next(b for b in batches if len(b.records))
-    lines = JsonLines(out, session.layout, {}).packet_lines(batch)
-    first = json.loads(lines[0])
+    text = JsonLines(io.BytesIO(), session.layout, {}).packet_text(
+        Batch(batch, session.layout, {}))
+    first = json.loads(text.splitlines()[0])
     assert (first["udp_len"], first["gso_segs"], first["gso_size"]) == (1008, 10, 100)
 
 

@@ -22,6 +22,7 @@ import pytest
 from conftest import send_from
 
 from udptrace.netns import VethPair
+from udptrace.report.fanout import PacketOutputs
 from udptrace.report.jsonl import JsonLines
 from udptrace.trace import run
 from udptrace.trace.options import TraceOptions
@@ -101,10 +102,12 @@ def soak(net: VethPair, duration_s: float, capsys: pytest.CaptureFixture[str]) -
             sender.kill()  # the last datagrams' records reach the ring before the end
 
     try:
-        with open(os.devnull, "w") as devnull:
-            writer = JsonLines(devnull, session.layout, session.drop_reason_names())
-            measured.result = run.run(session, duration_s, threading.Event(),
-                                      writer.write_packets, on_status)
+        with open(os.devnull, "wb") as devnull:
+            stop = threading.Event()
+            names = session.drop_reason_names()
+            outputs = PacketOutputs(session.layout, names, stop,
+                                    json=JsonLines(devnull, session.layout, names))
+            measured.result = run.run(session, duration_s, stop, outputs, on_status)
     finally:
         sender.kill()
         sender.wait()

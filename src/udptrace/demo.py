@@ -30,12 +30,12 @@ from udptrace.kernel.plan import StagePlan, plans_to_trace
 from udptrace.netns import VethPair
 from udptrace.pubsub import cycle
 from udptrace.pubsub.url import DEFAULT_URL
+from udptrace.report.fanout import PacketOutputs
 from udptrace.report.intervals import Flow, kernel_flows
 from udptrace.report.jsonl import JsonLines, summary_object
-from udptrace.report.pubsub_groups import PubSubGroups, labels
+from udptrace.report.pubsub_groups import PubSubGroups
 from udptrace.stages import BOTH
 from udptrace.trace import run
-from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import UADP_PORT, TraceOptions
 from udptrace.trace.session import TraceSession
@@ -105,7 +105,7 @@ def _summary(process: subprocess.Popen, output: Path) -> dict[str, object]:
 
 def run_demo(settings: DemoSettings, stop: threading.Event,
              on_status: run.StatusCallback | None = None,
-             json_file: IO[str] | None = None,
+             json_file: IO[bytes] | None = None,
              recorder_for: Callable[[TraceSession], Recorder] | None = None) -> DemoResult:
     """``recorder_for`` (the HTML report) records the run from the session it is given."""
     require_traceable()
@@ -129,17 +129,13 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
         session = stack.enter_context(TraceSession(TraceOptions(
             netns=net.ns_a, ports=(UADP_PORT,), stream=True, payload_port=UADP_PORT,
             uprobe=cycle.UPROBE, intervals=True, e2e=True)))
-        groups = PubSubGroups()
         drop_names = session.drop_reason_names()
-        json_out = JsonLines(json_file, session.layout, drop_names) if json_file else None
+        json_out = (JsonLines(json_file, session.layout, drop_names, pubsub=True)
+                    if json_file else None)
         recorder = recorder_for(session) if recorder_for else None
-
-        def on_packets(packets: Packets) -> None:
-            headers = groups.add(packets, session.layout)
-            if json_out is not None:
-                json_out.write_packets(packets, labels(headers))
-            if recorder is not None:
-                recorder.packets(packets, headers)
+        groups = PubSubGroups()
+        outputs = PacketOutputs(session.layout, drop_names, stop, json=json_out, groups=groups,
+                                recorder=recorder)
 
         publisher = stack.enter_context(net.popen(net.ns_a, _udptrace(
             "publish", settings.url, "-i", net.if_a, "--interval-ms", f"{settings.interval_ms:g}",
@@ -153,8 +149,9 @@ def run_demo(settings: DemoSettings, stop: threading.Event,
             stop.set()
 
         threading.Thread(target=watch_publisher, daemon=True).start()
-        result = run.run(session, None, stop, on_packets,
-                         recorder.status(on_status) if recorder else on_status)
+        result = run.run(session, None, stop, outputs, outputs.status(on_status))
+        if outputs.failure is not None:
+            raise outputs.failure
         flows = kernel_flows(*session.intervals(), session.layout)
         publisher_summary = _summary(publisher, pub_out)
         time.sleep(DRAIN_S)

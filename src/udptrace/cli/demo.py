@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         "through) via sendto() and the wire to the subscriber's recvfrom()")
     with contextlib.ExitStack() as stack:
         page = html_page(_html_path(args), stack)
-        out = stack.enter_context(open(args.json, "w")) if args.json else None
+        out = stack.enter_context(open(args.json, "wb")) if args.json else None
         result = run_demo(settings, threading.Event(), status_printer(sys.stderr), out,
                           (lambda session: page.start(session, ["udptrace", *sys.argv[1:]]))
                           if page else None)

@@ -18,6 +18,7 @@ from udptrace.cli.trace import (
     status_printer,
 )
 from udptrace.report import terminal
+from udptrace.report.fanout import PacketOutputs
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.session import TraceSession
@@ -67,7 +68,6 @@ def main(args: argparse.Namespace) -> int:
     console = report_console()
     options = options_from(args, stream=True)
     stop = threading.Event()
-    failure: list[RecordingError] = []
     with contextlib.ExitStack() as stack:
         writer = RecordingWriter(Path(args.output))
         started = False
@@ -76,32 +76,24 @@ def main(args: argparse.Namespace) -> int:
         sched = stack.enter_context(SchedSession()) if args.sched else None
         recorder = Recorder(writer, session, ["udptrace", *sys.argv[1:]], sched)
         started = True
-
-        def on_status(counters: dict[str, int], elapsed: float, records: int | None) -> None:
-            # a full disk stops the run, not crashes it: the parts written so far stay
-            if failure:
-                return
-            try:
-                tick(counters, elapsed, records)
-            except RecordingError as e:
-                failure.append(e)
-                stop.set()
-
-        tick = recorder.status(status_printer(sys.stderr, session))
+        # a full disk stops the run, not crashes it: the parts written so far stay
+        outputs = PacketOutputs(session.layout, recorder.drop_names, stop, recorder=recorder)
         console.print(f"recording UDP sends to {args.output}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
-        result = run.run(session, args.duration, stop, recorder.packets, on_status)
+        result = run.run(session, args.duration, stop, outputs,
+                         outputs.status(status_printer(sys.stderr, session)))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-        if not failure:
+        failure = outputs.failure
+        if failure is None:
             try:
                 recorder.finish(result)
             except RecordingError as e:
-                failure.append(e)
+                failure = e
         terminal.render(console, result.snapshot, session.layout, session.plans,
                         recorder.drop_names, histograms=not args.no_hist)
-        if failure:
-            console.print(f"udptrace: {failure[0]}", style="bold red")
+        if failure is not None:
+            console.print(f"udptrace: {failure}", style="bold red")
             return 1
         console.print(f"recorded {writer.rows} packets to {args.output}: "
                       f"'udptrace report {args.output}' shows them again", highlight=False)

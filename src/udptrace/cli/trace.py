@@ -16,12 +16,12 @@ from udptrace.errors import UsageError
 from udptrace.report import cycle, intervals, terminal
 from udptrace.report.cycle import CycleView
 from udptrace.report.events import EventLog
+from udptrace.report.fanout import PacketOutputs
 from udptrace.report.jsonl import JsonLines, summary_object
 from udptrace.report.output import OutputError
-from udptrace.report.pubsub_groups import PubSubGroups, labels
+from udptrace.report.pubsub_groups import PubSubGroups
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
-from udptrace.trace.decode import Packets
 from udptrace.trace.options import (
     DEFAULT_RINGBUF_BYTES,
     UADP_PORT,
@@ -169,35 +169,21 @@ def main(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         page = html_page(args.html, stack)
         session = stack.enter_context(TraceSession(options))
-        recorder = page.start(session, ["udptrace", *sys.argv[1:]]) if page else None
-        out = sys.stdout if to_stdout else (
-            stack.enter_context(open(args.json, "w")) if args.json else None)
+        out = sys.stdout.buffer if to_stdout else (
+            stack.enter_context(open(args.json, "wb")) if args.json else None)
         if args.comm and not comm_running(args.comm):
             print(f"udptrace: warning: no process named '{args.comm}' is running yet; "
                   "tracing it once it starts", file=sys.stderr)
         drop_names = session.drop_reason_names()
-        writer = JsonLines(out, session.layout, drop_names) if out else None
-        events = EventLog(sys.stdout, session.layout, drop_names,
-                          time.monotonic_ns()) if args.events else None
+        writer = JsonLines(out, session.layout, drop_names, pubsub=args.pubsub) if out else None
         groups = PubSubGroups() if args.pubsub else None
         cycles = CycleView()
-        failure: list[OutputError] = []
-
-        def on_packets(packets: Packets) -> None:
-            headers = groups.add(packets, session.layout) if groups is not None else None
-            cycles.add_packets(packets, session.layout)
-            if recorder is not None:
-                recorder.packets(packets, headers)
-            if failure:
-                return
-            try:
-                if events is not None:
-                    events.write(packets)
-                if writer is not None:
-                    writer.write_packets(packets, labels(headers) if headers is not None else None)
-            except OutputError as e:
-                failure.append(e)
-                stop.set()
+        outputs = PacketOutputs(
+            session.layout, drop_names, stop, json=writer, groups=groups, cycles=cycles,
+            wakeup=args.wakeup,
+            recorder=page.start(session, ["udptrace", *sys.argv[1:]]) if page else None,
+            events=EventLog(sys.stdout, session.layout, drop_names,
+                            time.monotonic_ns()) if args.events else None)
 
         targets = ", ".join(filter(None, [
             f"pid {' '.join(map(str, args.pid))}" if args.pid else "",
@@ -211,8 +197,7 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"tracing UDP {what} {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         status = status_printer(sys.stderr, session)
-        result = run.run(session, args.duration, stop, on_packets,
-                         recorder.status(status) if recorder else status)
+        result = run.run(session, args.duration, stop, outputs, outputs.status(status))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         step = int(args.linear * 1000) if args.linear else None
@@ -247,8 +232,8 @@ def main(args: argparse.Namespace) -> int:
                                  **({"intervals": intervals.summaries(flows)} if flows else {}),
                                  **({"cycles": cycle.summaries_json(cycle_summaries)}
                                     if cycle_summaries else {}))
-        if failure:
-            console.print(f"udptrace: {failure[0]}", style="bold red")
+        if outputs.failure is not None:
+            console.print(f"udptrace: {outputs.failure}", style="bold red")
             if to_stdout:  # nothing more can reach the closed pipe, not even at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1

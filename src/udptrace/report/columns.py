@@ -1,12 +1,9 @@
-"""A recorded run's columns: every field of a ``--json`` record, flat, one batch at a time.
+"""A recorded run's columns: every field of the table (report/fields.py), one batch at a time.
 
 Nested JSON objects become prefixed columns (``syscall.exit_ns`` →
-``syscall_exit_ns``) and each stage its own nullable column
-(``stage_<name>_ns``, ns since time zero). Stages come from the object's BTF
-(:class:`~udptrace.trace.layout.Layout`); record fields without a JSON
-spelling of their own pass through under their C name (text and addresses
-as strings), so a field added to ``ut_record.h`` reaches the file unasked.
-Everything is NumPy over the whole batch, then one Arrow array per column.
+``syscall_exit_ns``), each stage its own nullable column (``stage_<name>_ns``,
+ns since time zero), and a column is null where the JSON member is null or
+absent. Everything is NumPy over the whole batch, then one Arrow array per column.
 """
 
 from __future__ import annotations
@@ -14,56 +11,66 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from udptrace.pubsub.headers import UadpHeaders
-from udptrace.report.jsonl import FAMILIES
-from udptrace.trace.clocks import CLOCK_NAMES
-from udptrace.trace.decode import (
-    Packets,
-    char_strings,
-    distinct_addresses,
-    distinct_chars,
-    e2e_ns,
-    extra_offsets,
-    launch_errors,
-    origin_ns,
-    rx_ns,
-    stage_offsets,
-    total_ns,
-)
-from udptrace.trace.layout import Layout
-
-ADDRESS_BYTES = 16
-# record fields that reach the file under their JSON spelling (below), or not at all:
-# kind (always "packet"), the payload (its PubSub fields instead), the syscall record's
-# own exit and return (joined from the syscall record instead)
-SPELLED = frozenset({"ts", "kind", "fate", "drop_reason", "drop_stage", "syscall",
-                     "packet_index", "syscall_exit", "syscall_ret", "family", "flags",
-                     "payload", "interval_ns", "rx_syscall", "timer_expires", "txtime",
-                     "txtime_clock", "tstamp_sw", "tstamp_hw", "xmit_context",
-                     "completion_context", "softirq_pending_ns"})
+from udptrace.report.fields import ADDRESS_BYTES, Batch, Kind, Table, Values
+from udptrace.trace.decode import char_strings, distinct_addresses, distinct_chars
 
 
 def stage_column(stage: str) -> str:
     return f"stage_{stage}_ns"
 
 
-def _nullable(values: np.ndarray, valid: np.ndarray) -> pa.Array:
-    return pa.array(values, mask=~valid)
-
-
-def _strings(texts: list[str], inverse: np.ndarray,
+def _strings(texts: list[str] | tuple[str, ...], inverse: np.ndarray,
              valid: np.ndarray | None = None) -> pa.Array:
-    """Rows of a few distinct texts: Arrow expands the dictionary in C, no str per row."""
-    indices = pa.array(inverse.astype(np.int32), mask=None if valid is None else ~valid)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(texts or [""], pa.string())).cast(
-        pa.string())
+    """Rows of a few distinct texts, expanded by Arrow in C, no str per row (a take: twice
+    as fast as casting a dictionary array; a repeat where there is one text: four times)."""
+    dictionary = pa.array(texts or [""], pa.string())
+    if len(dictionary) == 1 and (valid is None or valid.all()):
+        return pa.repeat(dictionary[0], len(inverse))
+    return dictionary.take(pa.array(inverse.astype(np.int32),
+                                    mask=None if valid is None else ~valid))
 
 
-def _names(codes: np.ndarray, names: dict[int, str], valid: np.ndarray | None = None) -> pa.Array:
-    """Enum values as their names, looking each distinct value up once."""
-    distinct, inverse = np.unique(codes, return_inverse=True)
-    texts = [names.get(int(c), str(int(c))) for c in distinct.tolist()]
-    return _strings(texts, inverse.reshape(-1), valid)
+def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return b if a is None else a if b is None else a & b
+
+
+def arrow(kind: Kind, v: Values, present: np.ndarray | None) -> pa.Array:
+    """One field's column, null where the value is or where the row has none (``present``);
+    a list of numbers is empty where the value is null, null where the row has none."""
+    if kind is Kind.IDS:
+        has = np.ones(len(v.data), bool) if v.valid is None else v.valid
+        offsets = np.concatenate([[0], np.cumsum(has)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(v.data[has]),
+                                        mask=None if present is None else pa.array(~present))
+    valid = _and(v.valid, present)
+    if kind is Kind.TEXT:
+        return _strings(v.texts, v.data, valid)
+    return pa.array(v.data, mask=None if valid is None else ~valid)
+
+
+def packet_columns(table: Table, batch: Batch) -> dict[str, pa.Array]:
+    return {leaf.column: arrow(leaf.field.kind, batch.values(leaf.field), batch.presence(leaf))
+            for leaf in table.columns}
+
+
+class PacketColumns:
+    """A table's columns batch by batch, with the types an empty batch gives them: a column
+    no row of a batch has (no launch times, no receiver) is nulls of that type, its values
+    never computed (half the time of a flood's batch went to such columns)."""
+
+    def __init__(self, table: Table, empty: Batch) -> None:
+        self.table = table
+        self.types = {name: array.type for name, array in packet_columns(table, empty).items()}
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        columns = {}
+        for leaf in self.table.columns:
+            present = batch.presence(leaf)
+            columns[leaf.column] = (
+                pa.nulls(len(batch), self.types[leaf.column])
+                if present is not None and not present.any() else
+                arrow(leaf.field.kind, batch.values(leaf.field), present))
+        return pa.table(columns)
 
 
 def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict[str, pa.Array]:
@@ -85,81 +92,11 @@ def passthrough(records: np.ndarray, skip: frozenset[str] = frozenset()) -> dict
     return out
 
 
-def packet_columns(packets: Packets, layout: Layout, drop_names: dict[int, str],
-                   headers: UadpHeaders | None = None) -> dict[str, pa.Array]:
-    r = packets.records
-    offsets = stage_offsets(r, layout)
-    reached = r["ts"] > 0
-    fate = r["fate"]
-    dropped = fate == layout.fates_by_name["dropped"]
-    totals = total_ns(r, layout)
-    entry = origin_ns(r, layout)
-    seen = packets.syscall_exit > 0
-    cols: dict[str, pa.Array] = {"ts_ns": pa.array(entry)}
-    cols.update(passthrough(r, SPELLED))
-    cols["family"] = _names(r["family"], FAMILIES)
-    for index, stage in enumerate(layout.stages):
-        cols[stage_column(stage)] = _nullable(offsets[:, index], reached[:, index])
-    cols["total_ns"] = _nullable(totals, (totals >= 0) & ~dropped)
-    cols["fate"] = _names(fate, layout.fates)
-    cols["drop_reason"] = _names(r["drop_reason"], drop_names, dropped)
-    cols["drop_stage"] = _names(r["drop_stage"], dict(enumerate(layout.stages)), dropped)
-    cols["syscall_id"] = pa.array(r["syscall_id"])
-    cols["syscall_name"] = _names(r["syscall"], layout.syscalls)
-    cols["syscall_packet_index"] = pa.array(r["packet_index"])
-    cols["syscall_exit_ns"] = _nullable(packets.syscall_exit.astype(np.int64) - entry, seen)
-    cols["syscall_ret"] = _nullable(packets.syscall_ret, seen)
-    cols["interval_ns"] = _nullable(r["interval_ns"].astype(np.int64), r["interval_ns"] > 0)
-    for name, values in (("e2e_ns", e2e_ns(r, layout)), ("rx_ns", rx_ns(r, layout))):
-        cols[name] = _nullable(values, values >= 0)
-    cols["rx_syscall"] = _names(r["rx_syscall"], layout.syscalls, r["rx_syscall"] > 0)
-    contexts = dict(enumerate(layout.contexts))
-    for name in ("xmit_context", "completion_context"):
-        cols[name] = _names(r[name], contexts, r[name] > 0)  # 0: not told
-    pending = r["softirq_pending_ns"]
-    cols["softirq_pending_ns"] = _nullable(pending.astype(np.int64), pending > 0)
-    cols.update(timing_columns(r, layout))
-    for flag, bit in layout.flags.items():
-        cols[flag] = pa.array((r["flags"] & bit) != 0)
-    if headers is not None:
-        cols.update(pubsub_columns(headers))
-    return cols
-
-
-def timing_columns(r: np.ndarray, layout: Layout) -> dict[str, pa.Array]:
-    """The times the kernel keeps beside our stages (jsonl.timing_fields), null where none."""
-    extra = extra_offsets(r, layout)
-    launched = extra["txtime"][1]
-    cols = {"timer_expires_ns": _nullable(*extra["timer_expires"]),
-            "txtime_clock": _names(r["txtime_clock"], CLOCK_NAMES, launched),
-            "txtime_launch_ns": _nullable(*extra["txtime"])}
-    for stage, (values, known) in launch_errors(r, layout).items():
-        cols[f"txtime_{stage}_ns"] = _nullable(values, known)
-    cols["tx_timestamp_software_ns"] = _nullable(*extra["tstamp_sw"])
-    cols["tx_timestamp_hardware_ns"] = _nullable(r["tstamp_hw"].astype(np.int64),
-                                                 r["tstamp_hw"] > 0)
-    return cols
-
-
-def pubsub_columns(h: UadpHeaders) -> dict[str, pa.Array]:
-    """The ``pubsub`` object of a JSON record; null where the datagram was not UADP."""
-    valid = h.valid
-    has_writer = valid & (h.dataset_writer_id >= 0)
-    writer_offsets = np.concatenate([[0], np.cumsum(has_writer)]).astype(np.int32)
-    return {
-        "pubsub_publisher_id": _nullable(h.publisher_id.astype(np.int64), valid),
-        # not in --json; tells a String id's hash from a number
-        "pubsub_publisher_id_type": _nullable(h.publisher_id_type.astype(np.int64), valid),
-        "pubsub_writer_group_id": _nullable(h.writer_group_id.astype(np.int64),
-                                            valid & (h.writer_group_id >= 0)),
-        "pubsub_dataset_writer_ids": pa.ListArray.from_arrays(
-            pa.array(writer_offsets), pa.array(h.dataset_writer_id[has_writer].astype(np.int64)),
-            mask=pa.array(~valid)),
-        "pubsub_sequence_number": _nullable(h.network_sequence.astype(np.int64),
-                                            valid & (h.network_sequence >= 0)),
-        "pubsub_dataset_sequence_number": _nullable(h.dataset_sequence.astype(np.int64),
-                                                    valid & (h.dataset_sequence >= 0)),
-    }
+def _names(codes: np.ndarray, names: dict[int, str], valid: np.ndarray | None = None) -> pa.Array:
+    """Enum values as their names, looking each distinct value up once."""
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    texts = [names.get(int(c), str(int(c))) for c in distinct.tolist()]
+    return _strings(texts, inverse.reshape(-1), valid)
 
 
 def sched_columns(events: np.ndarray, kinds: dict[int, str],

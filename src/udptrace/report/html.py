@@ -23,11 +23,16 @@ from plotly.subplots import make_subplots
 from udptrace.report import cycle
 from udptrace.report.atomic import AtomicFile
 from udptrace.report.cycle import CycleSummary
-from udptrace.report.distribution import PERCENTILES
 from udptrace.report.parquet import Recording, RecordingWriter, column, open_recording
 from udptrace.report.recorded import cycle_view, packet_times, recorded_report, sent
 from udptrace.report.recorder import Recorder
-from udptrace.report.terminal import ReportData, duration
+from udptrace.report.terminal import (
+    PERCENTILE_COLUMNS,
+    TEXT_COLUMNS,
+    ReportData,
+    duration,
+    percentile_cells,
+)
 from udptrace.trace.run import TraceResult
 from udptrace.trace.session import TraceSession
 
@@ -67,16 +72,12 @@ def _sample(n: int, keep: np.ndarray) -> np.ndarray:
 
 
 def percentile_table(report: ReportData) -> str:
-    heads = ["stage", "time spent", "count", "min", *(f"p{q:g}" for q in PERCENTILES), "max",
-             "mean"]
-    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"]
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in PERCENTILE_COLUMNS) + "</tr>"]
     for row in report.rows:
-        d = row.dist
-        cells = [str(d.count), duration(d.min), *(duration(d.percentile(q)) for q in PERCENTILES),
-                 duration(d.max), duration(d.mean)]
-        lines.append(f'<tr><td class="text">{html.escape(row.name)}</td>'
-                     f'<td class="text">{html.escape(row.title)}</td>'
-                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        cells = percentile_cells(row)
+        lines.append("<tr>" + "".join(
+            f'<td class="text">{html.escape(c)}</td>' if i < TEXT_COLUMNS else f"<td>{c}</td>"
+            for i, c in enumerate(cells)) + "</tr>")
     return "\n".join(lines) + "</table>"
 
 

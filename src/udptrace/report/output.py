@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from typing import IO
+from typing import IO, AnyStr
 
 from udptrace.errors import UdptraceError
 
@@ -12,7 +12,7 @@ class OutputError(UdptraceError):
     """The destination stopped accepting output (full disk, closed pipe)."""
 
 
-def write_or_fail(out: IO[str], text: str, what: str) -> None:
+def write_or_fail(out: IO[AnyStr], text: AnyStr, what: str) -> None:
     """Write and flush, or stop with an OutputError that says why (full disk, closed pipe)."""
     try:
         out.write(text)

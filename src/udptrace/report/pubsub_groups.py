@@ -21,32 +21,11 @@ from udptrace.trace.decode import Packets, e2e_ns, origin_ns, total_ns
 from udptrace.trace.layout import Layout
 
 
-def _optional(value: int) -> int | None:
-    return None if value < 0 else value
-
-
 def headers_of(packets: Packets, layout: Layout) -> UadpHeaders:
     r = packets.records
     has_payload = (r["flags"] & layout.flags["payload"]) != 0
     lengths = np.where(has_payload, r["payload_len"], 0)
     return decode_headers(r["payload"], lengths)
-
-
-def labels(headers: UadpHeaders) -> list[dict[str, object] | None]:
-    """The `pubsub` object of each packet's JSON record (None: not UADP)."""
-    cols = [c.tolist() for c in (headers.valid, headers.publisher_id, headers.writer_group_id,
-                                 headers.dataset_writer_id, headers.network_sequence,
-                                 headers.dataset_sequence)]
-    out: list[dict[str, object] | None] = []
-    for valid, pub, group, writer, net_seq, ds_seq in zip(*cols, strict=True):
-        out.append({
-            "publisher_id": pub,
-            "writer_group_id": _optional(group),
-            "dataset_writer_ids": [] if writer < 0 else [writer],
-            "sequence_number": _optional(net_seq),
-            "dataset_sequence_number": _optional(ds_seq),
-        } if valid else None)
-    return out
 
 
 @dataclass
@@ -87,8 +66,7 @@ class PubSubGroups:
         self.subscribers: dict[tuple[int, int, int, int, str], list[np.ndarray]] = {}
         self.unlabelled = 0
 
-    def add(self, packets: Packets, layout: Layout) -> UadpHeaders:
-        headers = headers_of(packets, layout)
+    def add(self, packets: Packets, layout: Layout, headers: UadpHeaders) -> None:
         r = packets.records
         totals = total_ns(r, layout)
         dropped = r["fate"] == layout.fates_by_name["dropped"]
@@ -96,7 +74,6 @@ class PubSubGroups:
         self.add_labelled(headers, totals, origin_ns(r, layout), r["packet_index"] == 0, sent,
                           dropped)
         self._add_subscribers(packets, layout, headers)
-        return headers
 
     def add_labelled(self, headers: UadpHeaders, totals: np.ndarray, starts: np.ndarray,
                      first: np.ndarray, sent: np.ndarray, dropped: np.ndarray) -> None:

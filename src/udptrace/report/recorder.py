@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from udptrace.pubsub.headers import UadpHeaders
-from udptrace.report.columns import packet_columns, sched_columns
+from udptrace.report.columns import PacketColumns, sched_columns
+from udptrace.report.fields import Batch, packet_table
 from udptrace.report.parquet import RecordingWriter, progress, run_info
-from udptrace.report.pubsub_groups import headers_of
 from udptrace.trace.decode import Packets
 from udptrace.trace.run import StatusCallback, TraceResult
 from udptrace.trace.sched import SchedSession, softirq_names
@@ -25,23 +24,18 @@ class Recorder:
         self.writer = writer
         self.session = session
         self.sched = sched
-        self.pubsub = bool(session.options.payload_port)
         self.drop_names = session.drop_reason_names()
         self.softirqs = softirq_names() if sched else {}
         writer.info = run_info(session, command, sched is not None)
-        empty = Packets.empty(session.layout)
-        writer.add("packets", self._table(empty, headers_of(empty, session.layout)))
+        empty = Batch(Packets.empty(session.layout), session.layout, self.drop_names)
+        self.columns = PacketColumns(
+            packet_table(session.layout, pubsub=bool(session.options.payload_port)), empty)
+        self.packets(empty)  # the columns, before any packet came
 
-    def _table(self, packets: Packets, headers: UadpHeaders | None) -> pa.Table:
-        return pa.table(packet_columns(packets, self.session.layout, self.drop_names,
-                                       headers if self.pubsub else None))
-
-    def packets(self, packets: Packets, headers: UadpHeaders | None = None) -> None:
-        if self.pubsub and headers is None:
-            headers = headers_of(packets, self.session.layout)
-        self.writer.add("packets", self._table(packets, headers))
-        if self.sched is not None:
-            self.sched.watch(np.unique(packets.records["cpu"]).tolist())
+    def packets(self, batch: Batch) -> None:
+        self.writer.add("packets", self.columns(batch))
+        if self.sched is not None and len(batch):
+            self.sched.watch(np.unique(batch.records["cpu"]).tolist())
 
     def _read_sched(self) -> dict[str, object]:
         if self.sched is None:

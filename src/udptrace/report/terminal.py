@@ -113,19 +113,25 @@ def histogram_lines(rows: list[tuple[int, int, int]],
     return lines
 
 
+# the percentile table's columns, the terminal's and the HTML page's
+PERCENTILE_COLUMNS = ("stage", "time spent", "count", "min", *(f"p{q:g}" for q in PERCENTILES),
+                      "max", "mean")
+TEXT_COLUMNS = 2  # the first ones are text, the others numbers
+
+
+def percentile_cells(row: Row) -> list[str]:
+    """One row of the percentile table, a cell per PERCENTILE_COLUMNS."""
+    d = row.dist
+    return [row.name, row.title, str(d.count), duration(d.min),
+            *(duration(d.percentile(q)) for q in PERCENTILES), duration(d.max), duration(d.mean)]
+
+
 def percentile_table(rows: list[Row], title: str = "latency per stage") -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("stage", no_wrap=True)
-    table.add_column("time spent", no_wrap=True)
-    for column in ("count", "min", *(f"p{q:g}" for q in PERCENTILES), "max", "mean"):
-        table.add_column(column, justify="right", no_wrap=True)
+    for i, column in enumerate(PERCENTILE_COLUMNS):
+        table.add_column(column, no_wrap=True, justify="left" if i < TEXT_COLUMNS else "right")
     for row in rows:
-        d = row.dist
-        table.add_row(
-            row.name, row.title, str(d.count), duration(d.min),
-            *(duration(d.percentile(q)) for q in PERCENTILES), duration(d.max),
-            duration(d.mean), style="bold" if row.name == "total" else None,
-        )
+        table.add_row(*percentile_cells(row), style="bold" if row.name == "total" else None)
     return table
 
 

@@ -1,4 +1,4 @@
-"""The tracing loop shared by `trace` and `demo`: read, join, hand on, report status."""
+"""The tracing loop shared by `trace`, `record` and `demo`: read, join, hand on, report status."""
 
 from __future__ import annotations
 
