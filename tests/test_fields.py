@@ -199,11 +199,12 @@ def test_a_field_the_record_gains_reaches_both_outputs(layout: Layout) -> None:
     if "fingerprint" not in layout.record.names:
         pytest.skip("struct ut_record has no fingerprint yet")
     packets, _ = varied(layout)
-    packets.records["fingerprint"] = np.arange(len(packets)) + 2**63
+    values = np.arange(len(packets), dtype=np.uint64) + np.uint64(2**63)  # past int64
+    packets.records["fingerprint"] = values
     table = packet_table(layout)
     batch = Batch(packets, layout, REASONS)
     lines = ndjson.encode(table, batch)[0].splitlines()
-    expected = (np.arange(len(packets)) + 2**63).tolist()
+    expected = values.tolist()
     assert [json.loads(line)["fingerprint"] for line in lines] == expected
     assert pa.table(packet_columns(table, batch))["fingerprint"].to_pylist() == expected
 

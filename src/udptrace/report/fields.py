@@ -377,7 +377,7 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
               prefix=""),
         Field("total_ns", _total),
         # --uprobe: the datagrams sent inside the callback
-        Field("app_to_wire_ns", lambda b: _span(span_ns(b.records, b.layout, "app")),
+        Field("app_to_wire_ns", lambda b: _span(span_ns(b.records, b.layout, "app_to_wire")),
               present=lambda b: b.reached[:, b.layout.stage_index("app")]),
         Field("fate", lambda b: _named(b.records["fate"], _lookup(layout.fates, lambda _: UNKNOWN)),
               Kind.TEXT, sources=f.uses("fate")),
