@@ -10,8 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import bpf_programs
 import pytest
-from conftest import loaded_programs, prog_ids, send_from, start_tracer, udptrace
+from conftest import send_from, start_tracer, udptrace
 
 from udptrace import bpf
 from udptrace.loader import ringbuf
@@ -40,12 +41,12 @@ def test_a_killed_tracer_leaves_nothing_attached(net: VethPair, sig: signal.Sign
     deadline = time.monotonic() + 10
     while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
         time.sleep(0.02)  # a loaded machine starts the sender late: wait for its first record
-    ours = prog_ids(held_by=tracer.pid)
+    ours = bpf_programs.held_by(tracer.pid)
     assert len(ours) >= 10  # the tracer really holds its programs while it runs
     tracer.send_signal(sig)
     _out, err = tracer.communicate(timeout=30)
     sender.wait(timeout=30)
-    assert not ours & set(loaded_programs()), "programs of the ended tracer are still loaded"
+    assert not ours & set(bpf_programs.loaded()), "programs of the ended tracer are still loaded"
     if sig != signal.SIGKILL:
         assert tracer.returncode == 0, err
         assert summary_of(tmp_path / "out.jsonl")["counters"]["packets"] > 0
