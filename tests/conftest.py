@@ -22,13 +22,13 @@ from udptrace.trace.session import TraceSession
 if os.geteuid() != 0:
     pytest.exit("udptrace's tests attach BPF programs to the kernel: run them as root", 2)
 
-# test_vm.py's one line about the second kernel, shown at the end of every run (even -q)
-VM_SUMMARY = pytest.StashKey[str]()
+# test_vm.py's line about each kernel it booted, shown at the end of every run (even -q)
+VM_SUMMARY = pytest.StashKey[list[str]]()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    if line := config.stash.get(VM_SUMMARY, None):
+    for line in config.stash.get(VM_SUMMARY, []):
         terminalreporter.write_line(line)
 
 
