@@ -84,7 +84,9 @@ class RingBufferReader:
         if not kept.all():  # rare; a mask would copy every row once more
             body = body[np.flatnonzero(kept)]
         if self.record_bytes == self.record.itemsize:
-            out = np.ascontiguousarray(body).view(self.record).reshape(-1)
+            # a copy even where the rows are contiguous (a single record): a view would be
+            # the ring's memory, which the kernel reuses once the consumer position moves on
+            out = body.copy().view(self.record).reshape(-1)
         else:
             whole = np.zeros((len(body), self.record.itemsize), np.uint8)
             whole[:, :self.record_bytes] = body
