@@ -4,11 +4,11 @@
 
 Each program of primitives.bpf.c does one step (read the clock, a probe read, a
 map lookup, ...) REPEAT times on the getppid tracepoint; this process calls
-getppid and reads each program's run time from kernel.bpf_stats_enabled, one
-program attached at a time. A step costs its program's time per run less the
-empty program's, over REPEAT. The empty program's own time is mostly the
-timing's (two clock reads around every run). Best of five batches per step.
-Not part of the test suite.
+getppid and reads each program's run time (kernel.bpf_stats_enabled, through
+bpftool: bpfstats.py), one program attached at a time. A step costs its
+program's time per run less the empty program's, over REPEAT. The empty
+program's own time is mostly the timing's (two clock reads around every run).
+Best of five batches per step. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import bpfstats
 from rich.console import Console
 from rich.table import Table
 
 from udptrace.loader.bpf_object import BpfObject
-from udptrace.loader.libbpf import lib
 
 BENCH = Path(__file__).resolve().parent
 REPEAT = 8  # as in primitives.bpf.c
 BATCHES = 5
-BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 STEPS = {
     "ut_p_empty": "an empty program (the timing's own cost)",
     "ut_p_clock": "bpf_ktime_get_ns(): the time of a stage",
@@ -45,10 +44,10 @@ STEPS = {
 }
 
 
-def run_stats(fd: int) -> tuple[int, int]:
-    fields = dict(line.split(":\t", 1) for line in
-                  Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines() if ":\t" in line)
-    return int(fields["run_time_ns"]), int(fields["run_cnt"])
+def run_stats(name: str) -> tuple[int, int]:
+    """The run time and count so far of this process's program `name`."""
+    (program,) = (p for p in bpfstats.held(os.getpid()).values() if p.name == name)
+    return program.run_time_ns, program.run_cnt
 
 
 def measure(obj: BpfObject, calls: int) -> dict[str, float]:
@@ -56,13 +55,12 @@ def measure(obj: BpfObject, calls: int) -> dict[str, float]:
     per_run = {}
     for name, prog in obj.programs.items():
         link = prog.attach()
-        fd = lib.bpf_program__fd(prog.ptr)
         best = float("inf")
         for _ in range(BATCHES):
-            ns0, runs0 = run_stats(fd)
+            ns0, runs0 = run_stats(name)
             for _ in range(calls // BATCHES):
                 getppid()
-            ns1, runs1 = run_stats(fd)
+            ns1, runs1 = run_stats(name)
             best = min(best, (ns1 - ns0) / max(runs1 - runs0, 1))
         link.destroy()
         per_run[name] = best
@@ -81,18 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         elf = Path(work) / "primitives.bpf.o"
         subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-Wall", "-Werror", "-c",
                         str(BENCH / "primitives.bpf.c"), "-o", str(elf)], check=True)
-        before = BPF_STATS.read_text().strip()
-        BPF_STATS.write_text("1\n")
-        try:
-            with BpfObject(elf.read_bytes(), "primitives") as obj:
-                obj.load()
-                for key in (0, 1):
-                    obj.maps["hash"].update(key.to_bytes(4, "little"), bytes(8))
-                    obj.maps["lru"].update(key.to_bytes(4, "little"),
-                                           bytes(obj.maps["lru"].value_size))
-                per_run = measure(obj, args.calls)
-        finally:
-            BPF_STATS.write_text(before + "\n")
+        with bpfstats.enabled(True), BpfObject(elf.read_bytes(), "primitives") as obj:
+            obj.load()
+            for key in (0, 1):
+                obj.maps["hash"].update(key.to_bytes(4, "little"), bytes(8))
+                obj.maps["lru"].update(key.to_bytes(4, "little"),
+                                       bytes(obj.maps["lru"].value_size))
+            per_run = measure(obj, args.calls)
     table = Table(title=f"a step of a hook, on {os.uname().release} (best of {BATCHES} batches)")
     for column in ("step", "ns"):
         table.add_column(column, justify="left" if column == "step" else "right")

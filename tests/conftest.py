@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -10,8 +9,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+import bpf_programs
 import numpy as np
 import pytest
 
@@ -24,13 +23,13 @@ from udptrace.trace.session import Snapshot, TraceSession
 if os.geteuid() != 0:
     pytest.exit("udptrace's tests attach BPF programs to the kernel: run them as root", 2)
 
-# test_vm.py's one line about the second kernel, shown at the end of every run (even -q)
-VM_SUMMARY = pytest.StashKey[str]()
+# test_vm.py's line about each kernel it booted, shown at the end of every run (even -q)
+VM_SUMMARY = pytest.StashKey[list[str]]()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    if line := config.stash.get(VM_SUMMARY, None):
+    for line in config.stash.get(VM_SUMMARY, []):
         terminalreporter.write_line(line)
 
 
@@ -50,36 +49,10 @@ def udptrace(*args: str) -> list[str]:
     return [sys.executable, "-m", "udptrace", *args]
 
 
-def loaded_programs() -> dict[int, str]:
-    """Every loaded BPF program: id → name."""
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
-                         check=True).stdout
-    return {p["id"]: p.get("name", "") for p in json.loads(out)}
-
-
-def prog_ids(held_by: int) -> set[int]:
-    """Programs a process holds, read from its fds' fdinfo (program and link fds name them).
-
-    A program lives while some process holds it. Other udptrace runs on the machine are
-    not ours to judge, so the checks always name the process.
-    """
-    ids = set()
-    for info in Path(f"/proc/{held_by}/fdinfo").iterdir():
-        try:
-            text = info.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("prog_id:"):
-                ids.add(int(line.split()[1]))
-    return ids
-
-
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_attached() -> Iterator[None]:
     yield
-    names = loaded_programs()
-    left = [names.get(i, "") for i in prog_ids(os.getpid())]
+    left = [p.name for p in bpf_programs.of_process(os.getpid())]
     assert not [n for n in left if n.startswith("ut_")], f"a test left {left} loaded"
 
 

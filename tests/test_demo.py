@@ -9,7 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import loaded_programs, prog_ids, udptrace
+import bpf_programs
+from conftest import udptrace
 
 
 def namespaces_of(pid: int) -> set[str]:
@@ -57,7 +58,7 @@ def test_interrupting_the_demo_removes_everything(tmp_path: Path) -> None:
     status = demo.stderr.readline()  # the first status line: tracing has begun
     assert "packets" in status, status
     assert namespaces_of(demo.pid)  # its namespaces exist while it runs
-    ours = prog_ids(held_by=demo.pid)
+    ours = bpf_programs.held_by(demo.pid)
     assert len(ours) >= 10
     time.sleep(1)
     os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
@@ -65,4 +66,4 @@ def test_interrupting_the_demo_removes_everything(tmp_path: Path) -> None:
     assert demo.returncode == 130
     assert "interrupted" in out
     assert not namespaces_of(demo.pid)
-    assert not ours & set(loaded_programs())
+    assert not ours & set(bpf_programs.loaded())

@@ -20,12 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+import bpf_programs
 import numpy as np
 import pytest
 from conftest import (
     connected_to_listener,
-    loaded_programs,
-    prog_ids,
     records,
     send_from,
     start_tracer,
@@ -110,8 +109,7 @@ def test_where_fentry_and_kprobes_are_refused_the_stages_are_unavailable_and_unl
     listener.settimeout(2)
     # --e2e: the receive path's programs are loaded too, and none of its function stages'
     with tracing(pids=(os.getpid(),), e2e=True) as (session, batches):
-        names = loaded_programs()
-        ours = [names.get(i, "") for i in prog_ids(os.getpid())]
+        ours = [p.name for p in bpf_programs.of_process(os.getpid())]
         for _ in range(20):
             s.sendto(b"x", (net.addr_b, PORT))
             listener.recvfrom(10)

@@ -61,6 +61,20 @@ def test_ring_buffer_records_arrive_in_one_numpy_batch() -> None:
     assert len(batch) == 50 and (batch == os.getpid()).all()
 
 
+def test_a_single_record_is_copied_out_of_the_ring() -> None:
+    # one record is a contiguous slice of the ring: still a copy, or the kernel's next
+    # record would overwrite it, and the ring could not be unmapped while it lives
+    with probe_object("ut_probe_ringbuf") as obj:
+        obj.load()
+        obj.programs["ut_probe_ringbuf"].attach()
+        ring = obj.maps["probe_ring"]
+        reader = RingBufferReader(ring.fd, ring.max_entries, np.dtype("<u4"))
+        os.getppid()
+        batch = reader.read()
+        reader.close()
+    assert list(batch) == [os.getpid()]
+
+
 INVALID = r"""
 #include "ut_types.h"
 #include <bpf/bpf_helpers.h>

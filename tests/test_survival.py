@@ -10,12 +10,17 @@ import threading
 import time
 from pathlib import Path
 
+import bpf_programs
 import pytest
-from conftest import loaded_programs, prog_ids, send_from, start_tracer, udptrace
+from conftest import send_from, start_tracer, udptrace
 
+from udptrace import bpf
+from udptrace.loader import ringbuf
+from udptrace.loader.bpf_object import BpfObject
 from udptrace.netns import VethPair
 from udptrace.trace import drain, run
 from udptrace.trace.decode import Packets
+from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import TraceSession
 
@@ -36,12 +41,12 @@ def test_a_killed_tracer_leaves_nothing_attached(net: VethPair, sig: signal.Sign
     deadline = time.monotonic() + 10
     while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
         time.sleep(0.02)  # a loaded machine starts the sender late: wait for its first record
-    ours = prog_ids(held_by=tracer.pid)
+    ours = bpf_programs.held_by(tracer.pid)
     assert len(ours) >= 10  # the tracer really holds its programs while it runs
     tracer.send_signal(sig)
     _out, err = tracer.communicate(timeout=30)
     sender.wait(timeout=30)
-    assert not ours & set(loaded_programs()), "programs of the ended tracer are still loaded"
+    assert not ours & set(bpf_programs.loaded()), "programs of the ended tracer are still loaded"
     if sig != signal.SIGKILL:
         assert tracer.returncode == 0, err
         assert summary_of(tmp_path / "out.jsonl")["counters"]["packets"] > 0
@@ -79,9 +84,12 @@ def test_a_ring_buffer_too_small_reports_lost_records_and_the_totals_add_up(
     assert counters["packets"] == 3000
     assert summary["records"] + counters["lost"] == counters["sent"] + counters["dropped"]
     assert "records were lost" in report
-    # a full ring: no room was left for one more record (424 bytes with its header)
+    # a full ring: no room was left for one more record (a send-only record with its header)
+    with BpfObject(bpf.object_bytes("ut_trace"), "ut_trace") as obj:
+        stride = ringbuf.stride(Layout.from_object(obj).record_bytes(payload=False,
+                                                                     receive=False))
     ring = summary["ringbuf"]
-    assert ring["bytes"] - 424 < ring["peak_bytes"] <= ring["bytes"] == 4096, ring
+    assert ring["bytes"] - stride < ring["peak_bytes"] <= ring["bytes"] == 4096, (ring, stride)
     assert "ring buffer peak 4 of 4 KiB" in report
 
 

@@ -12,12 +12,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import bpf_programs
 import numpy as np
 import pytest
 from conftest import (
     connected_to_listener,
-    loaded_programs,
-    prog_ids,
     records,
     send_from,
     start_tracer,
@@ -143,8 +142,7 @@ def test_without_contexts_no_softirq_hook_is_loaded_and_records_say_unknown(
         net: VethPair) -> None:
     s = udp_socket(net)
     with tracing(pids=(os.getpid(),), contexts=False) as (session, batches):
-        names = loaded_programs()
-        ours = [names.get(i, "") for i in prog_ids(os.getpid())]
+        ours = [p.name for p in bpf_programs.of_process(os.getpid())]
         for _ in range(10):
             s.sendto(b"x", (net.addr_b, PORT))
         time.sleep(0.05)

@@ -1,8 +1,10 @@
 """The second kernel: Debian's 6.1 booted under qemu (tests/vm), where kprobes and fentry work.
 
-One boot per run: the guest runs `udptrace check` and then every test marked `vm`, on the
-same tree and .venv as the host. A test that fails in there fails `test_vm_marked_tests_pass`
-with the guest's pytest report. UDPTRACE_NO_VM=1 (or `-m 'not qemu and not soak'`) skips it.
+One boot per kernel flavour: the guest runs `udptrace check` and then every test marked
+`vm`, on the same tree and .venv as the host. A test that fails in there, or skips without
+saying why that kernel cannot run it (tests/vm/skips.py), fails `test_vm_marked_tests_pass`
+with the guest's pytest report. UDPTRACE_VM_FLAVOURS names the flavours (default generic;
+generic,rt adds PREEMPT_RT). UDPTRACE_NO_VM=1 (or `-m 'not qemu and not soak'`) skips it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from wheel_helpers import installed_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_LOG = re.compile(r"^\[\s*\d+\.\d+\] ")
+FLAVOURS = [f for f in os.environ.get("UDPTRACE_VM_FLAVOURS", "generic").split(",") if f]
 
 
 def guest_steps(test_files: list[str]) -> list[boot.Step]:
@@ -29,9 +32,10 @@ def guest_steps(test_files: list[str]) -> list[boot.Step]:
         boot.Step("check", 120, [python, "-m", "udptrace", "check", "--json"]),
         # 3-7 min for today's selection on a busy 2-vCPU host. Hypothesis' plugin imports
         # it whole: seconds on the host, 40-100 times that in the emulated CPU.
-        boot.Step("pytest", 600, [python, "-m", "pytest", "-m", "vm", "-q", "-rfE", "--durations=8",
-                                  "--color=no", "-p", "no:cacheprovider",
-                                  "-p", "no:hypothesispytest", *test_files]),
+        boot.Step("pytest", 600, [python, "-m", "pytest", "-p", "tests.vm.skips", "-m", "vm", "-q",
+                                  "-rfEs", "--durations=8", "--color=no",
+                                  "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                                  *test_files]),
     ]
 
 
@@ -55,24 +59,29 @@ def files_with_vm_tests() -> list[str]:
     return files
 
 
-@pytest.fixture(scope="module")
-def vm(request: pytest.FixtureRequest) -> boot.VmRun:
+@pytest.fixture(scope="module", params=FLAVOURS)
+def vm_kernel(request: pytest.FixtureRequest) -> kernel.Kernel:
     if missing := boot.missing_tools():
         pytest.skip(f"the test VM needs {', '.join(missing)} (./setup.sh test installs them)")
     try:
-        wanted = kernel.obtain()
+        return kernel.obtain(request.param)
     except kernel.KernelUnavailable as e:
-        pytest.skip(f"no Debian 6.1 kernel for the test VM: {e}")
+        pytest.skip(f"no Debian 6.1 {request.param} kernel for the test VM: {e}")
+
+
+@pytest.fixture(scope="module")
+def vm(request: pytest.FixtureRequest, vm_kernel: kernel.Kernel) -> boot.VmRun:
     installed_wheel()  # test_wheel.py's vm test runs it in the guest, which has no pip index
-    run = boot.run(wanted, guest_steps(files_with_vm_tests()), REPO)
-    request.config.stash[VM_SUMMARY] = line = summary(run)
+    run = boot.run(vm_kernel, guest_steps(files_with_vm_tests()), REPO)
+    line = summary(vm_kernel, run)
+    request.config.stash.setdefault(VM_SUMMARY, []).append(line)
     print(line)
     return run
 
 
-def summary(run: boot.VmRun) -> str:
+def summary(wanted: kernel.Kernel, run: boot.VmRun) -> str:
     if run.kernel is None:
-        return f"VM: the guest never started ({run.seconds:.0f} s)"
+        return f"VM: {wanted.release}: the guest never started ({run.seconds:.0f} s)"
     tests = run.steps.get("pytest")
     return (f"VM: kernel {run.kernel} (qemu TCG), booted in {run.boot_seconds:.1f} s; "
             f"vm tests: {outcome(tests)} ({tests.seconds if tests else 0:.0f} s); "
@@ -96,8 +105,8 @@ def step_output(run: boot.VmRun, name: str) -> str:
     return "\n".join(line for line in step.output if not KERNEL_LOG.match(line))
 
 
-def test_the_vm_runs_debian_6_1(vm: boot.VmRun) -> None:
-    assert vm.kernel == kernel.release_to_use(), vm.console_tail()
+def test_the_vm_runs_debian_6_1(vm: boot.VmRun, vm_kernel: kernel.Kernel) -> None:
+    assert vm.kernel == vm_kernel.release, vm.console_tail()
     assert vm.kernel.startswith("6.1.0-")
 
 

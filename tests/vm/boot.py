@@ -2,7 +2,9 @@
 
 The guest shares the host's root read-only (so the repository, its .venv and the cached
 modules sit at the same paths inside), runs a job of steps (init.sh) and powers off. Its
-console is all the host gets: a step's status comes from its `end` marker line.
+/tmp is its own, but what the job needs from the host's /tmp (a clone there, its .venv) is
+bound in at the same paths. Its console is all the host gets: a step's status comes from
+its `end` marker line.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -67,10 +70,15 @@ def limit(steps: Sequence[Step]) -> int:
 
 
 def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
-        echo: Callable[[str], None] | None = None) -> VmRun:
-    """Boot, run `steps` in `cwd` in order, power off; bounded by the steps' own limits."""
+        echo: Callable[[str], None] | None = None, *, qemu_args: Sequence[str] = (),
+        modules: Sequence[str] = ()) -> VmRun:
+    """Boot, run `steps` in `cwd` in order, power off; bounded by the steps' own limits.
+
+    `qemu_args` are added to qemu's (a device, say), `modules` are loaded in the guest
+    before the steps (its driver)."""
     with tempfile.TemporaryDirectory(prefix="udptrace-vm-") as work:
-        initrd = _initramfs(kernel, _job(kernel, steps, cwd), Path(work))
+        job = _job(kernel, steps, cwd, modules)
+        initrd = _initramfs(kernel, job, Path(work))
         # KVM fails or hangs on these hosts (nested); TCG's default CPU model lacks the
         # x86-64-v2 (SSE4.2) baseline of the .venv's numpy, `max` has it
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
@@ -79,12 +87,25 @@ def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
                 # panic=-1 with -no-reboot: a guest that dies ends qemu at once
                 "-append", "console=ttyS0 quiet panic=-1",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
-                "multidevs=remap"]
+                "multidevs=remap", *qemu_args]
         return _read_console(argv, limit(steps), echo)
 
 
-def _job(kernel: Kernel, steps: Sequence[Step], cwd: Path) -> str:
-    lines = [f"use_modules {shlex.quote(str(kernel.modules))}", f"cd {shlex.quote(str(cwd))}"]
+def from_host_tmp(paths: Sequence[Path]) -> list[Path]:
+    """Those of `paths` under /tmp, less any inside another: what the guest's own /tmp must
+    show from the host's."""
+    under = sorted({p.absolute() for p in paths if p.absolute().is_relative_to("/tmp")})
+    return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
+
+
+def _job(kernel: Kernel, steps: Sequence[Step], cwd: Path, modules: Sequence[str]) -> str:
+    # the job's paths: the tree, the kernel's modules and this interpreter's environment
+    lines = [f"host_path {shlex.quote(str(p))}"
+             for p in from_host_tmp([cwd, kernel.root, Path(sys.prefix)])]
+    lines.append(f"use_modules {shlex.quote(str(kernel.modules))}")
+    if modules:
+        lines.append(f"load_modules {shlex.join(modules)}")
+    lines.append(f"cd {shlex.quote(str(cwd))}")
     lines += [f"step {shlex.quote(s.name)} {s.seconds} {shlex.join(s.argv)}" for s in steps]
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,9 @@ guest() {
     bb=$VM/busybox # explicit: on PATH, its applets would shadow the host's ip and tc
     export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
     export TERM=dumb COLUMNS=120 UDPTRACE_NO_VM=1 # no VM inside the VM
+    # the guest's own /tmp; the host's stays reachable for host_path
+    $bb mkdir $VM/host-tmp
+    $bb mount --bind /tmp $VM/host-tmp
     $bb mount -t tmpfs tmpfs /tmp
     $bb mkdir -p /dev/pts /dev/shm
     $bb mount -t devpts devpts /dev/pts
@@ -49,11 +52,20 @@ guest() {
     $bb poweroff -f
 }
 
+host_path() { # host_path PATH: the host's PATH under /tmp (a clone there), at PATH here too
+    $bb mkdir -p "$1"
+    $bb mount --bind "$VM/host-tmp${1#/tmp}" "$1"
+}
+
 use_modules() { # the package's modules, loaded by the kernel on demand (veth, qdiscs...)
     $bb mkdir -p /lib/modules
     $bb ln -s "$1" "/lib/modules/$($bb uname -r)"
     $bb ln -s $bb $VM/modprobe
     echo $VM/modprobe >/proc/sys/kernel/modprobe
+}
+
+load_modules() { # load_modules NAME...: what the kernel does not ask for by itself (drivers)
+    $bb modprobe -a "$@"
 }
 
 step() { # step NAME SECONDS COMMAND...

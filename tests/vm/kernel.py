@@ -1,7 +1,9 @@
-"""Debian's 6.1 kernel for the test VM: named by apt, downloaded once, kept in a cache.
+"""Debian's 6.1 kernel for the test VM, in a flavour: named by apt, downloaded once, kept in a
+cache.
 
-The cache outlives test runs and clones (it is not in the repository), and the VM reads
-its modules straight from there over the shared host root.
+The cache outlives test runs and clones (it is not in the repository) and keeps the newest
+release of each flavour; the VM reads its modules straight from there over the shared host
+root.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("UDPTRACE_VM_CACHE", "/var/cache/udptrace-vm"))
-# the generic flavour: the -cloud- one has no 9p, -rt- is another scheduler
-GENERIC_6_1 = re.compile(r"linux-image-(6\.1\.0-(\d+)-amd64)$")
+# Debian's flavours the VM boots, rt being PREEMPT_RT (the -cloud- one has no 9p): flavour →
+# the metapackage naming its current release, and the packages of that flavour
+FLAVOURS = {
+    "generic": ("linux-image-amd64", re.compile(r"linux-image-(6\.1\.0-(\d+)-amd64)$")),
+    "rt": ("linux-image-rt-amd64", re.compile(r"linux-image-(6\.1\.0-(\d+)-rt-amd64)$")),
+}
 # What a VM without hardware can load: networking (veth, every qdisc), filesystems (9p,
 # overlay), virtio, and the libraries they depend on. The rest of the package, 230 of its
 # 400 MB, is drivers for hardware the VM does not have.
@@ -53,24 +59,30 @@ def _apt(*argv: str, cwd: Path | None = None) -> str:
     return result.stdout
 
 
-def release_to_use() -> str:
-    """The release linux-image-amd64 depends on if it is a 6.1, else the newest 6.1 apt has."""
-    depends = _apt("apt-cache", "depends", "linux-image-amd64")
-    for word in depends.split():
-        if match := GENERIC_6_1.match(word):
+def flavour_of(release: str) -> str | None:
+    return next((name for name, (_, package) in FLAVOURS.items()
+                 if package.match(f"linux-image-{release}")), None)
+
+
+def release_to_use(flavour: str = "generic") -> str:
+    """The release the flavour's metapackage depends on if it is a 6.1, else the newest 6.1
+    of that flavour apt has."""
+    metapackage, package = FLAVOURS[flavour]
+    for word in _apt("apt-cache", "depends", metapackage).split():
+        if match := package.match(word):
             return match.group(1)
-    known = [GENERIC_6_1.match(n) for n in _apt("apt-cache", "pkgnames", "linux-image-6.1.0-")
+    known = [package.match(n) for n in _apt("apt-cache", "pkgnames", "linux-image-6.1.0-")
              .split()]
     found = [m for m in known if m]
     if not found:
-        raise KernelUnavailable("apt knows no linux-image-6.1.0-*-amd64 package "
+        raise KernelUnavailable(f"apt knows no {package.pattern} package "
                                 "(run apt-get update on a Debian 12 host)")
     return max(found, key=lambda m: int(m.group(2))).group(1)
 
 
-def obtain() -> Kernel:
-    """The kernel, downloaded and unpacked into the cache on first use."""
-    release = release_to_use()
+def obtain(flavour: str = "generic") -> Kernel:
+    """The flavour's kernel, downloaded and unpacked into the cache on first use."""
+    release = release_to_use(flavour)
     kernel = Kernel(release, CACHE / release)
     done = kernel.root / "complete"
     if done.exists():
@@ -80,8 +92,8 @@ def obtain() -> Kernel:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be fetching the same
         if not done.exists():
             _fetch(kernel)
-            for stale in CACHE.iterdir():
-                if stale.is_dir() and stale.name != release:
+            for stale in CACHE.iterdir():  # older releases of this flavour
+                if stale.is_dir() and stale.name != release and flavour_of(stale.name) == flavour:
                     shutil.rmtree(stale)
     return kernel
 

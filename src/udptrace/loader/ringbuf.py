@@ -17,26 +17,36 @@ import numpy as np
 
 from udptrace.errors import BpfError
 
-_BUSY = 1 << 31
-_DISCARD = 1 << 30
-_HEADER = 8
-_PAGE = mmap.PAGESIZE
+# The map's layout (kernel ABI, kernel/bpf/ringbuf.c), defined here once: bench/decoder.py
+# lays out a fake ring from these names.
+PAGE = mmap.PAGESIZE
+CONSUMER_OFFSET = 0  # the consumer position, a u64 the reader writes
+PRODUCER_OFFSET = PAGE  # the producer position, a u64 the kernel writes
+DATA_OFFSET = 2 * PAGE  # the data pages, mapped twice in a row so a record never wraps
+HEADER = 8  # before each record: a u32 length carrying these two bits, a u32 page offset
+BUSY = 1 << 31  # reserved, not yet committed: the reader stops there
+DISCARD = 1 << 30  # committed as discarded: skipped
+
+
+def stride(record_bytes: int) -> int:
+    """The bytes one record takes in the ring: its header, itself, padding to 8."""
+    return (HEADER + record_bytes + 7) // 8 * 8
 
 
 class RingBufferReader:
     def __init__(self, map_fd: int, size: int, record: np.dtype,
                  record_bytes: int | None = None) -> None:
-        if size & (size - 1) or size % _PAGE:
+        if size & (size - 1) or size % PAGE:
             raise ValueError(f"ring buffer size {size} must be a power of two of pages")
         self.size = size
         self.record = record
         self.record_bytes = record.itemsize if record_bytes is None else record_bytes
-        self.stride = (_HEADER + self.record_bytes + 7) // 8 * 8
+        self.stride = stride(self.record_bytes)
         try:
-            self._consumer = mmap.mmap(map_fd, _PAGE, mmap.MAP_SHARED,
-                                       mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-            self._producer = mmap.mmap(map_fd, _PAGE + 2 * size, mmap.MAP_SHARED,
-                                       mmap.PROT_READ, offset=_PAGE)
+            self._consumer = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED,
+                                       mmap.PROT_READ | mmap.PROT_WRITE, offset=CONSUMER_OFFSET)
+            self._producer = mmap.mmap(map_fd, DATA_OFFSET - PRODUCER_OFFSET + 2 * size,
+                                       mmap.MAP_SHARED, mmap.PROT_READ, offset=PRODUCER_OFFSET)
         except OSError as e:
             raise BpfError("mmap ring buffer", e.errno or 1) from e
         # The positions are 8-byte words the kernel reads while we write: one aligned store
@@ -59,22 +69,24 @@ class RingBufferReader:
         available = (producer - consumer) // self.stride
         if available <= 0:
             return np.empty(0, self.record)
-        start = _PAGE + (consumer & (self.size - 1))
+        start = DATA_OFFSET - PRODUCER_OFFSET + (consumer & (self.size - 1))
         raw = np.frombuffer(self._producer, np.uint8, count=available * self.stride,
                             offset=start).reshape(available, self.stride)
         lengths = raw[:, :4].copy().view("<u4").reshape(-1)
-        busy = np.flatnonzero(lengths & _BUSY)
+        busy = np.flatnonzero(lengths & BUSY)
         ready = int(busy[0]) if busy.size else available
         lengths = lengths[:ready]
-        kept = (lengths & _DISCARD) == 0
-        if np.any((lengths[kept] & ~np.uint32(_BUSY | _DISCARD)) != self.record_bytes):
+        kept = (lengths & DISCARD) == 0
+        if np.any((lengths[kept] & ~np.uint32(BUSY | DISCARD)) != self.record_bytes):
             raise BpfError("ring buffer holds a record of unexpected size", 74)
         # copying plain bytes is ~10x faster than NumPy's field-by-field structured copy
-        body = raw[:ready, _HEADER:_HEADER + self.record_bytes]
+        body = raw[:ready, HEADER:HEADER + self.record_bytes]
         if not kept.all():  # rare; a mask would copy every row once more
             body = body[np.flatnonzero(kept)]
         if self.record_bytes == self.record.itemsize:
-            out = np.ascontiguousarray(body).view(self.record).reshape(-1)
+            # a copy even where the rows are contiguous (a single record): a view would be
+            # the ring's memory, which the kernel reuses once the consumer position moves on
+            out = body.copy().view(self.record).reshape(-1)
         else:
             whole = np.zeros((len(body), self.record.itemsize), np.uint8)
             whole[:, :self.record_bytes] = body

@@ -151,11 +151,11 @@ def _syscalls(tracks: _Tracks, recording: Recording) -> None:
                          cat="syscall")
 
 
-def _pairs(ts: np.ndarray, is_entry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(is_entry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Entry → exit pairs in one CPU's time-ordered events (these do not nest in themselves);
     an exit without its entry (recording began inside) or the reverse is left out."""
-    paired = is_entry[:-1] & ~is_entry[1:]
-    return np.flatnonzero(paired), np.flatnonzero(paired) + 1
+    entries = np.flatnonzero(is_entry[:-1] & ~is_entry[1:])
+    return entries, entries + 1
 
 
 def _sched(tracks: _Tracks, sched: pa.Table) -> None:
@@ -175,7 +175,7 @@ def _sched(tracks: _Tracks, sched: pa.Table) -> None:
                          cat="task")
         for prefix, label in (("softirq", "softirq"), ("irq", "irq")):
             events = mine[np.char.startswith(kind[mine].astype(str), prefix + "_")]
-            starts, stops = _pairs(ts[events], kind[events] == f"{prefix}_entry")
+            starts, stops = _pairs(kind[events] == f"{prefix}_entry")
             for a, b in zip(events[starts].tolist(), events[stops].tolist(), strict=True):
                 tracks.slice(CPUS_PID, tid, f"{label} {comm[a] or number_[a]}", ts_[a],
                              ts_[b] - ts_[a], {"number": number_[a]}, cat=label)
