@@ -30,6 +30,7 @@ from udptrace.report.recorder import Recorder
 from udptrace.report.terminal import ReportData, duration
 from udptrace.trace.run import TraceResult
 from udptrace.trace.session import TraceSession
+from udptrace.trace.timebase import Timebase
 
 MAX_POINTS = 10_000  # per scatter (SVG: works without WebGL); more shows nothing more
 HEIGHT = "460px"
@@ -289,8 +290,9 @@ class HtmlAfterRun:
     def path(self) -> Path:
         return self.out.path
 
-    def start(self, session: TraceSession, command: list[str]) -> Recorder:
-        self.recorder = Recorder(self.writer, session, command)
+    def start(self, session: TraceSession, command: list[str],
+              timebase: Timebase | None = None) -> Recorder:
+        self.recorder = Recorder(self.writer, session, command, timebase=timebase)
         return self.recorder
 
     def finish(self, result: TraceResult) -> Path:

@@ -12,9 +12,10 @@ DuckDB and Spark read the directory as one table::
     RUN.parquet/sched/part-000001.parquet     with --sched: CPU scheduling and interrupts
 
 Each part's key-value metadata holds the run so far under ``udptrace`` (JSON):
-version, kernel, command, filters, every stage with its meaning and hook,
-counters, lost records, drops; the last part of a finished run says
-``"final": true``.
+version, kernel, host and boot id, command, filters, every stage with its meaning
+and hook, counters, lost records, drops, and ``time``: the clock samples taken
+while the part's second went by and the host's sync state (trace/timebase.py);
+the last part of a finished run says ``"final": true``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from udptrace.stages import SPANS, STAGES
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import Snapshot, TraceSession
+from udptrace.trace.timebase import host_identity
 
 FORMAT = 1
 METADATA_KEY = b"udptrace"
@@ -68,7 +70,7 @@ def run_info(session: TraceSession, command: list[str], sched: bool) -> dict[str
     options = session.options
     return {
         "format": FORMAT, "version": __version__, "kernel": os.uname().release,
-        "command": command, "stages": stages,
+        "host": host_identity(), "command": command, "stages": stages,
         "spans": [{"name": s.name, "title": s.title, "meaning": s.meaning}
                   for s in SPANS if s.name in session.layout.spans],
         "filters": _filters(options), "pubsub_port": options.payload_port or None,
@@ -196,17 +198,28 @@ def open_recording(path: Path) -> Recording:
     if not packet_parts:
         raise UsageError(f"{path} holds no packet parts: the recording was stopped before "
                          "its first second")
-    tables, info = [], {}
+    tables, info, times = [], {}, []
     for part in packet_parts:
         table, info = _read(part)
         tables.append(table)
+        times.append(info.get("time"))
     if info.get("format") != FORMAT:
         raise UsageError(f"{path} is recording format {info.get('format')}, this udptrace "
                          f"{__version__} reads format {FORMAT}")
     packets = pa.concat_tables(tables, promote_options="default")
     sched = (pa.concat_tables([_read(p)[0] for p in sched_parts], promote_options="default")
              if sched_parts else None)
-    return Recording(path, info, packets, sched)
+    return Recording(path, {**info, "time": _whole_run(times)}, packets, sched)
+
+
+def _whole_run(parts: list[dict | None]) -> dict[str, object]:
+    """The parts' time blocks as one: every clock sample in order, and the sync state each
+    part ended with (``syncs``; ``sync`` and ``ptp`` as the last part said)."""
+    known = [p for p in parts if p]
+    return {"samples": [s for p in known for s in p.get("samples", [])],
+            "syncs": [p.get("sync") for p in known],
+            "sync": known[-1].get("sync") if known else None,
+            "ptp": known[-1].get("ptp") if known else None}
 
 
 def column(table: pa.Table, name: str, missing: int = -1) -> object:
