@@ -175,41 +175,56 @@ def _parts(path: Path) -> tuple[list[Path], list[Path]]:
             sorted((path / "sched").glob("part-*.parquet")))
 
 
-def _read(part: Path) -> tuple[pa.Table, dict | None]:
-    try:
-        table = pq.read_table(part)
-    except (pa.ArrowException, OSError):
-        raise UsageError(f"{part} is truncated or not a Parquet file") from None
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+def _metadata(part: Path, metadata: dict[bytes, bytes] | None) -> dict:
+    raw = (metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise UsageError(f"{part} is not a udptrace recording (no udptrace metadata): "
                          "make one with 'udptrace record -o PATH'")
     try:
-        info = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         raise UsageError(f"{part}: its udptrace metadata is damaged") from None
-    return table.replace_schema_metadata(None), info
 
 
-def open_recording(path: Path) -> Recording:
+def _read(part: Path) -> tuple[pa.Table, dict]:
+    try:
+        table = pq.read_table(part)
+    except (pa.ArrowException, OSError):
+        raise UsageError(f"{part} is truncated or not a Parquet file") from None
+    return table.replace_schema_metadata(None), _metadata(part, table.schema.metadata)
+
+
+def _footer(part: Path) -> dict:
+    try:
+        schema = pq.read_schema(part)
+    except (pa.ArrowException, OSError):
+        raise UsageError(f"{part} is truncated or not a Parquet file") from None
+    return _metadata(part, schema.metadata)
+
+
+def recording_parts(path: Path) -> tuple[list[Path], list[Path], dict]:
+    """The packet and sched parts and the run's metadata (the last part's, with the time
+    blocks of them all), from the parts' footers alone: no rows are read."""
     if not path.exists():
         raise UsageError(f"no recording at {path}")
     packet_parts, sched_parts = _parts(path)
     if not packet_parts:
         raise UsageError(f"{path} holds no packet parts: the recording was stopped before "
                          "its first second")
-    tables, info, times = [], {}, []
-    for part in packet_parts:
-        table, info = _read(part)
-        tables.append(table)
-        times.append(info.get("time"))
+    infos = [_footer(part) for part in packet_parts]
+    info = infos[-1]
     if info.get("format") != FORMAT:
         raise UsageError(f"{path} is recording format {info.get('format')}, this udptrace "
                          f"{__version__} reads format {FORMAT}")
-    packets = pa.concat_tables(tables, promote_options="default")
+    return packet_parts, sched_parts, {**info, "time": _whole_run([i.get("time") for i in infos])}
+
+
+def open_recording(path: Path) -> Recording:
+    packet_parts, sched_parts, info = recording_parts(path)
+    packets = pa.concat_tables([_read(p)[0] for p in packet_parts], promote_options="default")
     sched = (pa.concat_tables([_read(p)[0] for p in sched_parts], promote_options="default")
              if sched_parts else None)
-    return Recording(path, {**info, "time": _whole_run(times)}, packets, sched)
+    return Recording(path, info, packets, sched)
 
 
 def _whole_run(parts: list[dict | None]) -> dict[str, object]:
