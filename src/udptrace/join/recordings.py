@@ -1,0 +1,196 @@
+"""The recordings to join, as two tables the engine matches: departures and arrivals.
+
+A departure is a send record (it has the send syscall), an arrival a receive record
+that came from elsewhere (`record --rx`). Their times stay in their host's
+CLOCK_MONOTONIC (``t_*``) and are also set on the hosts' shared timescale (``c_*``,
+TAI or UTC ns) through the host's clock samples, interpolated between them: clocks are
+slewed, so the offset between two samples is not the offset at either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from udptrace.errors import UsageError
+from udptrace.report.parquet import recording_parts
+
+# what both kernels see of a datagram alike, where the recording has it
+IDENTITY = ("fingerprint", "pubsub_publisher_id", "pubsub_writer_group_id",
+            "pubsub_sequence_number", "pubsub_dataset_sequence_number")
+# what tells two datagrams of one flow apart: without one of these, they cannot be
+TELLING = ("fingerprint", "pubsub_sequence_number", "pubsub_dataset_sequence_number")
+DEPARTURE_TIMES = ("t_app", "t_syscall", "t_left")
+ARRIVAL_TIMES = ("t_driver", "t_queued", "t_done")
+
+
+@dataclass
+class Host:
+    """One boot of one machine: the recordings made there share CLOCK_MONOTONIC."""
+
+    index: int
+    boot_id: str
+    hostname: str
+    recordings: list[int] = field(default_factory=list)
+    mono: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    offset: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # scale - mono
+    bracket_ns: int = 0  # the widest sample bracket: the mapping is known to half of it
+    syncs: list[dict] = field(default_factory=list)
+    ptp: dict | None = None
+    tai: bool = True  # every sample was in a synchronised state that set a TAI offset
+
+    @property
+    def name(self) -> str:
+        return self.hostname or self.boot_id[:8]
+
+    def to_scale(self, mono: np.ndarray) -> np.ndarray:
+        """CLOCK_MONOTONIC ns → the timescale's ns. Relative to the first sample's offset, so
+        float64 interpolation keeps ns (the offsets themselves are ~2**60)."""
+        if not len(self.mono):
+            return mono
+        base = int(self.offset[0])
+        delta = np.interp(mono.astype(np.float64), self.mono.astype(np.float64),
+                          (self.offset - base).astype(np.float64))
+        return mono + base + np.round(delta).astype(np.int64)
+
+
+@dataclass
+class Recording:
+    index: int
+    path: Path
+    parts: list[Path]
+    info: dict
+    host: Host | None = None
+    columns: frozenset[str] = frozenset()
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name} ({self.host.name if self.host else '?'})"
+
+    @property
+    def span_mono(self) -> tuple[int, int]:
+        """From the first clock sample (the programs attached) to the last (the end)."""
+        samples = self.info["time"]["samples"]
+        return samples[0]["mono_ns"], samples[-1]["mono_ns"]
+
+    @property
+    def span_scale(self) -> tuple[int, int]:
+        start, end = self.span_mono
+        if self.host is None:
+            return start, end
+        scaled = self.host.to_scale(np.array([start, end], np.int64))
+        return int(scaled[0]), int(scaled[1])
+
+    @property
+    def lost(self) -> int:
+        return int(self.info.get("lost") or 0)
+
+
+def open_recordings(paths: list[Path], timescale: str) -> tuple[list[Recording], list[Host]]:
+    recordings = []
+    for index, path in enumerate(paths):
+        packet_parts, _, info = recording_parts(path)
+        if not info["time"]["samples"]:
+            raise UsageError(f"{path} states no time (made by a udptrace before clock "
+                             "samples): record it again to join it")
+        recordings.append(Recording(index, path, packet_parts, info))
+    hosts: dict[str, Host] = {}
+    for rec in recordings:
+        ident = rec.info.get("host", {})
+        boot = ident.get("boot_id") or f"unknown-{rec.index}"
+        host = hosts.setdefault(boot, Host(len(hosts), boot, ident.get("hostname", "")))
+        host.recordings.append(rec.index)
+        rec.host = host
+        time = rec.info["time"]
+        host.syncs += [s for s in time["syncs"] if s]
+        host.ptp = time.get("ptp") or host.ptp
+        samples = time["samples"]
+        host.mono = np.concatenate([host.mono, [s["mono_ns"] for s in samples]])
+        host.offset = np.concatenate([host.offset, [s[f"{timescale}_ns"] for s in samples]])
+        host.bracket_ns = max(host.bracket_ns, *(s["bracket_ns"] for s in samples))
+    for host in hosts.values():
+        order = np.argsort(host.mono, kind="stable")
+        host.mono, host.offset = host.mono[order].astype(np.int64), host.offset[order].astype(
+            np.int64)
+        host.tai = all(s.get("synchronised") and s.get("tai_offset_s") for s in host.syncs)
+    return recordings, list(hosts.values())
+
+
+def _parts_sql(rec: Recording) -> str:
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in rec.parts)
+    return f"read_parquet([{files}], union_by_name = true)"
+
+
+def _optional(rec: Recording, name: str, kind: str = "BIGINT") -> str:
+    return f"CAST({name} AS {kind})" if name in rec.columns else f"CAST(NULL AS {kind})"
+
+
+def _identity(rec: Recording) -> str:
+    return ", ".join(f"{_optional(rec, c)} AS {c}" for c in IDENTITY)
+
+
+def _departures_sql(rec: Recording) -> str:
+    # left the device: a veth/lo peer took it (the handoff comes before the driver returns),
+    # else the driver returned, else (no driver return seen) its TX completion
+    return f"""
+    SELECT {rec.index} AS rec, CAST(pid AS BIGINT) AS pid, comm, saddr, daddr,
+           CAST(sport AS INTEGER) AS sport, CAST(dport AS INTEGER) AS dport,
+           CAST(udp_len AS INTEGER) AS udp_len, fate, drop_reason, drop_stage, {_identity(rec)},
+           ts_ns + stage_app_ns AS t_app, ts_ns AS t_syscall,
+           CASE WHEN fate IN ('sent', 'received') THEN ts_ns + coalesce(
+               stage_rx_handoff_ns, stage_xmit_done_ns, stage_free_ns) END AS t_left
+    FROM {_parts_sql(rec)}
+    WHERE stage_syscall_ns IS NOT NULL AND fate <> 'looped'"""
+
+
+def _arrivals_sql(rec: Recording) -> str:
+    return f"""
+    SELECT {rec.index} AS rec, CAST(rx_pid AS BIGINT) AS pid, rx_comm AS comm, saddr, daddr,
+           CAST(sport AS INTEGER) AS sport, CAST(dport AS INTEGER) AS dport,
+           CAST(udp_len AS INTEGER) AS udp_len, fate, drop_reason, drop_stage, {_identity(rec)},
+           ifname, ts_ns + coalesce(stage_rx_driver_ns, stage_rx_stack_ns, 0) AS t_driver,
+           ts_ns + stage_sock_queue_ns AS t_queued,
+           ts_ns + coalesce(stage_rx_done_ns, stage_rx_read_ns) AS t_done
+    FROM {_parts_sql(rec)}
+    WHERE receive AND stage_syscall_ns IS NULL"""
+
+
+def _on_scale(table: pa.Table, host_of: dict[int, Host], times: tuple[str, ...]) -> pa.Table:
+    """Each t_* column also as c_*, on the timescale, through its recording's host."""
+    recs = table["rec"].to_numpy()
+    for name in times:
+        column = table[name]
+        mono = column.fill_null(0).to_numpy().astype(np.int64)
+        scaled = np.zeros(len(mono), np.int64)
+        for rec, host in host_of.items():
+            mine = recs == rec
+            if mine.any():
+                scaled[mine] = host.to_scale(mono[mine])
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        table = table.append_column(f"c{name[1:]}", pa.array(scaled, mask=~valid))
+    return table
+
+
+def load(con: duckdb.DuckDBPyConnection, recordings: list[Recording]) -> tuple[pa.Table, pa.Table]:
+    """Departures and arrivals of every recording, times on both clocks."""
+    departures, arrivals = [], []
+    for rec in recordings:
+        rec.columns = frozenset(n for n, *_ in con.sql(
+            f"DESCRIBE SELECT * FROM {_parts_sql(rec)}").fetchall())
+        departures.append(con.sql(_departures_sql(rec)).to_arrow_table())
+        arrivals.append(con.sql(_arrivals_sql(rec)).to_arrow_table())
+    host_of = {r.index: r.host for r in recordings if r.host is not None}
+    dep = _on_scale(pa.concat_tables(departures, promote_options="default"), host_of,
+                    DEPARTURE_TIMES)
+    arr = _on_scale(pa.concat_tables(arrivals, promote_options="default"), host_of,
+                    ARRIVAL_TIMES)
+    return dep, arr
+
+
+def telling(recordings: list[Recording]) -> bool:
+    """Whether every recording carries something that tells datagrams of one flow apart."""
+    return all(any(c in r.columns for c in TELLING) for r in recordings)
