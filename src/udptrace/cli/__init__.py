@@ -10,7 +10,7 @@ from udptrace import __version__
 from udptrace.errors import UdptraceError
 
 SUBCOMMANDS = ("check", "list", "trace", "syscalls", "publish", "subscribe", "demo",
-               "record", "report", "exporter")
+               "record", "report", "join", "exporter")
 
 
 def parser() -> argparse.ArgumentParser:

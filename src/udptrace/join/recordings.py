@@ -37,7 +37,9 @@ class Host:
     hostname: str
     recordings: list[int] = field(default_factory=list)
     mono: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    offset: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # scale - mono
+    # per timescale (tai, realtime): its time minus CLOCK_MONOTONIC at each sample
+    offsets: dict[str, np.ndarray] = field(default_factory=dict)
+    timescale: str = "realtime"
     bracket_ns: int = 0  # the widest sample bracket: the mapping is known to half of it
     syncs: list[dict] = field(default_factory=list)
     ptp: dict | None = None
@@ -52,9 +54,10 @@ class Host:
         float64 interpolation keeps ns (the offsets themselves are ~2**60)."""
         if not len(self.mono):
             return mono
-        base = int(self.offset[0])
+        offset = self.offsets[self.timescale]
+        base = int(offset[0])
         delta = np.interp(mono.astype(np.float64), self.mono.astype(np.float64),
-                          (self.offset - base).astype(np.float64))
+                          (offset - base).astype(np.float64))
         return mono + base + np.round(delta).astype(np.int64)
 
 
@@ -90,7 +93,9 @@ class Recording:
         return int(self.info.get("lost") or 0)
 
 
-def open_recordings(paths: list[Path], timescale: str) -> tuple[list[Recording], list[Host]]:
+def open_recordings(paths: list[Path]) -> tuple[list[Recording], list[Host], str]:
+    """The recordings, their hosts, and the timescale they are set on: TAI where every host
+    keeps it (synchronised, with the TAI offset set), else UTC (CLOCK_REALTIME)."""
     recordings = []
     for index, path in enumerate(paths):
         packet_parts, _, info = recording_parts(path)
@@ -110,14 +115,19 @@ def open_recordings(paths: list[Path], timescale: str) -> tuple[list[Recording],
         host.ptp = time.get("ptp") or host.ptp
         samples = time["samples"]
         host.mono = np.concatenate([host.mono, [s["mono_ns"] for s in samples]])
-        host.offset = np.concatenate([host.offset, [s[f"{timescale}_ns"] for s in samples]])
+        for scale in ("tai", "realtime"):
+            host.offsets[scale] = np.concatenate([host.offsets.get(scale, []),
+                                                  [s[f"{scale}_ns"] for s in samples]])
         host.bracket_ns = max(host.bracket_ns, *(s["bracket_ns"] for s in samples))
     for host in hosts.values():
         order = np.argsort(host.mono, kind="stable")
-        host.mono, host.offset = host.mono[order].astype(np.int64), host.offset[order].astype(
-            np.int64)
+        host.mono = host.mono[order].astype(np.int64)
+        host.offsets = {k: v[order].astype(np.int64) for k, v in host.offsets.items()}
         host.tai = all(s.get("synchronised") and s.get("tai_offset_s") for s in host.syncs)
-    return recordings, list(hosts.values())
+    timescale = "tai" if all(h.tai for h in hosts.values()) else "realtime"
+    for host in hosts.values():
+        host.timescale = timescale
+    return recordings, list(hosts.values()), timescale
 
 
 def _parts_sql(rec: Recording) -> str:
