@@ -189,15 +189,15 @@ class JoinEngine:
                    l.wire >= 0 AS wire_valid,
                    p.uncertainty_ns IS NOT NULL AND l.wire >= -p.uncertainty_ns AS within_error
             FROM links l JOIN pair_clocks p USING (pair) WHERE l.unique_match""")
-        # a flow is expected at a receiver that got any of it; a departure is covered there
-        # when the receiver recorded from before it left until after it would have arrived
-        # (the longest wire time seen on that pair of hosts later)
+        # a flow is expected at a receiver that got any of it (joined or not); a departure is
+        # covered there when the receiver recorded from before it left until after it would
+        # have arrived (the longest wire time seen on that pair of hosts later)
         self.con.execute("""
             CREATE OR REPLACE TABLE outcome AS
-            WITH expected AS (SELECT DISTINCT d.flow, j.arr_rec, j.pair
-                              FROM joined j JOIN d USING (dep_id)),
-                 reach AS (SELECT pair, max(greatest(wire, 0)) AS reach FROM joined
-                           GROUP BY pair),
+            WITH expected AS (SELECT DISTINCT d.flow, l.arr_rec, l.pair
+                              FROM links l JOIN d USING (dep_id)),
+                 reach AS (SELECT pair, coalesce(max(greatest(wire, 0)), 0) AS reach
+                           FROM expected LEFT JOIN joined USING (pair) GROUP BY pair),
                  ambiguous AS (SELECT DISTINCT dep_id, arr_rec FROM links
                                WHERE NOT unique_match)
             SELECT d.dep_id, e.arr_rec, e.pair, j.arr_id,

@@ -72,7 +72,7 @@ def summarise(engine: JoinEngine, timescale: str) -> dict[str, object]:
               "samples": len(h.mono), "sync": h.syncs[-1] if h.syncs else None, "ptp": h.ptp}
              for h in engine.hosts]
     unreceived = engine.rows("""
-        SELECT count(*) FROM d WHERE flow NOT IN (SELECT DISTINCT flow FROM outcome)""")[0][0]
+        SELECT count(*) FROM d WHERE dep_id NOT IN (SELECT dep_id FROM outcome)""")[0][0]
     return {"type": "summary", "timescale": timescale,
             "identity": ["sport", "dport", "udp_len", *engine.identity],
             "window_ns": engine.window.latency_ns,

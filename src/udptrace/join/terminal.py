@@ -102,7 +102,7 @@ def _losses(console: Console, summary: dict) -> None:
         table.add_column(head, justify="right" if head in ("datagrams",) else "left")
     for r in ranges:
         seq = ("" if r["first_sequence"] is None else
-               f"{r['first_sequence']}–{r['last_sequence']}")
+               f"{r['first_sequence']} to {r['last_sequence']}")
         table.add_row(str(r["flow"]), str(r["receiver_rec"]), str(r["datagrams"]), seq,
                       wall(r["first_sent_at_ns"], summary["timescale"]),
                       wall(r["last_sent_at_ns"], summary["timescale"]))

@@ -1,0 +1,149 @@
+"""`udptrace join`: two namespaces stand in for two hosts, one recording per side.
+
+Namespace a sends, namespace b receives and is recorded twice (two `record --rx`), so
+every multicast datagram has two receiving recordings to be joined to. Three flows,
+each with a known fate: a UADP publisher with sequence numbers to a subscriber (all
+arrive), one to a port nobody listens on (all dropped by the receiver's kernel), and
+datagrams whose bytes never change (nothing tells them apart: all ambiguous).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import send_from, udptrace
+
+from udptrace.netns import VethPair
+
+MULTICAST, UNICAST_DROPPED, CONSTANT = 200, 30, 20
+
+
+def _start(*commands: list[str]) -> list[subprocess.Popen]:
+    """`udptrace record ...` each; returns once each says its programs are attached."""
+    processes = [subprocess.Popen(udptrace(*args), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for args in commands]
+    for process in processes:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("recording"), line + process.stderr.read()
+    return processes
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    work = tmp_path_factory.mktemp("join")
+    with VethPair() as net:
+        # the sender's recording first: on a veth both ends are one event (netif_rx), and
+        # programs on a tracepoint run in the order they were attached
+        recorders = _start(["record", "-o", str(work / "tx.parquet"), "--netns", net.ns_a,
+                            "--pubsub", "-d", "60"])
+        recorders += _start(*(["record", "--rx", "-o", str(work / f"{name}.parquet"),
+                               "--netns", net.ns_b, "--pubsub", "-d", "60"]
+                              for name in ("rx1", "rx2")))
+        ready = work / "subscribed"
+        subscriber = net.popen(net.ns_b, udptrace(
+            "subscribe", "opc.udp://224.0.0.22:4840/", "-i", net.if_b, "--json", "-d", "8",
+            "--count", str(MULTICAST), "--ready-file", str(ready)), stdout=subprocess.PIPE,
+            text=True)
+        deadline = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        publishers = [net.popen(net.ns_a, udptrace(
+            "publish", url, "--sequence-numbers", "--writer-group-id", group, "--interval-ms",
+            "5", "--count", str(count), "--json"), stdout=subprocess.PIPE, text=True)
+            for url, group, count in (("opc.udp://224.0.0.22:4840/", "100", MULTICAST),
+                                      (f"opc.udp://{net.addr_b}:4840/", "7", UNICAST_DROPPED))]
+        send_from(net, CONSTANT, 0.02, 64, 4841).wait(timeout=30)
+        published = [json.loads(p.communicate(timeout=30)[0]) for p in publishers]
+        received = json.loads(subscriber.communicate(timeout=30)[0].splitlines()[-1])["summary"]
+        time.sleep(0.3)
+        for recorder in recorders:
+            recorder.send_signal(signal.SIGINT)
+        for recorder in recorders:
+            _, err = recorder.communicate(timeout=30)
+            assert recorder.returncode == 0, err
+    out = subprocess.run(udptrace("join", *(str(work / f"{n}.parquet") for n in (
+        "tx", "rx1", "rx2")), "--json", str(work / "joined.json"), "-o",
+        str(work / "joined.parquet")), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in (work / "joined.json").read_text().splitlines()]
+    return {"work": work, "published": published, "received": received, "stdout": out.stdout,
+            "datagrams": lines[:-1], "summary": lines[-1]}
+
+
+def flows(run: dict, dport: int, daddr: str | None = None) -> list[dict]:
+    found = [f for f in run["summary"]["flows"] if f["dport"] == dport
+             and (daddr is None or f["daddr"] == daddr)]
+    assert {f["receiver_rec"] for f in found} == {1, 2}, run["stdout"]
+    return found
+
+
+def test_every_multicast_datagram_is_joined_to_both_receiving_recordings(run: dict) -> None:
+    assert run["published"][0]["messages_sent"] == MULTICAST
+    assert run["received"]["datagrams"] == MULTICAST
+    for flow in flows(run, 4840, "224.0.0.22"):
+        assert (flow["sent"], flow["arrived"]) == (MULTICAST, MULTICAST), flow
+        assert flow["lost"] == flow["ambiguous"] == flow["dropped_receiver"] == 0
+        # one host: its one clock, no uncertainty, and no hop below zero
+        assert flow["uncertainty_ns"] == 0
+        for hop in ("sender_stack", "wire", "receiver_stack", "reader", "one_way"):
+            assert flow[f"{hop}_ns_n"] == MULTICAST, hop
+            assert flow[f"{hop}_ns_min"] >= 0, (hop, flow)
+    (clock,) = run["summary"]["clocks"]
+    assert clock["same_host"] and clock["how"].startswith("one clock")
+    arrived = [d for d in run["datagrams"] if d["outcome"] == "arrived"
+               and d["daddr"] == "224.0.0.22"]
+    assert sorted(d["pubsub_sequence_number"] for d in arrived) == sorted(
+        list(range(MULTICAST)) * 2)
+    for d in arrived:  # the hops add up to the one-way time
+        assert d["sender_stack_ns"] + d["wire_ns"] + d["receiver_stack_ns"] + d["reader_ns"] \
+            == d["one_way_ns"]
+
+
+def test_drops_in_the_receivers_kernel_keep_their_reason_apart_from_losses(run: dict) -> None:
+    for flow in flows(run, 4840, "10.213.0.2"):
+        assert flow["sent"] == flow["dropped_receiver"] == UNICAST_DROPPED
+        assert flow["lost"] == flow["arrived"] == 0
+    drops = {(d["receiver_rec"], d["kernel"], d["drop_reason"], d["drop_stage"]): d["datagrams"]
+             for d in run["summary"]["drops"]}
+    assert drops == {(rec, "receiver", "NO_SOCKET", "rx_stack"): UNICAST_DROPPED
+                     for rec in (1, 2)}
+    assert run["summary"]["lost_between_hosts"] == []
+
+
+def test_datagrams_nothing_tells_apart_are_ambiguous_never_joined(run: dict) -> None:
+    for flow in flows(run, 4841):
+        assert (flow["sent"], flow["ambiguous"], flow["arrived"]) == (CONSTANT, CONSTANT, 0)
+    examples = [e for e in run["summary"]["ambiguous_examples"] if e["dport"] == 4841]
+    assert examples and all(e["candidate_arrivals"] == CONSTANT for e in examples)
+    unmatched = {u["receiver_rec"]: u for u in run["summary"]["unmatched_arrivals"]}
+    assert {r: (u["dport"], u["datagrams"], u["ambiguous"]) for r, u in unmatched.items()} == {
+        1: (4841, CONSTANT, CONSTANT), 2: (4841, CONSTANT, CONSTANT)}
+    assert "ambiguous: 40 datagrams" in run["stdout"]
+
+
+def test_the_joined_parquet_and_json_hold_the_same_datagrams(run: dict) -> None:
+    table = pq.read_table(run["work"] / "joined.parquet")
+    assert table.num_rows == len(run["datagrams"]) == 2 * (MULTICAST + UNICAST_DROPPED + CONSTANT)
+    summary = json.loads(table.schema.metadata[b"udptrace"])
+    assert summary["flows"] == run["summary"]["flows"]
+    assert sorted(table["outcome"].to_pylist()) == sorted(d["outcome"] for d in run["datagrams"])
+
+
+def test_bad_input_is_a_one_line_error(run: dict, tmp_path: Path) -> None:
+    tx = str(run["work"] / "tx.parquet")
+    for args, says in ((("join", tx), "two recordings or more"),
+                       (("join", tx, str(tmp_path / "none.parquet")), "no recording at"),
+                       (("join", tx, tx, "-o", str(tmp_path)), "it is a directory")):
+        out = subprocess.run(udptrace(*args), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and says in out.stderr, (args, out.stderr)
+        assert len(out.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    assert sys.executable  # the joins above ran on this interpreter's udptrace
