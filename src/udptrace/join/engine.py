@@ -33,7 +33,14 @@ import duckdb
 import pyarrow as pa
 
 from udptrace.join.clocks import PairClock
-from udptrace.join.recordings import IDENTITY, Host, Recording, load
+from udptrace.join.recordings import (
+    IDENTITY,
+    Host,
+    Recording,
+    arrivals_sql,
+    departures_sql,
+    segments,
+)
 
 HOP_COLUMNS = ("sender_app_ns", "sender_stack_ns", "wire_ns", "receiver_stack_ns",
                "reader_ns", "one_way_ns")
@@ -62,34 +69,55 @@ class JoinEngine:
     # -- tables ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        dep, arr = load(self.con, self.recordings)
         shared = [c for c in IDENTITY if all(c in r.columns for r in self.recordings)]
         self.identity = shared
         key = "hash(" + ", ".join(["sport", "dport", "udp_len", *shared]) + ")"
         recs = pa.table({
-            "rec": [r.index for r in self.recordings],
-            "host": [r.host.index if r.host else -1 for r in self.recordings],
+            "rec": pa.array([r.index for r in self.recordings], pa.int32()),
+            "host": pa.array([r.host.index if r.host else -1 for r in self.recordings],
+                             pa.int32()),
             "label": [r.label for r in self.recordings],
             "start_t": [r.span_mono[0] for r in self.recordings],
             "end_t": [r.span_mono[1] for r in self.recordings],
             "start_c": [r.span_scale[0] for r in self.recordings],
             "end_c": [r.span_scale[1] for r in self.recordings]})
-        self.con.register("dep_in", dep)
-        self.con.register("arr_in", arr)
         self.con.register("recs", recs)
+        self.con.register("segments", segments(self.hosts))
+        # straight from the parts into tables (never out to Python and back: importing a
+        # million rows from Arrow took longer than the whole match); the timescale through
+        # the sample before each time, at the slope to the next
+        scaled = ("{t} + s.offset + CAST(round(s.slope * ({t} - s.mono_from)) AS BIGINT)")
         self.con.execute(f"""
             CREATE TABLE d AS
-            SELECT row_number() OVER (ORDER BY rec, t_syscall) - 1 AS dep_id, dep_in.*,
-                   recs.host, {key} AS key,
-                   dense_rank() OVER (ORDER BY rec, pid, saddr, sport, daddr, dport) AS flow
-            FROM dep_in JOIN recs USING (rec)""")
+            WITH raw AS (SELECT x.*, recs.host, coalesce(t_left, t_syscall) AS anchor
+                         FROM ({departures_sql(self.recordings)}) x JOIN recs USING (rec)),
+                 scaled AS (SELECT raw.*, {scaled.format(t="anchor")} AS c_anchor
+                            FROM raw ASOF JOIN segments s
+                              ON raw.host = s.host AND raw.anchor >= s.mono_from)
+            SELECT row_number() OVER () - 1 AS dep_id, * EXCLUDE (anchor, c_anchor),
+                   c_anchor - (anchor - t_syscall) AS c_syscall,
+                   CASE WHEN t_left IS NOT NULL THEN c_anchor END AS c_left, {key} AS key
+            FROM scaled""")
         self.con.execute(f"""
             CREATE TABLE a AS
-            SELECT row_number() OVER (ORDER BY rec, t_driver) - 1 AS arr_id, arr_in.*,
-                   recs.host, {key} AS key,
-                   dense_rank() OVER (ORDER BY rec, {key}, t_driver) AS landing
-            FROM arr_in JOIN recs USING (rec)""")
-        self.con.execute("CREATE TABLE cand (dep_id BIGINT, arr_id BIGINT, landing BIGINT, "
+            WITH raw AS (SELECT x.*, recs.host
+                         FROM ({arrivals_sql(self.recordings)}) x JOIN recs USING (rec))
+            SELECT row_number() OVER () - 1 AS arr_id, raw.*,
+                   {scaled.format(t="t_driver")} AS c_driver, {key} AS key,
+                   hash(rec, {key}, t_driver) AS landing
+            FROM raw ASOF JOIN segments s ON raw.host = s.host AND raw.t_driver >= s.mono_from""")
+        # flows by grouping, not by a window function: that sorts the whole table (over
+        # strings), several times slower at a million rows
+        self.con.execute("""
+            CREATE TABLE flows AS
+            SELECT row_number() OVER (ORDER BY rec, first) AS flow, * EXCLUDE (first)
+            FROM (SELECT rec, pid, saddr, sport, daddr, dport, min(t_syscall) AS first
+                  FROM d GROUP BY ALL)""")
+        self.con.execute("""
+            CREATE OR REPLACE TABLE d AS
+            SELECT d.*, flows.flow FROM d
+            JOIN flows USING (rec, pid, saddr, sport, daddr, dport)""")
+        self.con.execute("CREATE TABLE cand (dep_id BIGINT, arr_id BIGINT, landing UBIGINT, "
                          "arr_rec BIGINT, pair INTEGER, wire BIGINT)")
         host_pairs = self.rows("""
             SELECT DISTINCT d.host AS s, a.host AS r FROM (SELECT DISTINCT host FROM d) d,
@@ -127,16 +155,22 @@ class JoinEngine:
               ON aa.key = dd.key AND aa.b = dd.b
             WHERE aa.rec <> dd.rec AND aa.x - dd.y BETWEEN {low} AND {high}""")
 
+    def _windows(self, wide: bool) -> list[tuple[int, int]]:
+        """Per pair of hosts: how far from zero a wire time may be, and the offset."""
+        out = []
+        for pair in self.pairs.values():
+            if wide and not pair.same_host:
+                out.append((self.window.max_offset_ns, 0))
+            else:
+                out.append((pair.uncertainty_ns if pair.uncertainty_ns is not None
+                            else self.window.max_offset_ns, pair.offset_ns))
+        return out
+
     def _match(self, wide: bool) -> None:
         self.con.execute("DELETE FROM cand")
         latency = self.window.latency_ns
-        for pair_id, ((s, r), pair) in enumerate(self.pairs.items()):
-            if wide and not pair.same_host:
-                reach, offset = self.window.max_offset_ns, 0
-            else:
-                reach = pair.uncertainty_ns if pair.uncertainty_ns is not None else (
-                    self.window.max_offset_ns)
-                offset = pair.offset_ns
+        for pair_id, ((s, r), (reach, offset)) in enumerate(
+                zip(self.pairs, self._windows(wide), strict=True)):
             # below zero too: a negative wire time is matched and shown, never hidden
             self._candidates(pair_id, s, r, -(reach + latency), reach + latency, offset)
         self.con.execute("""
@@ -163,10 +197,12 @@ class JoinEngine:
         for pair in self.pairs.values():
             pair.decide()  # the claims alone: the first pass's window needs no offset
         self._match(wide=True)
+        first = self._windows(wide=True)
         self._least_wires()
         for pair in self.pairs.values():
             pair.decide()
-        self._match(wide=False)
+        if self._windows(wide=False) != first:  # else the second pass would find the same
+            self._match(wide=False)
         self._outcomes()
         self._datagrams()
 

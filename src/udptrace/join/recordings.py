@@ -2,9 +2,10 @@
 
 A departure is a send record (it has the send syscall), an arrival a receive record
 that came from elsewhere (`record --rx`). Their times stay in their host's
-CLOCK_MONOTONIC (``t_*``) and are also set on the hosts' shared timescale (``c_*``,
-TAI or UTC ns) through the host's clock samples, interpolated between them: clocks are
-slewed, so the offset between two samples is not the offset at either.
+CLOCK_MONOTONIC (``t_*``); the engine also sets them on the hosts' shared timescale
+(``c_*``, TAI or UTC ns) through the host's clock samples, interpolated between them
+(:func:`segments`): clocks are slewed, so the offset between two samples is not the
+offset at either. Everything here is SQL over the Parquet parts, read by DuckDB.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -24,8 +24,6 @@ IDENTITY = ("fingerprint", "pubsub_publisher_id", "pubsub_writer_group_id",
             "pubsub_sequence_number", "pubsub_dataset_sequence_number")
 # what tells two datagrams of one flow apart: without one of these, they cannot be
 TELLING = ("fingerprint", "pubsub_sequence_number", "pubsub_dataset_sequence_number")
-DEPARTURE_TIMES = ("t_app", "t_syscall", "t_left")
-ARRIVAL_TIMES = ("t_driver", "t_queued", "t_done")
 
 
 @dataclass
@@ -67,8 +65,19 @@ class Recording:
     path: Path
     parts: list[Path]
     info: dict
+    columns: frozenset[str]
+    uniform: bool  # one schema in every part: DuckDB need not unify them by name
     host: Host | None = None
-    columns: frozenset[str] = frozenset()
+
+    @property
+    def sends(self) -> bool:
+        """Sends, or receives (`record --rx`); a recording older than that flag may hold
+        either, and both are looked for."""
+        return not self.info.get("receive_only", False)
+
+    @property
+    def receives(self) -> bool:
+        return self.info.get("receive_only", True)
 
     @property
     def label(self) -> str:
@@ -98,11 +107,12 @@ def open_recordings(paths: list[Path]) -> tuple[list[Recording], list[Host], str
     keeps it (synchronised, with the TAI offset set), else UTC (CLOCK_REALTIME)."""
     recordings = []
     for index, path in enumerate(paths):
-        packet_parts, _, info = recording_parts(path)
-        if not info["time"]["samples"]:
+        parts = recording_parts(path)
+        if not parts.info["time"]["samples"]:
             raise UsageError(f"{path} states no time (made by a udptrace before clock "
                              "samples): record it again to join it")
-        recordings.append(Recording(index, path, packet_parts, info))
+        recordings.append(Recording(index, path, parts.packets, parts.info, parts.columns,
+                                    parts.uniform))
     hosts: dict[str, Host] = {}
     for rec in recordings:
         ident = rec.info.get("host", {})
@@ -132,7 +142,8 @@ def open_recordings(paths: list[Path]) -> tuple[list[Recording], list[Host], str
 
 def _parts_sql(rec: Recording) -> str:
     files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in rec.parts)
-    return f"read_parquet([{files}], union_by_name = true)"
+    # unifying the parts by name reads every footer again: only where they differ
+    return f"read_parquet([{files}], union_by_name = {'false' if rec.uniform else 'true'})"
 
 
 def _optional(rec: Recording, name: str, kind: str = "BIGINT") -> str:
@@ -169,36 +180,34 @@ def _arrivals_sql(rec: Recording) -> str:
     WHERE receive AND stage_syscall_ns IS NULL"""
 
 
-def _on_scale(table: pa.Table, host_of: dict[int, Host], times: tuple[str, ...]) -> pa.Table:
-    """Each t_* column also as c_*, on the timescale, through its recording's host."""
-    recs = table["rec"].to_numpy()
-    for name in times:
-        column = table[name]
-        mono = column.fill_null(0).to_numpy().astype(np.int64)
-        scaled = np.zeros(len(mono), np.int64)
-        for rec, host in host_of.items():
-            mine = recs == rec
-            if mine.any():
-                scaled[mine] = host.to_scale(mono[mine])
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        table = table.append_column(f"c{name[1:]}", pa.array(scaled, mask=~valid))
-    return table
+def departures_sql(recordings: list[Recording]) -> str:
+    return " UNION ALL ".join([_departures_sql(r) for r in recordings if r.sends]
+                              or [f"{_departures_sql(recordings[0])} LIMIT 0"])
 
 
-def load(con: duckdb.DuckDBPyConnection, recordings: list[Recording]) -> tuple[pa.Table, pa.Table]:
-    """Departures and arrivals of every recording, times on both clocks."""
-    departures, arrivals = [], []
-    for rec in recordings:
-        rec.columns = frozenset(n for n, *_ in con.sql(
-            f"DESCRIBE SELECT * FROM {_parts_sql(rec)}").fetchall())
-        departures.append(con.sql(_departures_sql(rec)).to_arrow_table())
-        arrivals.append(con.sql(_arrivals_sql(rec)).to_arrow_table())
-    host_of = {r.index: r.host for r in recordings if r.host is not None}
-    dep = _on_scale(pa.concat_tables(departures, promote_options="default"), host_of,
-                    DEPARTURE_TIMES)
-    arr = _on_scale(pa.concat_tables(arrivals, promote_options="default"), host_of,
-                    ARRIVAL_TIMES)
-    return dep, arr
+def arrivals_sql(recordings: list[Recording]) -> str:
+    return " UNION ALL ".join([_arrivals_sql(r) for r in recordings if r.receives]
+                              or [f"{_arrivals_sql(recordings[0])} LIMIT 0"])
+
+
+def segments(hosts: list[Host]) -> pa.Table:
+    """Each host's mapping onto the timescale as linear pieces from one sample to the next
+    (constant before the first and after the last, like np.interp), for an ASOF join."""
+    columns: dict[str, list] = {"host": [], "mono_from": [], "offset": [], "slope": []}
+    for host in hosts:
+        mono, offset = host.mono, host.offsets[host.timescale]
+        if not len(mono):
+            continue
+        rise = np.diff(offset).astype(np.float64)
+        run = np.maximum(np.diff(mono), 1).astype(np.float64)
+        columns["host"] += [host.index] * (len(mono) + 1)
+        columns["mono_from"] += [-(2**62), *mono.tolist()]
+        columns["offset"] += [int(offset[0]), *offset.tolist()]
+        columns["slope"] += [0.0, *(rise / run).tolist(), 0.0]
+    return pa.table({"host": pa.array(columns["host"], pa.int32()),
+                     "mono_from": pa.array(columns["mono_from"], pa.int64()),
+                     "offset": pa.array(columns["offset"], pa.int64()),
+                     "slope": pa.array(columns["slope"], pa.float64())})
 
 
 def telling(recordings: list[Recording]) -> bool:

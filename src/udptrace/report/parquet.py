@@ -75,7 +75,7 @@ def run_info(session: TraceSession, command: list[str], sched: bool) -> dict[str
                   for s in SPANS if s.name in session.layout.spans],
         "filters": _filters(options), "pubsub_port": options.payload_port or None,
         "uprobe": options.uprobe or None, "intervals": options.intervals,
-        "sched": sched,
+        "receive_only": options.rx, "e2e": options.e2e, "sched": sched,
     }
 
 
@@ -194,37 +194,52 @@ def _read(part: Path) -> tuple[pa.Table, dict]:
     return table.replace_schema_metadata(None), _metadata(part, table.schema.metadata)
 
 
-def _footer(part: Path) -> dict:
+def _footer(part: Path) -> tuple[dict, pa.Schema]:
     try:
         schema = pq.read_schema(part)
     except (pa.ArrowException, OSError):
         raise UsageError(f"{part} is truncated or not a Parquet file") from None
-    return _metadata(part, schema.metadata)
+    return _metadata(part, schema.metadata), schema.remove_metadata()
 
 
-def recording_parts(path: Path) -> tuple[list[Path], list[Path], dict]:
-    """The packet and sched parts and the run's metadata (the last part's, with the time
-    blocks of them all), from the parts' footers alone: no rows are read."""
+@dataclass(frozen=True)
+class RecordingParts:
+    """A recording as its footers tell it: the parts, the run's metadata (the last part's,
+    with the time blocks of them all) and the packet columns."""
+
+    packets: list[Path]
+    sched: list[Path]
+    info: dict
+    columns: frozenset[str]
+    uniform: bool  # every packet part has the same columns and types
+
+
+def recording_parts(path: Path) -> RecordingParts:
+    """A recording from its parts' footers alone: no rows are read."""
     if not path.exists():
         raise UsageError(f"no recording at {path}")
     packet_parts, sched_parts = _parts(path)
     if not packet_parts:
         raise UsageError(f"{path} holds no packet parts: the recording was stopped before "
                          "its first second")
-    infos = [_footer(part) for part in packet_parts]
-    info = infos[-1]
+    footers = [_footer(part) for part in packet_parts]
+    info = footers[-1][0]
     if info.get("format") != FORMAT:
         raise UsageError(f"{path} is recording format {info.get('format')}, this udptrace "
                          f"{__version__} reads format {FORMAT}")
-    return packet_parts, sched_parts, {**info, "time": _whole_run([i.get("time") for i in infos])}
+    schemas = {schema for _, schema in footers}
+    return RecordingParts(packet_parts, sched_parts,
+                          {**info, "time": _whole_run([i.get("time") for i, _ in footers])},
+                          frozenset(n for schema in schemas for n in schema.names),
+                          len(schemas) == 1)
 
 
 def open_recording(path: Path) -> Recording:
-    packet_parts, sched_parts, info = recording_parts(path)
-    packets = pa.concat_tables([_read(p)[0] for p in packet_parts], promote_options="default")
-    sched = (pa.concat_tables([_read(p)[0] for p in sched_parts], promote_options="default")
-             if sched_parts else None)
-    return Recording(path, info, packets, sched)
+    parts = recording_parts(path)
+    packets = pa.concat_tables([_read(p)[0] for p in parts.packets], promote_options="default")
+    sched = (pa.concat_tables([_read(p)[0] for p in parts.sched], promote_options="default")
+             if parts.sched else None)
+    return Recording(path, parts.info, packets, sched)
 
 
 def _whole_run(parts: list[dict | None]) -> dict[str, object]:
