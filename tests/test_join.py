@@ -10,15 +10,19 @@ datagrams whose bytes never change (nothing tells them apart: all ambiguous).
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import send_from, udptrace
+from test_record_report import CHROMIUM_FLAGS, nests
 
 from udptrace.netns import VethPair
 
@@ -147,3 +151,34 @@ def test_bad_input_is_a_one_line_error(run: dict, tmp_path: Path) -> None:
         assert len(out.stderr.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     assert sys.executable  # the joins above ran on this interpreter's udptrace
+
+
+def test_the_page_and_the_timeline_show_the_joined_datagrams(run: dict, tmp_path: Path) -> None:
+    page, timeline = tmp_path / "joined.html", tmp_path / "joined.json"
+    out = subprocess.run(udptrace("join", *(str(run["work"] / f"{n}.parquet") for n in (
+        "tx", "rx1", "rx2")), "--html", str(page), "--perfetto", str(timeline)),
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    events = json.loads(timeline.read_text())["traceEvents"]
+    tracks: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    for e in events:
+        if e["ph"] == "X":
+            tracks[(e["pid"], e["tid"])].append(e)
+    assert all(nests(slices) for slices in tracks.values())
+    datagrams = [e for e in events if e.get("cat") == "datagram"]
+    assert len(datagrams) == 2 * MULTICAST
+    hops = {e["name"] for e in events if e.get("cat") == "hop"}
+    assert hops == {"sender stack", "wire", "receiver stack", "reader"}
+    instants = {e["name"] for e in events if e["ph"] == "i"}
+    assert instants == {"dropped by the receiver", "ambiguous"}
+    chromium = shutil.which("chromium")
+    assert chromium, "the HTML test needs Debian's chromium: ./setup.sh test installs it"
+    browser = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=90)
+    dom = browser.stdout
+    for div in ("over-time", "breakdown"):
+        assert re.search(rf'id="{div}"[^>]*class="[^"]*js-plotly-plot', dom), div
+    assert not re.search(r"<html[^>]*data-errors", dom)
+    assert "NO_SOCKET" in dom and "one clock: the same boot" in dom
