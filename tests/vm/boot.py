@@ -67,8 +67,11 @@ def limit(steps: Sequence[Step]) -> int:
 
 
 def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
-        echo: Callable[[str], None] | None = None) -> VmRun:
-    """Boot, run `steps` in `cwd` in order, power off; bounded by the steps' own limits."""
+        echo: Callable[[str], None] | None = None, qemu_args: Sequence[str] = (),
+        launcher: Sequence[str] = ()) -> VmRun:
+    """Boot, run `steps` in `cwd` in order, power off; bounded by the steps' own limits.
+    `qemu_args` add devices (a NIC, a share); `launcher` prefixes qemu's command, e.g.
+    `ip netns exec NS` so that a tap qemu opens lives in a namespace of the test's."""
     with tempfile.TemporaryDirectory(prefix="udptrace-vm-") as work:
         initrd = _initramfs(kernel, _job(kernel, steps, cwd), Path(work))
         # KVM fails or hangs on these hosts (nested); TCG's default CPU model lacks the
@@ -79,8 +82,8 @@ def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
                 # panic=-1 with -no-reboot: a guest that dies ends qemu at once
                 "-append", "console=ttyS0 quiet panic=-1",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
-                "multidevs=remap"]
-        return _read_console(argv, limit(steps), echo)
+                "multidevs=remap", *qemu_args]
+        return _read_console([*launcher, *argv], limit(steps), echo)
 
 
 def _job(kernel: Kernel, steps: Sequence[Step], cwd: Path) -> str:

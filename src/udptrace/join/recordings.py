@@ -151,7 +151,11 @@ def _optional(rec: Recording, name: str, kind: str = "BIGINT") -> str:
 
 
 def _identity(rec: Recording) -> str:
-    return ", ".join(f"{_optional(rec, c)} AS {c}" for c in IDENTITY)
+    # the fingerprint is a u64 hash (half of them do not fit a BIGINT); 0 says the kernel
+    # could not read the bytes (in page fragments, or a GSO send): unknown
+    fingerprint = ("nullif(CAST(fingerprint AS UBIGINT), 0) AS fingerprint"
+                   if "fingerprint" in rec.columns else "CAST(NULL AS UBIGINT) AS fingerprint")
+    return ", ".join([fingerprint, *(f"{_optional(rec, c)} AS {c}" for c in IDENTITY[1:])])
 
 
 def _departures_sql(rec: Recording) -> str:
