@@ -96,7 +96,8 @@ class JoinEngine:
                               ON raw.host = s.host AND raw.anchor >= s.mono_from)
             SELECT row_number() OVER () - 1 AS dep_id, * EXCLUDE (anchor, c_anchor),
                    c_anchor - (anchor - t_syscall) AS c_syscall,
-                   CASE WHEN t_left IS NOT NULL THEN c_anchor END AS c_left, {key} AS key
+                   CASE WHEN t_left IS NOT NULL THEN c_anchor END AS c_left, {key} AS key,
+                   hash(rec, pid, saddr, sport, daddr, dport) AS flow_key
             FROM scaled""")
         self.con.execute(f"""
             CREATE TABLE a AS
@@ -106,17 +107,13 @@ class JoinEngine:
                    {scaled.format(t="t_driver")} AS c_driver, {key} AS key,
                    hash(rec, {key}, t_driver) AS landing
             FROM raw ASOF JOIN segments s ON raw.host = s.host AND raw.t_driver >= s.mono_from""")
-        # flows by grouping, not by a window function: that sorts the whole table (over
-        # strings), several times slower at a million rows
+        # flows numbered by grouping, not by a window function over the whole table (that
+        # sorts it, over strings): a datagram keeps its flow's hash, the numbers are looked
+        # up by the few queries that show them
         self.con.execute("""
             CREATE TABLE flows AS
-            SELECT row_number() OVER (ORDER BY rec, first) AS flow, * EXCLUDE (first)
-            FROM (SELECT rec, pid, saddr, sport, daddr, dport, min(t_syscall) AS first
-                  FROM d GROUP BY ALL)""")
-        self.con.execute("""
-            CREATE OR REPLACE TABLE d AS
-            SELECT d.*, flows.flow FROM d
-            JOIN flows USING (rec, pid, saddr, sport, daddr, dport)""")
+            SELECT row_number() OVER (ORDER BY rec, first) AS flow, flow_key
+            FROM (SELECT rec, flow_key, min(t_syscall) AS first FROM d GROUP BY ALL)""")
         self.con.execute("CREATE TABLE cand (dep_id BIGINT, arr_id BIGINT, landing UBIGINT, "
                          "arr_rec BIGINT, pair INTEGER, wire BIGINT)")
         host_pairs = self.rows("""
@@ -230,7 +227,7 @@ class JoinEngine:
         # have arrived (the longest wire time seen on that pair of hosts later)
         self.con.execute("""
             CREATE OR REPLACE TABLE outcome AS
-            WITH expected AS (SELECT DISTINCT d.flow, l.arr_rec, l.pair
+            WITH expected AS (SELECT DISTINCT d.flow_key, l.arr_rec, l.pair
                               FROM links l JOIN d USING (dep_id)),
                  reach AS (SELECT pair, coalesce(max(greatest(wire, 0)), 0) AS reach
                            FROM expected LEFT JOIN joined USING (pair) GROUP BY pair),
@@ -249,7 +246,7 @@ class JoinEngine:
                              AND d.c_left + m.reach <= r.end_c - p.offset_ns
                              THEN 'lost between the hosts'
                         ELSE 'not covered' END AS outcome
-            FROM d JOIN expected e USING (flow)
+            FROM d JOIN expected e USING (flow_key)
             JOIN pair_clocks p ON p.pair = e.pair
             JOIN recs r ON r.rec = e.arr_rec
             JOIN reach m ON m.pair = e.pair
@@ -263,7 +260,7 @@ class JoinEngine:
         identity = ", ".join(f"d.{c}" for c in IDENTITY)
         self.con.execute(f"""
             CREATE OR REPLACE VIEW datagrams AS
-            SELECT o.outcome, d.flow, d.rec AS sender_rec, o.arr_rec AS receiver_rec,
+            SELECT o.outcome, f.flow, d.rec AS sender_rec, o.arr_rec AS receiver_rec,
                    d.comm AS sender_comm, d.pid AS sender_pid, d.saddr, d.sport, d.daddr,
                    d.dport, d.udp_len, {identity},
                    d.c_syscall AS sent_at_ns, d.t_syscall AS sender_mono_ns,
@@ -288,7 +285,8 @@ class JoinEngine:
                         ELSE a.drop_stage END AS drop_stage,
                    a.comm AS reader_comm, a.pid AS reader_pid, a.fate AS receiver_fate,
                    amb.landings AS candidate_arrivals, amb.departures AS candidate_departures
-            FROM outcome o JOIN d USING (dep_id) JOIN pair_clocks p ON p.pair = o.pair
+            FROM outcome o JOIN d USING (dep_id) JOIN flows f USING (flow_key)
+            JOIN pair_clocks p ON p.pair = o.pair
             LEFT JOIN joined j ON j.dep_id = o.dep_id AND j.arr_id = o.arr_id
             LEFT JOIN a ON a.arr_id = o.arr_id
             LEFT JOIN (SELECT dep_id, arr_rec, max(landings) AS landings,
