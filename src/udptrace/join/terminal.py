@@ -39,6 +39,35 @@ def _recordings(console: Console, summary: dict) -> None:
     console.print(table)
 
 
+def ptp_text(ptp: dict | None) -> str:
+    if not ptp or not ptp.get("available"):
+        return (ptp or {}).get("why", "not recorded")
+    offset = ptp.get("master_offset_ns")
+    return f"ptp4l {ptp.get('port_state')}" + (f", {offset} ns from its master"
+                                               if offset is not None else "")
+
+
+def sync_text(sync: dict | None) -> str:
+    if not sync:
+        return "not recorded"
+    if not sync.get("synchronised"):
+        return f"not synchronised ({sync.get('clock_state')})"
+    return (f"synchronised: maxerror {duration(sync['maxerror_ns'])}, esterror "
+            f"{duration(sync['esterror_ns'])}, freq {sync['freq_ppm']:+.3f} ppm, "
+            f"TAI offset {sync['tai_offset_s']} s")
+
+
+def _hosts(console: Console, summary: dict) -> None:
+    table = Table(title="hosts (as each recording states them)", title_justify="left")
+    for head in ("host", "boot id", "recordings", "clock samples", "kernel's clock", "PTP"):
+        table.add_column(head)
+    for h in summary["hosts"]:
+        table.add_row(h["name"], h["boot_id"][:8], ", ".join(map(str, h["recordings"])),
+                      f"{h['samples']} (bracket ≤ {duration(h['sample_bracket_ns'])})",
+                      sync_text(h["sync"]), ptp_text(h["ptp"]))
+    console.print(table)
+
+
 def _clocks(console: Console, summary: dict) -> None:
     table = Table(title=f"clocks (set beside each other on {summary['timescale'].upper()})",
                   title_justify="left")
@@ -124,6 +153,7 @@ def _drops(console: Console, summary: dict) -> None:
 
 def render(console: Console, summary: dict) -> None:
     _recordings(console, summary)
+    _hosts(console, summary)
     _clocks(console, summary)
     _flows(console, summary)
     _hops(console, summary)
