@@ -152,22 +152,17 @@ class JoinEngine:
               ON aa.key = dd.key AND aa.b = dd.b
             WHERE aa.rec <> dd.rec AND aa.x - dd.y BETWEEN {low} AND {high}""")
 
-    def _windows(self, wide: bool) -> list[tuple[int, int]]:
-        """Per pair of hosts: how far from zero a wire time may be, and the offset."""
-        out = []
-        for pair in self.pairs.values():
-            if wide and not pair.same_host:
-                out.append((self.window.max_offset_ns, 0))
-            else:
-                out.append((pair.uncertainty_ns if pair.uncertainty_ns is not None
-                            else self.window.max_offset_ns, pair.offset_ns))
-        return out
+    def _windows(self) -> list[tuple[int, int]]:
+        """Per pair of hosts as its clocks stand: how far from zero a wire time may be (the
+        uncertainty, or for clocks that claim nothing --max-offset), and the offset."""
+        return [(pair.uncertainty_ns if pair.uncertainty_ns is not None
+                 else self.window.max_offset_ns, pair.offset_ns) for pair in self.pairs.values()]
 
-    def _match(self, wide: bool) -> None:
+    def _match(self) -> None:
         self.con.execute("DELETE FROM cand")
         latency = self.window.latency_ns
         for pair_id, ((s, r), (reach, offset)) in enumerate(
-                zip(self.pairs, self._windows(wide), strict=True)):
+                zip(self.pairs, self._windows(), strict=True)):
             # below zero too: a negative wire time is matched and shown, never hidden
             self._candidates(pair_id, s, r, -(reach + latency), reach + latency, offset)
         self.con.execute("""
@@ -192,14 +187,14 @@ class JoinEngine:
     def run(self) -> None:
         self.load()
         for pair in self.pairs.values():
-            pair.decide()  # the claims alone: the first pass's window needs no offset
-        self._match(wide=True)
-        first = self._windows(wide=True)
+            pair.decide()  # on the claims alone: no offset, their error (or --max-offset)
+        first = self._windows()
+        self._match()
         self._least_wires()
         for pair in self.pairs.values():
             pair.decide()
-        if self._windows(wide=False) != first:  # else the second pass would find the same
-            self._match(wide=False)
+        if self._windows() != first:  # else the second pass would find the same
+            self._match()
         self._outcomes()
         self._datagrams()
 
