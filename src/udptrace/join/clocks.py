@@ -94,9 +94,12 @@ class PairClock:
         self.how = ("as the clocks claim" if self.claimed_ns is not None
                     else "unknown: no claim, and no traffic back to measure it")
         if measured is None and self.least_wire_ns is not None:
+            least = self.least_wire_ns
             self.remarks.append(
                 f"traffic one way only: {self.receiver.name}'s clock is at most "
-                f"{signed(self.least_wire_ns)} ahead of {self.sender.name}'s")
+                f"{duration(least)} ahead of {self.sender.name}'s" if least >= 0 else
+                f"traffic one way only: {self.receiver.name}'s clock is at least "
+                f"{duration(-least)} behind {self.sender.name}'s")
 
     def to_json(self) -> dict[str, object]:
         measured = self.measured

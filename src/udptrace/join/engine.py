@@ -290,6 +290,11 @@ class JoinEngine:
                    ON o.outcome = 'ambiguous' AND amb.dep_id = o.dep_id
                   AND amb.arr_rec = o.arr_rec""")
 
+    def linked_pairs(self) -> list[PairClock]:
+        """The pairs of hosts between which some datagram went (joined or not)."""
+        used = {pair for pair, in self.rows("SELECT DISTINCT pair FROM links")}
+        return [p for i, p in enumerate(self.pairs.values()) if i in used]
+
     def _dicts(self, query: str, *params: object) -> list[dict[str, object]]:
         cursor = self.con.execute(query, list(params))
         names = [c[0] for c in cursor.description]

@@ -77,7 +77,7 @@ def summarise(engine: JoinEngine, timescale: str) -> dict[str, object]:
             "identity": ["sport", "dport", "udp_len", *engine.identity],
             "window_ns": engine.window.latency_ns,
             "recordings": [_recording(r, roles) for r in engine.recordings],
-            "hosts": hosts, "clocks": [p.to_json() for p in engine.pairs.values()],
+            "hosts": hosts, "clocks": [p.to_json() for p in engine.linked_pairs()],
             "flows": flows, "lost_between_hosts": engine.lost_ranges(),
             "drops": engine.drops(), "ambiguous_examples": engine.ambiguous(),
             "unmatched_arrivals": engine.unmatched_arrivals(),
