@@ -47,7 +47,7 @@ def trace_events(engine: JoinEngine, summary: dict) -> dict[str, object]:
             args = {"outcome": outcome, **({"sequence": sequence} if sequence is not None
                                            else {})}
             if outcome == "arrived":
-                tracks.slice(pid, tid, f"datagram {sequence if sequence is not None else ''}",
+                tracks.slice(pid, tid, "datagram" if sequence is None else f"datagram {sequence}",
                              start, sum(hops), args, cat="datagram")
                 at = start
                 for name, took in zip(HOP_SLICES, hops, strict=True):
