@@ -53,7 +53,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                               for name in ("rx1", "rx2")))
         ready = work / "subscribed"
         subscriber = net.popen(net.ns_b, udptrace(
-            "subscribe", "opc.udp://224.0.0.22:4840/", "-i", net.if_b, "--json", "-d", "8",
+            "subscribe", "opc.udp://224.0.0.22:4840/", "-i", net.if_b, "--json", "-d", "30",
             "--count", str(MULTICAST), "--ready-file", str(ready)), stdout=subprocess.PIPE,
             text=True)
         deadline = time.monotonic() + 20

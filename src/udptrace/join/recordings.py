@@ -159,15 +159,18 @@ def _identity(rec: Recording) -> str:
 
 
 def _departures_sql(rec: Recording) -> str:
-    # left the device: a veth/lo peer took it (the handoff comes before the driver returns),
-    # else the driver returned, else (no driver return seen) its TX completion
+    # when it left, as the earliest moment it could have: a veth/lo peer took it (during
+    # the driver's call), else the driver was called. Not the driver's return: a NIC (or
+    # a VM's virtio-net, through its doorbell) can put it on the wire before that, and in
+    # the test VM the return came milliseconds after the frame reached the other host
     return f"""
     SELECT {rec.index} AS rec, CAST(pid AS BIGINT) AS pid, comm, saddr, daddr,
            CAST(sport AS INTEGER) AS sport, CAST(dport AS INTEGER) AS dport,
            CAST(udp_len AS INTEGER) AS udp_len, fate, drop_reason, drop_stage, {_identity(rec)},
            ts_ns + stage_app_ns AS t_app, ts_ns AS t_syscall,
            CASE WHEN fate IN ('sent', 'received') THEN ts_ns + coalesce(
-               stage_rx_handoff_ns, stage_xmit_done_ns, stage_free_ns) END AS t_left
+               stage_rx_handoff_ns, stage_xmit_start_ns, stage_xmit_done_ns,
+               stage_free_ns) END AS t_left
     FROM {_parts_sql(rec)}
     WHERE stage_syscall_ns IS NOT NULL AND fate <> 'looped'"""
 

@@ -12,8 +12,8 @@ from udptrace.report.terminal import duration
 
 # the hops of a datagram's path, in order: (column, name, from → to)
 HOPS = (("sender_app_ns", "sender app", "callback entry → send syscall"),
-        ("sender_stack_ns", "sender stack", "send syscall → left the sender's device"),
-        ("wire_ns", "wire", "left the sender's device → reached the receiver's driver"),
+        ("sender_stack_ns", "sender stack", "send syscall → the sender's driver called"),
+        ("wire_ns", "wire", "the sender's driver → the receiver's driver"),
         ("receiver_stack_ns", "receiver stack", "the receiver's driver → queued on its socket"),
         ("reader_ns", "reader", "queued → the reader's receive syscall returned"),
         ("one_way_ns", "one way", "callback (or send syscall) → the reader's syscall returned"))
