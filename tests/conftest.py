@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from udptrace.netns import VethPair, inside
+from udptrace.report.stage_latency import PacketTimes
 from udptrace.trace.decode import Packets, SyscallJoin
 from udptrace.trace.options import TraceOptions
-from udptrace.trace.session import TraceSession
+from udptrace.trace.session import Snapshot, TraceSession
 
 if os.geteuid() != 0:
     pytest.exit("udptrace's tests attach BPF programs to the kernel: run them as root", 2)
@@ -106,6 +107,17 @@ def tracing(**options: object) -> Iterator[tuple[TraceSession, list[Packets]]]:
 
 def records(batches: list[Packets]) -> np.ndarray:
     return np.concatenate([b.records for b in batches]) if batches else np.empty(0)
+
+
+def span_sums(session: TraceSession, snapshot: Snapshot, batches: list[Packets],
+              span: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A span's exact count, sum, min and max as the kernel's histogram has them, and as
+    recomputed from the records: the catalogue's roles in C and in Python, side by side."""
+    hist = snapshot.hists[session.layout.span_slot(span)]
+    values = np.concatenate([PacketTimes.of(b, session.layout).span(span)[1] for b in batches])
+    ours = (len(values), int(values.sum()), int(values.min()), int(values.max())) if len(
+        values) else (0, 0, 0, 0)
+    return tuple(int(hist[f]) for f in ("count", "sum", "min", "max")), ours
 
 
 SENDER = """

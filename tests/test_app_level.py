@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import records, tracing, udptrace
+from conftest import records, span_sums, tracing, udptrace
 from program_helpers import Program, build
 
 from udptrace.errors import UsageError
@@ -53,11 +53,14 @@ def test_every_send_inside_the_callback_carries_the_app_stage(
         pub.go()
         pub.finish()
         flows = kernel_flows(*session.intervals(), session.layout)
+        snapshot = session.snapshot()
     recs = records(batches)
     layout = session.layout
     ts = recs["ts"].astype(np.int64)
     app = ts[:, layout.stage_index("app")]
     assert len(recs) == 62  # 60 cycles, one of them sending twice, and one send outside
+    kernel, ours = span_sums(session, snapshot, batches, "app_to_wire")
+    assert kernel == ours and kernel[0] == 61
     assert (app > 0).sum() == 61 and (app == 0).sum() == 1
     inside = ts[app > 0]
     order = [layout.stage_index(n) for n in ("app", "syscall", "dev_queue", "xmit_start",

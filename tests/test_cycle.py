@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import records, tracing, udptrace
+from conftest import records, span_sums, tracing, udptrace
 from program_helpers import Program, build
 
 from udptrace.netns import VethPair
@@ -71,8 +71,16 @@ def test_every_cycle_carries_the_wakeup_that_started_it(start) -> None:
     with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
         pub.go()
         entries = pub.finish()  # the publisher's own clock_gettime after each wake-up
+        snapshot = session.snapshot()
     recs = records(batches)
     assert len(recs) == len(entries) == 1000
+    # the kernel's spans and the records' agree exactly, the cycle's start included: a send
+    # without a wake-up before it starts no cycle on either side
+    for span in ("cycle", "total", "send_syscall"):
+        kernel, ours = span_sums(session, snapshot, batches, span)
+        assert kernel == ours and kernel[0] > 900, span
+    (summary,) = (s for s in cycle_view(batches, session).summaries())
+    assert summary.datagrams == span_sums(session, snapshot, batches, "cycle")[0][0]
     steps = np.stack([stage(recs, session, n) for n in WAKE_STAGES], axis=1)
     expires = recs["timer_expires"].astype(np.int64)
     carried = (steps > 0).all(axis=1) & (expires > 0)
@@ -87,12 +95,16 @@ def test_every_cycle_carries_the_wakeup_that_started_it(start) -> None:
     assert ((on_cpu <= entries) & (entries <= syscall))[carried].mean() >= 0.99
 
 
-def cycle_rows(batches: list[Packets], session: TraceSession) -> dict[str, PartRow]:
-    """The one flow's cycle view, part by part."""
+def cycle_view(batches: list[Packets], session: TraceSession) -> CycleView:
     view = CycleView()
     for batch in batches:
         view.add_packets(batch, session.layout)
-    (summary,) = view.summaries()
+    return view
+
+
+def cycle_rows(batches: list[Packets], session: TraceSession) -> dict[str, PartRow]:
+    """The one flow's cycle view, part by part."""
+    (summary,) = cycle_view(batches, session).summaries()
     return {row.part.name: row for row in summary.rows}
 
 
@@ -106,6 +118,46 @@ def idlest_cpu() -> int:
     time.sleep(0.2)
     after = idle()
     return max(os.sched_getaffinity(0), key=lambda cpu: after[cpu] - before[cpu])
+
+
+# Sends every 1 ms by spinning, never sleeping (so with no wake-up), until `flag` exists
+# (10 s at most); then 50 cycles of 1 ms, each woken from its sleep.
+BUSY_THEN_CYCLIC = """
+import os, socket, sys, time
+flag, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+give_up = time.monotonic() + 10
+while not os.path.exists(flag) and time.monotonic() < give_up:
+    due = time.monotonic() + 0.001
+    while time.monotonic() < due:
+        pass
+    s.sendto(b"busy", (address, port))
+for _ in range(50):
+    time.sleep(0.001)
+    s.sendto(b"cycle", (address, port))
+"""
+
+
+def test_a_send_with_no_wakeup_before_it_starts_no_cycle_in_the_kernel_nor_the_view(
+        net: VethPair, tmp_path: Path) -> None:
+    flag = tmp_path / "sleep from now on"
+    sender = net.popen(net.ns_a, [sys.executable, "-c", BUSY_THEN_CYCLIC, str(flag), net.addr_b,
+                                  str(PORT)])
+    try:
+        with tracing(pids=(sender.pid,), wakeup=True) as (session, batches):
+            time.sleep(0.2)
+            flag.touch()
+            assert sender.wait(timeout=10) == 0
+            snapshot = session.snapshot()
+    finally:
+        sender.kill()
+        sender.wait()
+    kernel, ours = span_sums(session, snapshot, batches, "cycle")
+    assert kernel == ours and kernel[0] == 50
+    sends = span_sums(session, snapshot, batches, "total")[0][0]
+    assert sends > 100, sends  # the busy ones were traced too
+    (summary,) = cycle_view(batches, session).summaries()
+    assert summary.datagrams == summary.cycles == 50
 
 
 def test_a_busy_thread_on_the_publishers_cpu_makes_the_wakeup_grow_not_the_stack(start) -> None:

@@ -15,7 +15,7 @@ from udptrace.errors import BpfLoadError
 from udptrace.loader.bpf_object import BpfObject
 from udptrace.loader.btf import Btf
 from udptrace.loader.ringbuf import RingBufferReader
-from udptrace.stages import SPAN_NAMES, STAGE_NAMES
+from udptrace.stages import ROLES, SPAN_NAMES, SPANS, STAGE_NAMES
 from udptrace.trace.layout import Layout
 
 BPF_DIR = Path(bpf.__file__).parent
@@ -86,13 +86,25 @@ def test_an_invalid_program_fails_with_the_verifier_log(tmp_path: Path) -> None:
     assert "invalid mem access" in err.value.verifier_log
 
 
-def test_the_stage_and_span_catalogues_and_the_c_enums_agree() -> None:
+def test_the_stage_span_and_role_catalogues_and_the_c_enums_agree() -> None:
     with BpfObject(bpf.object_bytes("ut_trace"), "ut_trace") as obj:
         layout = Layout.from_object(obj)
+        roles = obj.btf().enum_values("ut_role")
     assert layout.stages == STAGE_NAMES
     assert layout.spans == SPAN_NAMES
     assert layout.record["ts"].shape[0] == len(STAGE_NAMES)
     assert layout.hist_slots == len(STAGE_NAMES) + len(SPAN_NAMES)
+    # UT_ROLE_<ROLE>_<n> is the n-th of the role's times, where that is a stage; the others
+    # are fields of the record
+    expected = {}
+    for role in ROLES:
+        for n, name in enumerate(role.times, start=1):
+            if name not in STAGE_NAMES:
+                assert name in layout.record.names, f"{role.name}: {name} is no stage or field"
+            elif role.kernel:
+                expected[f"UT_ROLE_{role.name.upper()}_{n}"] = STAGE_NAMES.index(name)
+    assert roles == expected
+    assert {s.start for s in SPANS} | {s.end for s in SPANS} <= set(ROLES)
 
 
 def test_btf_reads_kernel_prototypes_and_drop_reasons() -> None:

@@ -7,7 +7,7 @@ import socket
 import time
 
 import numpy as np
-from conftest import records, send_from, tracing
+from conftest import records, send_from, span_sums, tracing
 
 from udptrace.netns import VethPair, inside
 
@@ -48,8 +48,12 @@ def test_e2e_follows_every_datagram_to_the_readers_recv_return(net: VethPair) ->
         for i in range(200):
             tx.sendto(b"e2e %d" % i, (net.addr_b, PORT))
             assert rx.recvfrom(100)[0] == b"e2e %d" % i
+        snapshot = session.snapshot()
     recs = records(batches)
     assert len(recs) == 200 and fates(session, recs) == {"received": 200}
+    for span in ("rx", "e2e", "total", "send_syscall"):  # the kernel's and the records' alike
+        kernel, ours = span_sums(session, snapshot, batches, span)
+        assert kernel == ours and kernel[0] == 200, span
     ts = np.stack([stage(recs, session, n) for n in RX_ORDER], axis=1)
     assert (ts > 0).all() and (np.diff(ts, axis=1) >= 0).all()
     assert (recs["rx_pid"] == os.getpid()).all()

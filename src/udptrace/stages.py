@@ -8,7 +8,11 @@ allows. The stage names match ``enum ut_stage`` in ``bpf/ut_record.h``
 
 Adding a stage: a value in ``enum ut_stage``, its BPF hook in the part of
 ``bpf/`` that serves its path, an entry here, and a test. Spans (``enum
-ut_span``) are end-to-end times across several stages, listed here too.
+ut_span``) are end-to-end times across several stages, listed here too, each
+from one stage role to another: a role is the first of a few stages (or
+times a record keeps beside them) that a record has, such as "left the
+device": ``xmit_done``, else ``free``. The kernel's spans read the roles from
+``enum ut_role``; the decoder and the reports from here.
 
 Stages at kernel functions (fentry, kprobe) are optional: a kernel that
 refuses both, or lacks the function, traces without them.
@@ -74,12 +78,37 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Role:
+    """A point of a packet's journey that spans and views are measured from or to: the first
+    of `times` a record has, each a stage it reached or a time it keeps beside its stages
+    (a field of ``struct ut_record``: ``timer_expires``, ``txtime``, ``syscall_exit``)."""
+
+    name: str
+    times: tuple[str, ...]
+    meaning: str
+    # the kernel's spans use it: ``enum ut_role`` names its stages, UT_ROLE_<NAME>_<position>
+    kernel: bool = False
+
+
+@dataclass(frozen=True)
 class Span:
-    """A time across stages (or outside them), with its own histogram."""
+    """A time across stages (or outside them), with its own histogram: from one role to
+    another, counted for the records that reach its end."""
 
     name: str
     title: str
     meaning: str
+    start: Role
+    end: Role
+
+    @property
+    def counted_for(self) -> str:
+        """Which records the span is counted for, as the kernel counts it: ``syscall`` (once
+        per send syscall), ``received`` (datagrams a reader received), or ``sent`` (packets
+        that left the device)."""
+        if self.end is SYSCALL_RETURN:
+            return "syscall"
+        return "received" if self.end is RX_END else "sent"
 
 
 def _typed_tracepoint(target: str, short: str, refines: bool = False) -> HookPoint:
@@ -265,19 +294,67 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
+# Stage roles, each once; those the kernel uses are in ``enum ut_role`` too (a test holds
+# the two together).
+TIME_ZERO = Role("time_zero", ("syscall",),
+                 "the send syscall's entry (an io_uring send's submission): every stage's "
+                 "offset counts from it; a record with no send (--rx) counts from its first "
+                 "stage", kernel=True)
+SYSCALL_RETURN = Role("syscall_return", ("syscall_exit",), "the send syscall returned")
+CALLBACK = Role("callback", ("app",), "the application's function was entered (--uprobe)",
+                kernel=True)
+SEND_START = Role("send_start", ("app", "syscall"),
+                  "where a send began: its callback's entry, else its syscall's")
+WIRE = Role("wire", ("xmit_done", "free"),
+            "the packet left the device: the driver returned, else a NIC's TX completion "
+            "freed it", kernel=True)
+RX_START = Role("rx_start", ("rx_handoff", "rx_driver", "rx_stack"),
+                "it entered a receive path: a veth/lo handoff, else a driver, else the stack",
+                kernel=True)
+RX_END = Role("rx_end", ("rx_done", "rx_read"),
+              "the reader's receive syscall returned, else its read took the datagram",
+              kernel=True)
+# A cycle begins at the wake-up the thread asked for. Not at its callback or syscall: a send
+# with no wake-up before it (a busy thread, the first send) has no cycle, and counting its
+# send as one would mix two different times in one distribution and its jitter.
+CYCLE_START = Role("cycle_start", ("timer_expires", "timer", "wakeup"),
+                   "the wake-up the sending thread asked for (its timer's requested expiry), "
+                   "else its timer's expiry, else its wakeup (--wakeup)", kernel=True)
+# the cycle view's parts (report/cycle.py)
+ON_CPU = Role("on_cpu", ("on_cpu",), "the woken thread was switched onto a CPU (--wakeup)")
+RUNNING = Role("running", ("on_cpu", "app"),
+               "the thread runs its cycle's work: on a CPU after its wake-up, else in its "
+               "callback")
+QDISC_HELD = Role("qdisc_held", ("qdisc_enqueue",), "a queueing qdisc took the packet")
+STACK_END = Role("stack_end", ("qdisc_enqueue", "xmit_start"),
+                 "the stack handed the packet on: to a queueing qdisc, else to the driver")
+DRIVER = Role("driver", ("xmit_start",), "the driver's transmit function was called")
+LAUNCH_TIME = Role("launch_time", ("txtime",), "the datagram's launch time (SO_TXTIME)")
+ROLES: tuple[Role, ...] = (TIME_ZERO, SYSCALL_RETURN, CALLBACK, SEND_START, WIRE, RX_START,
+                           RX_END, CYCLE_START, ON_CPU, RUNNING, QDISC_HELD, STACK_END, DRIVER,
+                           LAUNCH_TIME)
+# Where a datagram with a launch time is compared with it: each of entering the qdisc,
+# leaving it, entering the driver
+LAUNCH_STAGES = ("qdisc_enqueue", "qdisc_dequeue", "xmit_start")
+
 # In the order of ``enum ut_span``; their histograms follow the stages' in the kernel.
 SPANS: tuple[Span, ...] = (
-    Span("send_syscall", "whole syscall", "the send syscall, from its entry to its return"),
-    Span("total", "sendto→wire", "send syscall entry until the packet left the device"),
-    Span("app_to_wire", "app→wire", "callback entry (--uprobe) until the packet left the device"),
+    Span("send_syscall", "whole syscall", "the send syscall, from its entry to its return",
+         TIME_ZERO, SYSCALL_RETURN),
+    Span("total", "sendto→wire", "send syscall entry until the packet left the device",
+         TIME_ZERO, WIRE),
+    Span("app_to_wire", "app→wire", "callback entry (--uprobe) until the packet left the device",
+         CALLBACK, WIRE),
     Span("rx", "wire→app", "entering the receive path until the reader's receive syscall "
-         "returned"),
+         "returned", RX_START, RX_END),
     Span("e2e", "sendto→recv", "the sender's syscall entry until the reader's receive syscall "
-         "returned (--e2e)"),
+         "returned (--e2e)", TIME_ZERO, RX_END),
     Span("cycle", "wake→wire", "the requested wake-up (the timer's expiry as asked, else the "
-         "wakeup) until the packet left the device (--wakeup)"),
+         "wakeup) until the packet left the device (--wakeup)", CYCLE_START, WIRE),
 )
 SPAN_NAMES: tuple[str, ...] = tuple(s.name for s in SPANS)
+SPANS_BY_NAME: dict[str, Span] = {s.name: s for s in SPANS}
+
 
 
 # Not a stage of a packet: the hooks of `udptrace syscalls`, every syscall of one process.

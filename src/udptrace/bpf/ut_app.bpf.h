@@ -7,6 +7,11 @@
 #ifndef UT_APP_BPF_H
 #define UT_APP_BPF_H
 
+#include "ut_common.bpf.h"
+#include "ut_syscall.bpf.h"
+#include "ut_cycle.bpf.h"
+#include "ut_interval.bpf.h"
+
 SEC("uprobe")
 int ut_app_entry(void *ctx)
 {

@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * What every part of the tracer shares: the configuration, the output maps
- * (records, counters, histograms, drops), the filters and small helpers.
+ * What every part of the tracer shares, the layer under all of them: the
+ * configuration, the output (the ring buffer of records, counters,
+ * histograms, drops), the filters, parsing a packet's headers, and the
+ * wrappers hooks are written with.
  */
 #ifndef UT_COMMON_BPF_H
 #define UT_COMMON_BPF_H
 
+#include "ut_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "ut_record.h"
 #include "ut_hist.bpf.h"
 
 #define AF_INET 2
@@ -112,8 +120,10 @@ static __always_inline void hist_add(__u32 slot, __u64 value)
 }
 
 #define SPAN_SLOT(span) (UT_STAGE_COUNT + (span))
-/* enum ut_span appears in no field; this keeps it in the BTF that Python reads */
+/* these enums appear in no field; this keeps them in the BTF that Python reads */
 const enum ut_span *ut_span_in_btf __attribute__((unused));
+const enum ut_role *ut_role_in_btf __attribute__((unused));
+const enum ut_limits *ut_limits_in_btf __attribute__((unused));
 
 static __always_inline bool same_name16(const char *a, const volatile char *b)
 {
@@ -123,6 +133,34 @@ static __always_inline bool same_name16(const char *a, const volatile char *b)
 			return false;
 		if (!a[i])
 			return true;
+	}
+	return true;
+}
+
+/*
+ * False for a task that -p rules out, told without a lookup when one pid is
+ * traced: every hook asks first, so what udptrace does not follow pays little.
+ */
+static __always_inline bool may_be_traced(__u64 pid_tgid)
+{
+	return !cfg.only_pid || pid_tgid >> 32 == cfg.only_pid;
+}
+
+/* The process filters (-p, -c) on the current task of process `tgid`. */
+static __always_inline bool process_wanted(__u32 tgid)
+{
+	if (cfg.only_pid) {
+		if (tgid != cfg.only_pid)
+			return false;
+	} else if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid)) {
+		return false;
+	}
+	if (cfg.comm[0]) {
+		char comm[16];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (!same_name16(comm, cfg.comm))
+			return false;
 	}
 	return true;
 }
@@ -157,6 +195,24 @@ static __always_inline void put_udp_header(struct ut_udphdr *h, struct ut_record
 	r->sport = bpf_ntohs(h->source);
 	r->dport = bpf_ntohs(h->dest);
 	r->udp_len = bpf_ntohs(h->len);
+}
+
+/*
+ * A record into the ring buffer, as much of it as the mode needs; false when
+ * it had no room. A reader waiting on the ring (epoll) is woken once the ring
+ * fills past cfg.wakeup_bytes, by the record that crosses it: once a batch,
+ * not once a record (each wake-up is an interrupt on this CPU).
+ */
+static __always_inline bool emit_record(struct ut_record *r)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, queued;
+
+	if (cfg.wakeup_bytes) {
+		queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (queued < cfg.wakeup_bytes && queued + cfg.record_bytes >= cfg.wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, flags);
 }
 
 static __always_inline void count_drop(__u32 reason, enum ut_stage stage)
@@ -243,6 +299,78 @@ static __always_inline bool parse_ip_udp(unsigned char *head, __u32 nh, struct u
 	return true;
 }
 
+#define UT_FP_K 0x9E3779B97F4A7C15ULL /* 2^64 / the golden ratio, odd */
+
+/* xorshift-multiply-xorshift: a bijection that spreads every bit over the word */
+static __always_inline __u64 fp_mix(__u64 h)
+{
+	h ^= h >> 32;
+	h *= UT_FP_K;
+	return h ^ (h >> 29);
+}
+
+/*
+ * The datagram's fingerprint, from its UDP header's ports and length L and
+ * its first n = min(UT_FINGERPRINT_BYTES, L - 8) payload bytes, already read
+ * into r->payload: the same on both paths and every kernel, whatever trails
+ * the datagram in the buffer (Ethernet padding, the next fragment). Those
+ * bytes go in as 64-bit big-endian words, the last one's bytes past n as
+ * zeros, each word through a step that is a bijection of the state for a
+ * given word and of the word for a given state: two datagrams that differ in
+ * one word of these always differ. 0 when fewer than n bytes are in the
+ * linear data (`avail`): a driver left them in page fragments, which a hook
+ * cannot read; and for a UDP GSO send, one record for several datagrams, each
+ * with its own bytes on the wire, whose payload the kernel keeps in page
+ * fragments on any device that can scatter-gather.
+ */
+static __always_inline __u64 fingerprint(struct ut_record *r, __u32 avail)
+{
+	const __u64 *words = __builtin_assume_aligned(r->payload, 8);
+	__u64 len = r->udp_len, n, h, w; /* 64-bit: no zero-extension at each use */
+
+	if (r->gso_size || len < 8)
+		return 0;
+	n = len - 8 < UT_FINGERPRINT_BYTES ? len - 8 : UT_FINGERPRINT_BYTES;
+	if (avail < n)
+		return 0;
+	h = fp_mix(UT_FP_K ^ ((__u64)r->sport << 48 | (__u64)r->dport << 32 | len));
+#pragma unroll
+	for (int i = 0; i < UT_FINGERPRINT_BYTES / 8; i++) {
+		if (8 * i >= n)
+			break;
+		w = bpf_be64_to_cpu(words[i]);
+		if (n < 8 * i + 8)
+			w &= ~0ULL << (8 * (8 * i + 8 - n));
+		h = (h ^ w) * UT_FP_K;
+		h = h << 31 | h >> 33;
+	}
+	h = fp_mix(fp_mix(h));
+	return h ?: 1;
+}
+
+/*
+ * A streamed record's first payload bytes and fingerprint, for the first
+ * fragment of a datagram (later ones have neither): its UDP header at head +
+ * l4, its linear data ending at head + tail. The payload is kept for user
+ * space (UT_F_PAYLOAD) on the --pubsub port.
+ */
+static __always_inline void describe_payload(unsigned char *head, __u32 l4, __u32 tail,
+					     struct ut_record *r)
+{
+	__u32 start = l4 + 8, avail = tail > start ? tail - start : 0;
+
+	/* a fixed-size read (the buffer's shared info follows its data): what lies past
+	 * the datagram is masked by the fingerprint and left out by payload_len */
+	if (bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, head + start))
+		return;
+	r->fingerprint = fingerprint(r, avail);
+	if (avail && cfg.payload_port &&
+	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port)) {
+		r->payload_len = avail < UT_PAYLOAD_BYTES ? avail : UT_PAYLOAD_BYTES;
+		r->flags |= UT_F_PAYLOAD;
+	}
+}
+
 static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)
 {
 	if (!r->ts[stage])
@@ -282,5 +410,80 @@ static __always_inline void add_stage_hists(struct ut_record *r, int first)
 		}
 	}
 }
+
+/*
+ * Spans, from one stage role (enum ut_role) to another: each role is the
+ * first of its stages the record reached; 0: it reached none.
+ */
+static __always_inline __u64 wire_time(struct ut_record *r)
+{
+	return r->ts[UT_ROLE_WIRE_1] ?: r->ts[UT_ROLE_WIRE_2];
+}
+
+static __always_inline __u64 rx_start_time(struct ut_record *r)
+{
+	return r->ts[UT_ROLE_RX_START_1] ?: r->ts[UT_ROLE_RX_START_2] ?: r->ts[UT_ROLE_RX_START_3];
+}
+
+static __always_inline __u64 rx_end_time(struct ut_record *r)
+{
+	return r->ts[UT_ROLE_RX_END_1] ?: r->ts[UT_ROLE_RX_END_2];
+}
+
+static __always_inline __u64 cycle_start_time(struct ut_record *r)
+{
+	return r->timer_expires ?: r->ts[UT_ROLE_CYCLE_START_2] ?: r->ts[UT_ROLE_CYCLE_START_3];
+}
+
+static __always_inline void add_span(enum ut_span span, __u64 start, __u64 end)
+{
+	if (start && end)
+		hist_add(SPAN_SLOT(span), end - start);
+}
+
+/* A packet that left the device: the spans that end there. */
+static __always_inline void add_sent_spans(struct ut_record *r)
+{
+	__u64 wire = wire_time(r);
+
+	add_span(UT_SPAN_TOTAL, r->ts[UT_ROLE_TIME_ZERO_1], wire);
+	add_span(UT_SPAN_APP_TO_WIRE, r->ts[UT_ROLE_CALLBACK_1], wire);
+	add_span(UT_SPAN_CYCLE, cycle_start_time(r), wire);
+}
+
+/* A datagram a reader received: the spans that end at its read. */
+static __always_inline void add_received_spans(struct ut_record *r)
+{
+	__u64 end = rx_end_time(r);
+
+	add_span(UT_SPAN_RX, rx_start_time(r), end);
+	add_span(UT_SPAN_E2E, r->ts[UT_ROLE_TIME_ZERO_1], end);
+}
+
+/* sys_enter_* / sys_exit_* tracepoint records: stable ABI since syscall tracepoints exist */
+struct syscall_enter_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__s64 ret;
+};
+
+/* A kernel function hook, written once and wrapped twice, as fentry and kprobe. */
+#ifdef UT_NO_KPROBES
+#define UT_KPROBE(fn, call, ...)
+#else
+#define UT_KPROBE(fn, call, ...)                                                 \
+	SEC("kprobe/" #fn) int BPF_KPROBE(ut_kprobe_##fn, __VA_ARGS__) { return call; }
+#endif
+#define UT_FUNCTION(fn, call, ...)                                               \
+	SEC("fentry/" #fn) int BPF_PROG(ut_fentry_##fn, __VA_ARGS__) { return call; } \
+	UT_KPROBE(fn, call, __VA_ARGS__)
 
 #endif /* UT_COMMON_BPF_H */

@@ -14,6 +14,8 @@
 #ifndef UT_CONTEXT_BPF_H
 #define UT_CONTEXT_BPF_H
 
+#include "ut_common.bpf.h"
+
 /* softirq vector numbers: fixed since 2.6, the softirq tracepoints report them */
 #define TIMER_SOFTIRQ 1
 #define NET_TX_SOFTIRQ 2

@@ -21,6 +21,8 @@
 #ifndef UT_CYCLE_BPF_H
 #define UT_CYCLE_BPF_H
 
+#include "ut_common.bpf.h"
+
 #define CLOCK_REALTIME 0
 #define CLOCK_MONOTONIC 1
 #define CLOCK_TAI 11
@@ -178,13 +180,6 @@ static __always_inline void wake_describe(struct ut_record *r)
 	r->ts[UT_STAGE_WAKEUP] = w->send.wakeup;
 	r->ts[UT_STAGE_ON_CPU] = w->send.on_cpu;
 	r->timer_expires = w->send.expires;
-}
-
-/* When the cycle of a send with a wake-up began: the timer's expiry as asked, else the
- * expiry itself, else (woken by something else) the wakeup. */
-static __always_inline __u64 cycle_start(struct ut_record *r)
-{
-	return r->timer_expires ?: r->ts[UT_STAGE_TIMER] ?: r->ts[UT_STAGE_WAKEUP];
 }
 
 /* The clock of an skb's launch time: the skb says so since 6.11; before, only TCP's

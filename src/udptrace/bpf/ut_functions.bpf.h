@@ -16,6 +16,10 @@
 #ifndef UT_FUNCTIONS_BPF_H
 #define UT_FUNCTIONS_BPF_H
 
+#include "ut_common.bpf.h"
+#include "ut_packet.bpf.h"
+#include "ut_syscall.bpf.h"
+
 /* skbs dev_hard_start_xmit takes at once: a qdisc's bulk dequeue, GSO segments */
 #define DEV_XMIT_LIST_MAX 8
 
@@ -60,17 +64,6 @@ static __always_inline int on_dev_xmit(struct sk_buff *skb)
 	}
 	return 0;
 }
-
-/* A kernel function hook, written once and wrapped twice, as fentry and kprobe. */
-#ifdef UT_NO_KPROBES
-#define UT_KPROBE(fn, call, ...)
-#else
-#define UT_KPROBE(fn, call, ...)                                                 \
-	SEC("kprobe/" #fn) int BPF_KPROBE(ut_kprobe_##fn, __VA_ARGS__) { return call; }
-#endif
-#define UT_FUNCTION(fn, call, ...)                                               \
-	SEC("fentry/" #fn) int BPF_PROG(ut_fentry_##fn, __VA_ARGS__) { return call; } \
-	UT_KPROBE(fn, call, __VA_ARGS__)
 
 UT_FUNCTION(udp_sendmsg, on_socket_function(sk, UT_STAGE_UDP_SENDMSG), struct sock *sk)
 UT_FUNCTION(udpv6_sendmsg, on_socket_function(sk, UT_STAGE_UDP_SENDMSG), struct sock *sk)

@@ -7,6 +7,8 @@
 #ifndef UT_HIST_BPF_H
 #define UT_HIST_BPF_H
 
+#include "ut_types.h"
+#include <bpf/bpf_helpers.h>
 #include "ut_record.h"
 
 static __always_inline __u32 log2_u64(__u64 v)

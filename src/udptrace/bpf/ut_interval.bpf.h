@@ -7,6 +7,8 @@
 #ifndef UT_INTERVAL_BPF_H
 #define UT_INTERVAL_BPF_H
 
+#include "ut_common.bpf.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);

@@ -10,6 +10,9 @@
 #ifndef UT_IO_URING_BPF_H
 #define UT_IO_URING_BPF_H
 
+#include "ut_common.bpf.h"
+#include "ut_syscall.bpf.h"
+
 /* UAPI opcodes (include/uapi/linux/io_uring.h): stable numbers */
 #define IORING_OP_SENDMSG 9
 #define IORING_OP_SEND 26

@@ -7,6 +7,8 @@
 #ifndef UT_RECORD_H
 #define UT_RECORD_H
 
+#include "ut_types.h"
+
 /*
  * Stages of a packet, in pipeline order: ts[stage] is when the packet reached
  * it. New stages are inserted where they belong in the pipeline; nothing else
@@ -60,8 +62,30 @@ enum ut_span {
 	UT_SPAN_COUNT,
 };
 
+/*
+ * Stage roles: the points spans begin and end at (stages.py's ROLES, held to
+ * this enum by a test). A role with several stages is the first of them a
+ * record reached, tried in the order of the number; a number missing from a
+ * role is a time the record keeps beside its stages, named in stages.py.
+ */
+enum ut_role {
+	UT_ROLE_TIME_ZERO_1 = UT_STAGE_SYSCALL,      /* the send syscall's entry */
+	UT_ROLE_CALLBACK_1 = UT_STAGE_APP,           /* the application's callback entered */
+	UT_ROLE_WIRE_1 = UT_STAGE_XMIT_DONE,         /* left the device: the driver returned, */
+	UT_ROLE_WIRE_2 = UT_STAGE_FREE,              /* else a NIC's TX completion freed it */
+	UT_ROLE_RX_START_1 = UT_STAGE_RX_HANDOFF,    /* entered a receive path: a veth/lo handoff, */
+	UT_ROLE_RX_START_2 = UT_STAGE_RX_DRIVER,     /* else a driver, */
+	UT_ROLE_RX_START_3 = UT_STAGE_RX_STACK,      /* else the stack */
+	UT_ROLE_RX_END_1 = UT_STAGE_RX_DONE,         /* the reader's receive syscall returned, */
+	UT_ROLE_RX_END_2 = UT_STAGE_RX_READ,         /* else its read took it */
+	/* 1: the wake-up the thread asked for (timer_expires) */
+	UT_ROLE_CYCLE_START_2 = UT_STAGE_TIMER,      /* else its timer's expiry, */
+	UT_ROLE_CYCLE_START_3 = UT_STAGE_WAKEUP,     /* else its wakeup */
+};
+
 enum ut_limits {
 	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
+	UT_FINGERPRINT_BYTES = 64, /* UDP payload the fingerprint covers (read with the above) */
 	UT_RX_BATCH = 8,           /* datagrams one receive syscall can read with times each */
 	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
 	UT_HIST_ROWS = 62,
@@ -146,6 +170,12 @@ struct ut_record {
 	__u64 tstamp_sw;           /* SO_TIMESTAMPING: the kernel's software TX timestamp (realtime) */
 	__u64 tstamp_hw;           /* SO_TIMESTAMPING: the NIC's TX timestamp, in its own clock */
 	__u64 softirq_pending_ns;  /* xmit_context NET_TX: from its raise to its run; 0 = unknown */
+	/*
+	 * The datagram's own bytes hashed (ut_common.bpf.h's fingerprint), alike on the
+	 * send and the receive path: its ports, UDP length and first payload bytes. 0 =
+	 * none: not streamed, a later fragment, or payload outside the linear data.
+	 */
+	__u64 fingerprint;
 	enum ut_record_kind kind;
 	enum ut_fate fate;
 	enum ut_stage drop_stage;  /* last stage reached before a drop */

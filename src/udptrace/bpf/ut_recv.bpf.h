@@ -21,12 +21,28 @@
 #ifndef UT_RECV_BPF_H
 #define UT_RECV_BPF_H
 
+#include "ut_common.bpf.h"
+
 /* One datagram on its way to a socket. */
 struct ut_rx_datagram {
 	struct ut_pkt_state state;
-	__u64 skb;                 /* the skb that carries it; clones for other sockets differ */
+	__u64 skb;                 /* the skb that carries it; clones for other sockets differ;
+				      0: the datagram its fragments were reassembled into */
 	__u32 delivered;           /* sockets it was queued on so far */
 };
+
+/*
+ * IP reassembly: the skb of the fragment that completes a datagram becomes the
+ * datagram, taking over the first fragment's data buffer (skb_morph, which
+ * marks both cloned); the first fragment's own skb is then freed. The first
+ * fragment's state goes on as the datagram's; the others' buffers are freed
+ * with the datagram, and their states end there (left behind, a buffer reused
+ * by the next datagram would be taken for them).
+ */
+static __always_inline bool later_fragment(struct ut_record *r)
+{
+	return (r->flags & UT_F_FRAGMENT) && !r->udp_len;
+}
 
 struct ut_rx_key {
 	__u64 head;
@@ -160,21 +176,6 @@ static __always_inline void rx_continue(struct ut_pkt_state *sent, struct sk_buf
 		COUNT(rx_datagrams);
 }
 
-/* The first UDP payload bytes in the skb's linear data, for PubSub labels (--pubsub). */
-static __always_inline void rx_copy_payload(struct sk_buff *skb, unsigned char *base, __u32 l4,
-					    struct ut_record *r)
-{
-	__u32 linear_end = (BPF_CORE_READ(skb, data) - base) + BPF_CORE_READ(skb, len) -
-			   BPF_CORE_READ(skb, data_len);
-
-	if (linear_end <= l4 + 8)
-		return;
-	r->payload_len = linear_end - l4 - 8 < UT_PAYLOAD_BYTES ? linear_end - l4 - 8 :
-								   UT_PAYLOAD_BYTES;
-	bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, base + l4 + 8);
-	r->flags |= UT_F_PAYLOAD;
-}
-
 /*
  * --rx: start following a UDP datagram the receive path sees for the first time.
  * Its IP header is at skb->data here (the driver pulled the link header).
@@ -193,19 +194,19 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 	r = &d->state.rec;
 	if (!parse_ip_udp(base, BPF_CORE_READ(skb, data) - base, r, &l4, &first))
 		return 0;
-	if (first && cfg.payload_port &&
-	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port))
-		rx_copy_payload(skb, base, l4, r);
 	rx_describe_device(skb, r);
-	if (!cfg.rx) /* --e2e: every datagram, so sockets' queues stay in step; filters are the sender's */
-		goto follow;
-	if (!endpoints_wanted(r))
-		return 0;
-	if (cfg.netns && r->rx_netns != cfg.netns)
-		return 0;
-	if (cfg.ifname[0] && !same_name16(r->rx_ifname, cfg.ifname))
-		return 0;
-follow:
+	/* --e2e follows every datagram, so sockets' queues stay in step: the filters are the
+	 * sender's, and a traced send's datagram comes with its record (rx_continue) */
+	if (cfg.rx) {
+		if (!endpoints_wanted(r))
+			return 0;
+		if (cfg.netns && r->rx_netns != cfg.netns)
+			return 0;
+		if (cfg.ifname[0] && !same_name16(r->rx_ifname, cfg.ifname))
+			return 0;
+		if (first && cfg.stream)
+			describe_payload(base, l4, BPF_CORE_READ(skb, tail), r);
+	}
 	r->kind = UT_KIND_PACKET;
 	r->flags |= UT_F_RECEIVE;
 	r->len = BPF_CORE_READ(skb, len);
@@ -255,19 +256,12 @@ static __always_inline void rx_note_xmit_done(struct sk_buff *skb, __u64 now)
  */
 static __always_inline void rx_finish(struct ut_record *r, enum ut_fate fate, __u32 reason)
 {
-	__u64 end = r->ts[UT_STAGE_RX_DONE] ?: r->ts[UT_STAGE_RX_READ];
-	__u64 start = r->ts[UT_STAGE_RX_HANDOFF] ?: r->ts[UT_STAGE_RX_DRIVER] ?:
-		      r->ts[UT_STAGE_RX_STACK];
-
 	if (cfg.e2e && !r->syscall_id)
 		return;
 	r->fate = fate;
 	if (fate == UT_FATE_RECEIVED) {
 		add_stage_hists(r, UT_STAGE_RX_DRIVER);
-		if (end && start)
-			hist_add(SPAN_SLOT(UT_SPAN_RX), end - start);
-		if (end && r->ts[UT_STAGE_SYSCALL])
-			hist_add(SPAN_SLOT(UT_SPAN_E2E), end - r->ts[UT_STAGE_SYSCALL]);
+		add_received_spans(r);
 		COUNT(received);
 	} else {
 		r->drop_reason = reason;
@@ -298,7 +292,8 @@ static __noinline void rx_enqueue(struct ut_rx_socket *q, __u64 sk, struct sk_bu
 	/* the next socket's copy gets its own times */
 	d->state.rec.ts[UT_STAGE_UDP_QUEUE] = 0;
 	d->state.rec.ts[UT_STAGE_SOCK_QUEUE] = 0;
-	if (d->skb == (__u64)skb) /* the original goes to the last socket: no more copies */
+	/* the original goes to the last socket: no more copies (a reassembled datagram: one) */
+	if (d->skb == (__u64)skb || !d->skb)
 		bpf_map_delete_elem(&rx_datagrams, &dkey);
 }
 
@@ -469,8 +464,10 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 
 	if (!d)
 		return;
-	if (d->skb != (__u64)skb) {
-		if (!consumed) { /* one socket's clone was dropped; the others go on */
+	if (d->skb != (__u64)skb && d->skb) {
+		if (consumed && later_fragment(&d->state.rec)) {
+			bpf_map_delete_elem(&rx_datagrams, &dkey);
+		} else if (!consumed) { /* one socket's clone was dropped; the others go on */
 			struct ut_rx_datagram *copy = rx_blank();
 
 			if (copy) {
@@ -481,6 +478,11 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 		return;
 	}
 	if (consumed) {
+		if (d->skb && (d->state.rec.flags & UT_F_FRAGMENT) && !later_fragment(&d->state.rec) &&
+		    BPF_CORE_READ_BITFIELD_PROBED(skb, cloned)) {
+			d->skb = 0; /* reassembled: the datagram goes on in another skb */
+			return;
+		}
 		/*
 		 * Taken by no socket here (forwarded, or a tap's original whose clone went
 		 * on): over. A tap frees its original only after the clone was delivered.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Finer receive-path stages at kernel functions, where the kernel allows
- * fentry (or kprobes, the fallback; UT_FUNCTION is in ut_functions.bpf.h).
+ * fentry (or kprobes, the fallback).
  * Optional like the send side's: a function missing or inlined leaves its
  * stage out, and where neither hook kind is allowed none is loaded.
  *
@@ -12,6 +12,9 @@
  */
 #ifndef UT_RECV_FUNCTIONS_BPF_H
 #define UT_RECV_FUNCTIONS_BPF_H
+
+#include "ut_common.bpf.h"
+#include "ut_recv.bpf.h"
 
 /* A function the datagram's skb (or its clone) passes through on the way to a socket. */
 static __always_inline int on_rx_function(struct sk_buff *skb, enum ut_stage stage)

@@ -15,47 +15,19 @@
 #ifndef UT_SEND_BPF_H
 #define UT_SEND_BPF_H
 
+#include "ut_common.bpf.h"
+#include "ut_packet.bpf.h"
+#include "ut_syscall.bpf.h"
+#include "ut_cycle.bpf.h"
+#include "ut_interval.bpf.h"
+#include "ut_context.bpf.h"
+#include "ut_recv.bpf.h"
+
 /* a peer drops within microseconds; an older entry means we missed a silent free */
 #define PEER_WINDOW_NS 1000000000ULL
 
-/*
- * Entries in `packets`, inserts minus deletes. While it is 0 an skb that is
- * not in this CPU's slot is not followed, and hooks learn it without a lookup.
- * An entry the LRU evicts stays counted: the map is then only looked up.
- */
-__u64 states_in_map = 0;
-
 /* Set at the first veth/lo handoff: before it, no free can be a peer's drop. */
 __u32 handoffs_seen = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, __u64);        /* skb address */
-	__type(value, struct ut_pkt_state);
-} packets SEC(".maps");
-
-/*
- * The packet this CPU is transmitting right now. From net_dev_queue to
- * net_dev_xmit the kernel holds bottom halves off on one CPU, so a packet
- * sent synchronously (veth, loopback, an idle qdisc) is followed here, with
- * no hash insert or delete. It moves to `packets` (spills) the moment it
- * could be seen elsewhere: queued in a qdisc, parked for ARP, or awaiting a
- * NIC's TX completion.
- */
-struct ut_current {
-	__u64 skb;                 /* 0: empty */
-	__u64 held;                /* the syscall whose return the record in state awaits; 0: none */
-	struct ut_pkt_state state;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ut_current);
-} current_packet SEC(".maps");
 
 /*
  * Packets whose send record has ended at a veth/lo handoff: when the peer's
@@ -123,7 +95,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	__u32 nh = UT_READ(skb, network_header);
 	struct net_device *dev = UT_READ(skb, dev);
 	struct net *net;
-	__u32 l4 = 0, linear_end;
+	__u32 l4 = 0;
 	bool first_fragment = true;
 
 	if (!parse_ip_udp(head, nh, r, &l4, &first_fragment))
@@ -157,20 +129,8 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 	r->ifindex = UT_READ(dev, ifindex);
 	r->len = UT_READ(skb, len);
 
-	if (cfg.payload_port && first_fragment &&
-	    (r->sport == cfg.payload_port || r->dport == cfg.payload_port)) {
-		/* probe reads: the verifier allows no subtraction of typed pointers */
-		linear_end = BPF_CORE_READ(skb, data) - BPF_CORE_READ(skb, head) + r->len -
-			     UT_READ(skb, data_len);
-		if (linear_end > l4 + 8) {
-			__u32 avail = linear_end - l4 - 8;
-
-			r->payload_len = avail < UT_PAYLOAD_BYTES ? avail : UT_PAYLOAD_BYTES;
-			/* a fixed-size read: bytes past payload_len are ignored by user space */
-			bpf_probe_read_kernel(r->payload, UT_PAYLOAD_BYTES, head + l4 + 8);
-			r->flags |= UT_F_PAYLOAD;
-		}
-	}
+	if (cfg.stream && first_fragment)
+		describe_payload(head, l4, UT_READ(skb, tail), r);
 	return true;
 }
 
@@ -186,81 +146,19 @@ static __always_inline void describe_gso(struct sk_buff *skb, struct ut_record *
 		r->gso_segs = BPF_CORE_READ(shinfo, gso_segs);
 }
 
-static __always_inline struct ut_current *cpu_slot(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&current_packet, &zero);
-}
-
-/* Move this CPU's packet to the shared map, where other CPUs and contexts find it. */
-static __always_inline void spill(struct ut_current *cur)
-{
-	if (!cur->skb)
-		return;
-	/* counted first: a CPU that finds it in the map must not have seen the count at 0 */
-	__sync_fetch_and_add(&states_in_map, 1);
-	if (bpf_map_update_elem(&packets, &cur->skb, &cur->state, BPF_ANY)) {
-		__sync_fetch_and_add(&states_in_map, -1);
-		COUNT(state_full);
-	}
-	cur->skb = 0;
-}
-
-static __always_inline void forget(__u64 key)
-{
-	if (!bpf_map_delete_elem(&packets, &key))
-		__sync_fetch_and_add(&states_in_map, -1);
-}
-
-/*
- * The record of a syscall's first packet, when it ends inside the syscall in
- * this CPU's slot (sent synchronously), waits there for the syscall's return
- * and leaves with its end: one record, no syscall record (see struct
- * ut_record). It leaves alone when the slot is needed first, or when the
- * thread returns on another CPU (whose return then sends the syscall record).
- */
-static __always_inline void release_held(struct ut_current *cur)
-{
-	if (!cur->held)
-		return;
-	if (!emit_record(&cur->state.rec))
-		COUNT(lost);
-	cur->held = 0;
-}
-
-static __always_inline bool emit_held_at_exit(struct ut_call *call, __u64 now, __s64 ret)
-{
-	struct ut_current *cur = cpu_slot();
-	bool joined;
-
-	if (!cur || !cur->held)
-		return false;
-	joined = cur->held == call->id && call->packets == 1;
-	if (joined) {
-		cur->state.rec.syscall_exit = now;
-		cur->state.rec.syscall_ret = ret;
-	}
-	release_held(cur);
-	return joined;
-}
-
 /* Start following an skb of a traced syscall in this CPU's slot; returns its state or 0. */
 static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_buff *skb,
 							 struct ut_call *call, __u64 now)
 {
-	struct ut_current *cur = cpu_slot();
+	struct ut_current *cur = claim_slot(key);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct ut_record *r;
 
 	if (!cur)
 		return 0;
-	if (cur->skb != key)
-		spill(cur);
-	cur->skb = 0;
-	release_held(cur);
 	r = &cur->state.rec;
 	__builtin_memset(r, 0, sizeof(*r));
+	describe_gso(skb, r);
 	if (!describe_packet(skb, call, r))
 		return 0;
 	r->kind = UT_KIND_PACKET;
@@ -278,7 +176,6 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	r->cpu = bpf_get_smp_processor_id();
 	if (cfg.stream)
 		bpf_get_current_comm(r->comm, sizeof(r->comm));
-	describe_gso(skb, r);
 	describe_txtime(skb, r);
 	if (cfg.wakeup)
 		wake_describe(r);
@@ -296,68 +193,19 @@ static __always_inline struct ut_pkt_state *begin_packet(__u64 key, struct sk_bu
 	return &cur->state;
 }
 
-/*
- * The state of an skb we follow, or 0; stale states are dropped on sight.
- * `now` is read only for a followed one: the clock costs more than the test.
- */
-static __always_inline struct ut_pkt_state *followed(__u64 key, __u64 *now)
-{
-	struct ut_current *cur = cpu_slot();
-	struct ut_pkt_state *s;
-
-	if (cur && cur->skb == key) {
-		*now = bpf_ktime_get_ns();
-		return &cur->state;
-	}
-	if (!states_in_map)
-		return 0;
-	s = bpf_map_lookup_elem(&packets, &key);
-	if (!s)
-		return 0;
-	*now = bpf_ktime_get_ns();
-	if (*now - s->last > cfg.max_age_ns) {
-		forget(key);
-		COUNT(expired);
-		return 0;
-	}
-	s->last = *now;
-	return s;
-}
-
-/* The packet in this CPU's slot, if that is `key`, moves to the shared map. */
-static __always_inline void spill_if_current(__u64 key)
-{
-	struct ut_current *cur = cpu_slot();
-
-	if (cur && cur->skb == key)
-		spill(cur);
-}
-
-
-
 /* End a packet's record; `reason` and `stage` say where a dropped one died. */
 static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fate fate,
 				   __u32 reason, enum ut_stage stage)
 {
 	struct sk_buff *skb = (struct sk_buff *)key;
 	struct ut_record *r = &s->rec;
-	struct ut_current *cur;
-	bool in_slot;
 
 	r->fate = fate;
 	if (fate == UT_FATE_LOOPED) {
 		COUNT(looped);
 	} else if (fate == UT_FATE_SENT) {
-		__u64 end = r->ts[UT_STAGE_XMIT_DONE] ?: r->ts[UT_STAGE_FREE];
-
 		add_stage_hists(r, 0);
-		if (end) {
-			hist_add(SPAN_SLOT(UT_SPAN_TOTAL), end - r->ts[UT_STAGE_SYSCALL]);
-			if (r->ts[UT_STAGE_APP])
-				hist_add(SPAN_SLOT(UT_SPAN_APP_TO_WIRE), end - r->ts[UT_STAGE_APP]);
-			if (r->ts[UT_STAGE_WAKEUP])
-				hist_add(SPAN_SLOT(UT_SPAN_CYCLE), end - cycle_start(r));
-		}
+		add_sent_spans(r);
 		if ((r->flags & UT_F_HANDED_OFF) && !cfg.e2e) {
 			__u64 head = (__u64)UT_READ(skb, head);
 			struct ut_handoff *h = handoff_slot(key);
@@ -380,19 +228,9 @@ static __always_inline void finish(__u64 key, struct ut_pkt_state *s, enum ut_fa
 		count_drop(reason, stage);
 		COUNT(dropped);
 	}
-	cur = cpu_slot();
-	in_slot = cur && cur->skb == key;
 	/* with --e2e a packet handed to a receive path here goes on there, its record too */
-	if (cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) && fate != UT_FATE_DROPPED)) {
-		if (in_slot && !r->packet_index && r->tid == (__u32)bpf_get_current_pid_tgid())
-			cur->held = r->syscall_id; /* see release_held */
-		else if (!emit_record(r))
-			COUNT(lost);
-	}
-	if (in_slot)
-		cur->skb = 0;
-	else
-		forget(key);
+	end_packet(key, r, cfg.stream && !(cfg.e2e && (r->flags & UT_F_HANDED_OFF) &&
+					   fate != UT_FATE_DROPPED));
 }
 
 /*

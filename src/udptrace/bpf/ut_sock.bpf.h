@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * From a file descriptor of the current task to its socket, shared by every
- * udptrace BPF object. Include after ut_types.h and the libbpf headers.
+ * udptrace BPF object.
  */
 #ifndef UT_SOCK_BPF_H
 #define UT_SOCK_BPF_H
+
+#include "ut_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #define UT_S_IFMT 0170000
 #define UT_S_IFSOCK 0140000

@@ -5,6 +5,9 @@
 #ifndef UT_SYSCALL_BPF_H
 #define UT_SYSCALL_BPF_H
 
+#include "ut_common.bpf.h"
+#include "ut_packet.bpf.h"
+#include "ut_cycle.bpf.h"
 #include "ut_sock.bpf.h"
 
 /*
@@ -79,15 +82,6 @@ static __always_inline struct ut_call *thread_call(__u32 tid)
 	return call;
 }
 
-/*
- * False for a task that -p rules out, told without a lookup when one pid is
- * traced: every hook asks first, so what udptrace does not follow pays little.
- */
-static __always_inline bool may_be_traced(__u64 pid_tgid)
-{
-	return !cfg.only_pid || pid_tgid >> 32 == cfg.only_pid;
-}
-
 /* This thread's state, if it has any. */
 static __always_inline struct ut_call *current_call(void)
 {
@@ -105,24 +99,6 @@ static __always_inline struct ut_call *call_in_flight(void)
 	struct ut_call *call = current_call();
 
 	return call && call->id ? call : 0;
-}
-
-static __always_inline bool process_wanted(__u32 tgid)
-{
-	if (cfg.only_pid) {
-		if (tgid != cfg.only_pid)
-			return false;
-	} else if (cfg.filter_pid && !bpf_map_lookup_elem(&pids, &tgid)) {
-		return false;
-	}
-	if (cfg.comm[0]) {
-		char comm[16];
-
-		bpf_get_current_comm(comm, sizeof(comm));
-		if (!same_name16(comm, cfg.comm))
-			return false;
-	}
-	return true;
 }
 
 static __always_inline int syscall_enter(enum ut_syscall syscall, __u64 fd)
@@ -155,24 +131,6 @@ struct {
 	__type(value, struct ut_record);
 } syscall_scratch SEC(".maps");
 
-/*
- * A record into the ring buffer, as much of it as the mode needs; false when
- * it had no room. A reader waiting on the ring (epoll) is woken once the ring
- * fills past cfg.wakeup_bytes, by the record that crosses it: once a batch,
- * not once a record (each wake-up is an interrupt on this CPU).
- */
-static __always_inline bool emit_record(struct ut_record *r)
-{
-	__u64 flags = BPF_RB_NO_WAKEUP, queued;
-
-	if (cfg.wakeup_bytes) {
-		queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		if (queued < cfg.wakeup_bytes && queued + cfg.record_bytes >= cfg.wakeup_bytes)
-			flags = BPF_RB_FORCE_WAKEUP;
-	}
-	return !bpf_ringbuf_output(&events, r, cfg.record_bytes, flags);
-}
-
 /* The syscall's own record. */
 static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now, __s64 ret,
 						__u64 pid_tgid)
@@ -199,9 +157,6 @@ static __always_inline void emit_syscall_record(struct ut_call *call, __u64 now,
 		COUNT(lost_syscalls);
 }
 
-/* The send path's (ut_send.bpf.h): the syscall's packet record waiting on this CPU. */
-static __always_inline bool emit_held_at_exit(struct ut_call *call, __u64 now, __s64 ret);
-
 static __always_inline int syscall_exit(__s64 ret)
 {
 	struct ut_call *call = call_in_flight();
@@ -212,28 +167,13 @@ static __always_inline int syscall_exit(__s64 ret)
 	if (call->packets) {
 		now = bpf_ktime_get_ns();
 		COUNT(syscalls);
-		hist_add(SPAN_SLOT(UT_SPAN_SEND_SYSCALL), now - call->entry);
-		if (cfg.stream && !emit_held_at_exit(call, now, ret))
+		add_span(UT_SPAN_SEND_SYSCALL, call->entry, now);
+		if (cfg.stream && !emit_held_at_exit(call->id, call->packets, now, ret))
 			emit_syscall_record(call, now, ret, bpf_get_current_pid_tgid());
 	}
 	call->id = 0;
 	return 0;
 }
-
-/* sys_enter_* / sys_exit_* tracepoint records: stable ABI since syscall tracepoints exist */
-struct syscall_enter_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__u64 args[6];
-};
-
-struct syscall_exit_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__s64 ret;
-};
 
 /* A send syscall whose socket is its argument `fd` (0 for most, the output fd of splice). */
 #define UT_SYSCALL_FD(name, id, fd)                                         \

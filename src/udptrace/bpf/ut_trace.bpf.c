@@ -1,28 +1,22 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * udptrace's kernel side: one object, so every path shares the packet state.
- * Its parts, in the order a datagram meets them:
+ * Its parts, each including the layers it stands on, from the bottom up:
  */
-#include "ut_types.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
-#include "ut_record.h"
-
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-#include "ut_common.bpf.h"    /* configuration, output maps, histograms, filters */
+#include "ut_common.bpf.h"    /* configuration, output (records, counters, histograms), filters */
 #include "ut_cycle.bpf.h"     /* wake-ups, launch times, the kernel's TX timestamps */
+#include "ut_interval.bpf.h"  /* the time between successive sends of a flow */
+#include "ut_context.bpf.h"   /* softirqs: the context a packet's steps run in */
+#include "ut_packet.bpf.h"    /* the packets followed: per-CPU slot, shared map, held records */
 #include "ut_syscall.bpf.h"   /* send syscalls: the per-thread state packets are tied to */
 #include "ut_io_uring.bpf.h"  /* io_uring send requests, tied like syscalls */
-#include "ut_interval.bpf.h"  /* the time between successive sends of a flow */
 #include "ut_app.bpf.h"       /* the application's callback (uprobes) */
-#include "ut_context.bpf.h"   /* softirqs: the context a packet's steps run in */
 #include "ut_recv.bpf.h"      /* the receive path, from the driver to the reader */
-#include "ut_send.bpf.h"      /* the send path, from the syscall to the wire */
+#include "ut_send.bpf.h"      /* the send path, from the syscall to the wire (into a receive path) */
 #include "ut_functions.bpf.h" /* finer send stages at kernel functions (fentry, kprobe) */
 #include "ut_recv_functions.bpf.h" /* finer receive stages at kernel functions */
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
  * Tracepoints, each wired to the paths that use it. Every program exists as

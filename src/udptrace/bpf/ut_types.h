@@ -85,6 +85,7 @@ struct sk_buff {
 	__u8 pkt_type:3;
 	__u8 tstamp_type:2;        /* since 6.11: the clock of tstamp (enum skb_tstamp_type) */
 	__u8 mono_delivery_time:1; /* 5.18 to 6.10: tstamp is CLOCK_MONOTONIC */
+	__u8 cloned:1;             /* its data buffer is shared with another skb */
 	__s64 tstamp;              /* ktime_t; on the send path SO_TXTIME's launch time */
 	char cb[48];
 	unsigned int tail;         /* sk_buff_data_t: an offset from head on 64-bit */

@@ -16,34 +16,46 @@ qdisc holding each datagram until its launch time) has a negative one. Where the
 gives launch times (SO_TXTIME), the launch-time error is the driver's entry minus the
 launch time; it is no part of the sum, its share is counted the same way.
 
-Without --wakeup a cycle starts at the callback's entry (--uprobe) or the send syscall's.
+A cycle starts where the kernel's cycle span starts (stages.CYCLE_START); in a flow
+whose sends carry no wake-up at all (no --wakeup), at each send's start instead (the
+callback's entry with --uprobe, else the syscall's), so launch times can still be read
+against the stack. A send without a wake-up in a flow that has them is no cycle.
 Every value is exact, from the records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from udptrace.report.stage_latency import PacketTimes
 from udptrace.report.terminal import duration
+from udptrace.stages import (
+    CYCLE_START,
+    DRIVER,
+    LAUNCH_TIME,
+    ON_CPU,
+    QDISC_HELD,
+    RUNNING,
+    SEND_START,
+    STACK_END,
+    TIME_ZERO,
+    WIRE,
+    Role,
+)
 from udptrace.trace.decode import (
     Packets,
+    Times,
     address_strings,
     char_strings,
     endpoint,
-    extra_offsets,
+    first_of,
     origin_ns,
-    stage_offsets,
-    wire_ns,
 )
 from udptrace.trace.layout import Layout
-
-# name → (ns since the record's time zero, where it is known)
-Times = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -51,56 +63,39 @@ class Part:
     name: str
     title: str
     span: str  # from → to
+    start: Role
+    end: Role
 
 
 PARTS = (
-    Part("wake_up", "wake-up", "requested wake-up → on a CPU"),
-    Part("app", "app", "on a CPU (or callback entry) → send syscall"),
-    Part("stack", "stack", "send syscall → qdisc, or → driver"),
-    Part("qdisc", "qdisc", "held in a queueing qdisc → driver"),
-    Part("driver", "driver", "driver → left the device"),
+    Part("wake_up", "wake-up", "requested wake-up → on a CPU", CYCLE_START, ON_CPU),
+    Part("app", "app", "on a CPU (or callback entry) → send syscall", RUNNING, TIME_ZERO),
+    Part("stack", "stack", "send syscall → qdisc, or → driver", TIME_ZERO, STACK_END),
+    Part("qdisc", "qdisc", "held in a queueing qdisc → driver", QDISC_HELD, DRIVER),
+    Part("driver", "driver", "driver → left the device", DRIVER, WIRE),
 )
-CYCLE = Part("cycle", "cycle", "start → left the device")
-LAUNCH = Part("launch_error", "launch-time error", "driver entry - launch time (SO_TXTIME)")
+CYCLE = Part("cycle", "cycle", "start → left the device", CYCLE_START, WIRE)
+LAUNCH = Part("launch_error", "launch-time error", "driver entry - launch time (SO_TXTIME)",
+              LAUNCH_TIME, DRIVER)
 COLUMNS = (*PARTS, CYCLE, LAUNCH)  # the columns of the samples
 QUANTILES = (50.0, 99.0)
 
 
-def _first(times: Times, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Per record the first of `names` that is known."""
-    values, known = times[names[-1]]
-    values, known = values.copy(), known.copy()
-    for name in reversed(names[:-1]):
-        v, k = times[name]
-        values = np.where(k, v, values)
-        known |= k
-    return values, known
-
-
-def _between(a: tuple[np.ndarray, np.ndarray],
-             b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    return b[0] - a[0], a[1] & b[1]
-
-
-def samples(times: Times) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per record: when its cycle started (ns since time zero), and the value and presence
-    of each of COLUMNS. `times` holds the stages timer, wakeup, on_cpu, app, syscall,
-    qdisc_enqueue, xmit_start, and wire, timer_expires, txtime."""
-    start = _first(times, ("timer_expires", "timer", "wakeup", "app", "syscall"))
-    running = _first(times, ("on_cpu", "app"))
-    stack_end = _first(times, ("qdisc_enqueue", "xmit_start"))
-    columns = (
-        _between(start, times["on_cpu"]),
-        _between(running, times["syscall"]),
-        _between(times["syscall"], stack_end),
-        _between(times["qdisc_enqueue"], times["xmit_start"]),
-        _between(times["xmit_start"], times["wire"]),
-        _between(start, times["wire"]),
-        _between(times["txtime"], times["xmit_start"]),
-    )
+def samples(times: Times) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: when its cycle started (ns since time zero), whether that was a wake-up
+    (else its send's start), and the value and presence of each of COLUMNS. `times` holds
+    every time the parts' roles name."""
+    woken_at, woken = first_of(times, CYCLE_START)
+    sent_at, began = first_of(times, SEND_START)
+    start = np.where(woken, woken_at, sent_at), woken | began
+    columns = []
+    for part in COLUMNS:
+        begin = start if part.start is CYCLE_START else first_of(times, part.start)
+        end = first_of(times, part.end)
+        columns.append((end[0] - begin[0], begin[1] & end[1]))
     values = np.stack([c[0] for c in columns], axis=1)
     present = np.stack([c[1] for c in columns], axis=1)
-    return start[0], values, present
+    return start[0], woken, values, present
 
 
 @dataclass(frozen=True)
@@ -144,11 +139,13 @@ def _share(values: np.ndarray, cycle: np.ndarray) -> float | None:
     return float(np.mean((values - values.mean()) * (cycle - cycle.mean()))) / variance
 
 
-def summarize(flow: str, starts: np.ndarray, values: np.ndarray, present: np.ndarray,
-              dropped: int) -> CycleSummary:
-    """One flow's sent datagrams: their cycles' absolute starts, COLUMNS and presence."""
+def summarize(flow: str, starts: np.ndarray, woken: np.ndarray, values: np.ndarray,
+              present: np.ndarray, dropped: int) -> CycleSummary:
+    """One flow's sent datagrams: their cycles' absolute starts, whether each started at a
+    wake-up, COLUMNS and presence. A flow with wake-ups has cycles only where there is one,
+    as the kernel's cycle span has."""
     cycle_at = COLUMNS.index(CYCLE)
-    whole = present[:, cycle_at]
+    whole = present[:, cycle_at] & (woken if woken.any() else True)
     starts, values, present = starts[whole], values[whole], present[whole]
     cycle = values[:, cycle_at].astype(np.float64)
     distinct = np.unique(starts)
@@ -173,6 +170,7 @@ def summarize(flow: str, starts: np.ndarray, values: np.ndarray, present: np.nda
 @dataclass
 class _Flow:
     starts: list[np.ndarray] = field(default_factory=list)
+    woken: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
     present: list[np.ndarray] = field(default_factory=list)
     dropped: int = 0
@@ -187,12 +185,13 @@ class CycleView:
     def add(self, flows: np.ndarray, origin: np.ndarray, times: Times, sent: np.ndarray,
             dropped: np.ndarray) -> None:
         """A batch: each record's flow label, time zero (absolute ns) and times."""
-        start, values, present = samples(times)
+        start, woken, values, present = samples(times)
         for label in np.unique(flows).tolist():
             mine = flows == label
             flow = self.flows.setdefault(label, _Flow())
             keep = mine & sent
             flow.starts.append(origin[keep] + start[keep])
+            flow.woken.append(woken[keep])
             flow.values.append(values[keep])
             flow.present.append(present[keep])
             flow.dropped += int((mine & dropped).sum())
@@ -201,16 +200,9 @@ class CycleView:
         r = packets.records
         if not len(r):
             return
-        offsets, reached = stage_offsets(r, layout), r["ts"] > 0
-        times = {name: (offsets[:, i], reached[:, i]) for i, name in enumerate(layout.stages)}
-        times.update(extra_offsets(r, layout))
-        origin = origin_ns(r, layout)
-        wire = wire_ns(r, layout)
-        times["wire"] = (wire - origin, wire > 0)
-        fates = layout.fates_by_name
-        self.add(flow_labels(r), origin, times,
-                 (r["fate"] == fates["sent"]) | (r["fate"] == fates["received"]),
-                 r["fate"] == fates["dropped"])
+        times = PacketTimes.of(packets, layout)
+        self.add(flow_labels(r), origin_ns(r, layout), times.times, times.sent,
+                 r["fate"] == layout.fates_by_name["dropped"])
 
     def summaries(self) -> list[CycleSummary]:
         out = []
@@ -218,8 +210,8 @@ class CycleView:
             if not flow.starts:
                 continue
             out.append(summarize(label, np.concatenate(flow.starts),
-                                 np.concatenate(flow.values), np.concatenate(flow.present),
-                                 flow.dropped))
+                                 np.concatenate(flow.woken), np.concatenate(flow.values),
+                                 np.concatenate(flow.present), flow.dropped))
         return [s for s in out if s.datagrams or s.dropped]
 
     def has(self, part: Part) -> bool:

@@ -32,20 +32,29 @@ def sent(recording: Recording) -> np.ndarray:
     return (fate == "sent") | (fate == "received")
 
 
+# The recorded column of each time a record keeps beside its stages that a role names
+KEPT_COLUMNS = {"timer_expires": "timer_expires_ns", "txtime": "txtime_launch_ns",
+                "syscall_exit": "syscall_exit_ns"}
+
+
+def _nullable(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A column's values and where they are set; none where the column is absent."""
+    if name not in table.column_names:
+        return np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, bool)
+    return column(table, name, 0), pc.is_valid(table[name]).to_numpy()
+
+
 def packet_times(recording: Recording) -> PacketTimes:
     table = recording.packets
     names = tuple(s["name"] for s in recording.info["stages"])
     shape = (table.num_rows, len(names))
     offsets, reached = np.zeros(shape, np.int64), np.zeros(shape, bool)
     for i, name in enumerate(names):
-        offsets[:, i] = column(table, stage_column(name), 0)
-        reached[:, i] = pc.is_valid(table[stage_column(name)]).to_numpy()
-    read = fates(recording) == "received"
-    received = {name: np.where(read, column(table, f"{name}_ns"), -1)
-                for name in ("e2e", "rx") if f"{name}_ns" in table.column_names}
-    return PacketTimes(names, offsets, reached, column(table, "total_ns"),
-                       column(table, "syscall_exit_ns"),
-                       column(table, "syscall_packet_index") == 0, sent(recording), received)
+        offsets[:, i], reached[:, i] = _nullable(table, stage_column(name))
+    return PacketTimes(names, offsets, reached,
+                       {name: _nullable(table, c) for name, c in KEPT_COLUMNS.items()},
+                       column(table, "syscall_packet_index") == 0, sent(recording),
+                       fates(recording) == "received")
 
 
 def recorded_contexts(recording: Recording) -> Contexts | None:
@@ -126,24 +135,12 @@ def cycle_view(recording: Recording) -> CycleView | None:
     """Each flow's cycles, as `trace --wakeup` shows them; None when the recording has no
     wake-ups or launch times to tell."""
     table = recording.packets
-    rows = table.num_rows
-
-    def times_of(name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in table.column_names:
-            return np.zeros(rows, np.int64), np.zeros(rows, bool)
-        return column(table, name, 0), pc.is_valid(table[name]).to_numpy()
-
-    times = {s["name"]: times_of(stage_column(s["name"])) for s in recording.info["stages"]}
-    times["wire"] = times_of("total_ns")  # since the send syscall's entry, time zero
-    times["timer_expires"] = times_of("timer_expires_ns")
-    times["txtime"] = times_of("txtime_launch_ns")
-    for stage in ("timer", "wakeup", "on_cpu", "app", "qdisc_enqueue"):
-        times.setdefault(stage, times_of(stage_column(stage)))
     labels = np.array([f"{c}/{pid} {endpoint(s, sp)} → {endpoint(d, dp)}" for c, pid, s, sp, d, dp
                        in zip(*(table[n].to_pylist() for n in ("comm", "pid", "saddr", "sport",
                                                                "daddr", "dport")), strict=True)],
                       object)
+    times = packet_times(recording)
     view = CycleView()
-    view.add(labels, column(table, "ts_ns"), times, sent(recording),
+    view.add(labels, column(table, "ts_ns"), times.times, times.sent,
              fates(recording) == "dropped")
     return view if view.telling else None

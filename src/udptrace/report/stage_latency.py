@@ -13,8 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from udptrace.trace.decode import Packets, e2e_ns, origin_ns, rx_ns, stage_offsets, wire_ns
+from udptrace.stages import ROLES, SPANS_BY_NAME, WIRE
+from udptrace.trace.decode import (
+    Packets,
+    Times,
+    between,
+    extra_offsets,
+    first_of,
+    origin_ns,
+    stage_offsets,
+)
 from udptrace.trace.layout import Layout
+
+# the names roles give their times: stages, and times records keep beside them
+ROLE_TIMES = tuple(dict.fromkeys(t for role in ROLES for t in role.times))
 
 
 def per_stage(times: np.ndarray, reached: np.ndarray) -> np.ndarray:
@@ -37,23 +49,33 @@ def per_stage(times: np.ndarray, reached: np.ndarray) -> np.ndarray:
     return out
 
 
-# Spans that end where the packet left the device, by the stage they start at; the send
-# syscall's own span ends at its return instead (see PacketTimes.span).
-WIRE_SPANS = {"total": "syscall", "app_to_wire": "app"}
-
-
 @dataclass(frozen=True)
 class PacketTimes:
-    """A batch of packets' times, in ns since each one's time zero (its send syscall's entry)."""
+    """A batch of packets' times, in ns since each one's time zero (stages.TIME_ZERO)."""
 
     stages: tuple[str, ...]
     offsets: np.ndarray  # (packets, stages)
     reached: np.ndarray  # (packets, stages) bool
-    wire: np.ndarray  # when it left the device; -1: it did not
-    syscall_return: np.ndarray  # -1: the syscall record was not seen
+    kept: Times  # the times records keep beside their stages that roles name; missing: none
     first_of_syscall: np.ndarray  # bool: the syscall's first packet (one syscall, one value)
     sent: np.ndarray  # bool: left the device (and, end to end, maybe was read too)
-    received: dict[str, np.ndarray]  # the receive spans (e2e, rx) of read records; -1: none
+    read: np.ndarray  # bool: a reader's receive syscall returned it
+
+    @property
+    def times(self) -> Times:
+        """Every stage and every time a role names: (ns since time zero, where known)."""
+        out = {name: (self.offsets[:, i], self.reached[:, i])
+               for i, name in enumerate(self.stages)}
+        none = np.zeros(len(self.offsets), np.int64), np.zeros(len(self.offsets), bool)
+        for name in ROLE_TIMES:
+            out.setdefault(name, self.kept.get(name, none))
+        return out
+
+    @property
+    def wire(self) -> np.ndarray:
+        """When it left the device (stages.WIRE); -1: it did not."""
+        values, known = first_of(self.times, WIRE)
+        return np.where(known, values, -1)
 
     def per_stage(self) -> np.ndarray:
         """Sent packets' time per stage, as the kernel's stage histograms count it."""
@@ -61,30 +83,22 @@ class PacketTimes:
 
     def span(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Which packets have a value of this span and what it is, as the kernel's span
-        histogram counts it; None: a span this version cannot recompute from records."""
-        if name == "send_syscall":
-            which = self.first_of_syscall & (self.syscall_return >= 0)
-            return which, self.syscall_return[which]
-        if name in self.received:
-            which = self.received[name] >= 0
-            return which, self.received[name][which]
-        start = WIRE_SPANS.get(name)
-        if start not in self.stages:
+        histogram counts it; None: a span this version does not know."""
+        span = SPANS_BY_NAME.get(name)
+        if span is None:
             return None
-        i = self.stages.index(start)
-        which = self.sent & self.reached[:, i] & (self.wire >= 0)
-        return which, self.wire[which] - self.offsets[which, i]
+        values, known = between(self.times, span.start, span.end)
+        which = known & {"syscall": self.first_of_syscall, "received": self.read,
+                         "sent": self.sent}[span.counted_for]
+        return which, values[which]
 
     @classmethod
     def of(cls, packets: Packets, layout: Layout) -> PacketTimes:
         r = packets.records
         origin = origin_ns(r, layout)
-        wire = wire_ns(r, layout)
         exits = packets.syscall_exit.astype(np.int64)
         fates = layout.fates_by_name
         read = r["fate"] == fates["received"]
-        return cls(layout.stages, stage_offsets(r, layout), r["ts"] > 0,
-                   np.where(wire > 0, wire - origin, -1), np.where(exits > 0, exits - origin, -1),
-                   r["packet_index"] == 0, (r["fate"] == fates["sent"]) | read,
-                   {"e2e": np.where(read, e2e_ns(r, layout), -1),
-                    "rx": np.where(read, rx_ns(r, layout), -1)})
+        kept = {**extra_offsets(r, layout), "syscall_exit": (exits - origin, exits > 0)}
+        return cls(layout.stages, stage_offsets(r, layout), r["ts"] > 0, kept,
+                   r["packet_index"] == 0, (r["fate"] == fates["sent"]) | read, read)

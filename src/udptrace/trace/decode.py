@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from udptrace.stages import LAUNCH_STAGES, SPANS_BY_NAME, TIME_ZERO, WIRE, Role, Span
 from udptrace.trace.layout import Layout
 
 KEEP_SYSCALLS = 1 << 16  # recent syscall records kept for late packets
@@ -151,19 +153,62 @@ def char_strings(raw: np.ndarray) -> np.ndarray:
     return np.array([*texts, ""], object)[inverse]
 
 
+# name → (ns, where the record has it): stages and the times records keep beside them
+Times = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def first_of(times: Times, role: Role) -> tuple[np.ndarray, np.ndarray]:
+    """Per record the first of the role's times it has, and whether it has one."""
+    values, known = times[role.times[-1]]
+    values, known = values.copy(), known.copy()
+    for name in reversed(role.times[:-1]):
+        v, k = times[name]
+        values = np.where(k, v, values)
+        known |= k
+    return values, known
+
+
+def between(times: Times, start: Role, end: Role) -> tuple[np.ndarray, np.ndarray]:
+    """From one role to another per record, and where both are known."""
+    (begin, has_begin), (until, has_until) = first_of(times, start), first_of(times, end)
+    return until - begin, has_begin & has_until
+
+
+def record_times(records: np.ndarray, layout: Layout, names: tuple[str, ...]) -> Times:
+    """The named stages and record fields, absolute ns (CLOCK_MONOTONIC), 0: none."""
+    out = {}
+    for name in names:
+        values = (records["ts"][:, layout.stage_index(name)] if name in layout.stages
+                  else records[name]).astype(np.int64)
+        out[name] = (values, values > 0)
+    return out
+
+
+def role_ns(records: np.ndarray, layout: Layout, role: Role) -> np.ndarray:
+    """When each record reached the role (absolute ns), 0 where it did not."""
+    values, known = first_of(record_times(records, layout, role.times), role)
+    return np.where(known, values, 0)
+
+
+def span_ns(records: np.ndarray, layout: Layout, span: str | Span) -> np.ndarray:
+    """A span of stages.SPANS per record, from the record alone; -1 where it lacks the start
+    or the end. (The send syscall's return comes with its own record: see Packets.)"""
+    span = SPANS_BY_NAME[span] if isinstance(span, str) else span
+    values, known = between(record_times(records, layout, (*span.start.times, *span.end.times)),
+                            span.start, span.end)
+    return np.where(known, values, -1)
+
+
 def origin_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
-    """Each record's time zero: its send syscall's entry, or its first stage without one."""
+    """Each record's time zero (stages.TIME_ZERO), or its first stage without one."""
     ts = records["ts"].astype(np.int64)
-    syscall = ts[:, layout.stage_index("syscall")]
+    zero = role_ns(records, layout, TIME_ZERO)
     first = np.where(ts > 0, ts, np.iinfo(np.int64).max).min(axis=1, initial=np.iinfo(np.int64).max)
-    return np.where(syscall > 0, syscall, np.where(first < np.iinfo(np.int64).max, first, 0))
+    return np.where(zero > 0, zero, np.where(first < np.iinfo(np.int64).max, first, 0))
 
 
 # Times a record keeps beside its stages, CLOCK_MONOTONIC once read (trace/clocks.py)
 EXTRA_TIMES = ("timer_expires", "txtime", "tstamp_sw")
-# Where a datagram with a launch time is compared with it: entering the qdisc, leaving it,
-# entering the driver
-LAUNCH_STAGES = ("qdisc_enqueue", "qdisc_dequeue", "xmit_start")
 
 
 def extra_offsets(records: np.ndarray, layout: Layout) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -174,8 +219,8 @@ def extra_offsets(records: np.ndarray, layout: Layout) -> dict[str, tuple[np.nda
 
 
 def launch_errors(records: np.ndarray, layout: Layout) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per LAUNCH_STAGES: when the datagram reached it minus its launch time (negative:
-    early), and where both are known."""
+    """Per stages.LAUNCH_STAGES: when the datagram reached it minus its launch time
+    (negative: early), and where both are known."""
     ts = records["ts"].astype(np.int64)
     launch = records["txtime"].astype(np.int64)
     out = {}
@@ -198,46 +243,23 @@ def stage_offsets(records: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 def wire_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
-    """When the packet left the device (xmit_done; the free when there is none), or 0."""
-    ts = records["ts"].astype(np.int64)
-    done = ts[:, layout.stage_index("xmit_done")]
-    return np.where(done > 0, done, ts[:, layout.stage_index("free")])
-
-
-def span_ns(records: np.ndarray, layout: Layout, start: str) -> np.ndarray:
-    """From stage `start` until the packet left the device; -1 where either is missing."""
-    ts = records["ts"].astype(np.int64)
-    begin, end = ts[:, layout.stage_index(start)], wire_ns(records, layout)
-    return np.where((begin > 0) & (end > 0), end - begin, -1)
-
-
-def _first_reached(records: np.ndarray, layout: Layout, stages: tuple[str, ...]) -> np.ndarray:
-    ts = records["ts"].astype(np.int64)
-    out = np.zeros(len(records), np.int64)
-    for name in reversed(stages):
-        t = ts[:, layout.stage_index(name)]
-        out = np.where(t > 0, t, out)
-    return out
-
-
-def _between(begin: np.ndarray, end: np.ndarray) -> np.ndarray:
-    return np.where((begin > 0) & (end > 0), end - begin, -1)
+    """When the packet left the device (stages.WIRE), or 0."""
+    return role_ns(records, layout, WIRE)
 
 
 def rx_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
-    """Entering the receive path until the reader's syscall returned (its copy, without the
-    return); -1 for records that did not reach a reader."""
-    return _between(_first_reached(records, layout, ("rx_handoff", "rx_driver", "rx_stack")),
-                    _first_reached(records, layout, ("rx_done", "rx_read")))
+    """The span rx: entering the receive path until the reader's syscall returned (its
+    read, without the return); -1 for records that did not reach a reader."""
+    return span_ns(records, layout, "rx")
 
 
 def e2e_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
-    """The sender's syscall entry until the reader's syscall returned; -1 where not both."""
-    ts = records["ts"].astype(np.int64)
-    return _between(ts[:, layout.stage_index("syscall")],
-                    _first_reached(records, layout, ("rx_done", "rx_read")))
+    """The span e2e: the sender's syscall entry until the reader's syscall returned; -1
+    where not both."""
+    return span_ns(records, layout, "e2e")
 
 
 def total_ns(records: np.ndarray, layout: Layout) -> np.ndarray:
-    """Send syscall entry until the packet left the device; -1 where either is missing."""
-    return span_ns(records, layout, "syscall")
+    """The span total: send syscall entry until the packet left the device; -1 where
+    either is missing."""
+    return span_ns(records, layout, "total")
