@@ -1,10 +1,12 @@
 """`udptrace join`: two namespaces stand in for two hosts, one recording per side.
 
 Namespace a sends, namespace b receives and is recorded twice (two `record --rx`), so
-every multicast datagram has two receiving recordings to be joined to. Three flows,
+every multicast datagram has two receiving recordings to be joined to. Four flows,
 each with a known fate: a UADP publisher with sequence numbers to a subscriber (all
-arrive), one to a port nobody listens on (all dropped by the receiver's kernel), and
-datagrams whose bytes never change (nothing tells them apart: all ambiguous).
+arrive), one to a port nobody listens on (all dropped by the receiver's kernel),
+plain datagrams that carry a counter (not UADP: only the kernel's fingerprint of their
+bytes tells them apart; all arrive), and datagrams whose bytes never change (nothing
+tells them apart: all ambiguous).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import send_from, udptrace
+from conftest import connected_to_listener, send_from, udptrace
 from test_record_report import CHROMIUM_FLAGS, nests
 
 from udptrace.netns import VethPair
 
-MULTICAST, UNICAST_DROPPED, CONSTANT = 200, 30, 20
+MULTICAST, UNICAST_DROPPED, COUNTED, CONSTANT = 200, 30, 50, 20
+COUNTED_PORT, CONSTANT_PORT = 4842, 4841
 
 
 def _start(*commands: list[str]) -> list[subprocess.Popen]:
@@ -64,7 +67,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             "5", "--count", str(count), "--json"), stdout=subprocess.PIPE, text=True)
             for url, group, count in (("opc.udp://224.0.0.22:4840/", "100", MULTICAST),
                                       (f"opc.udp://{net.addr_b}:4840/", "7", UNICAST_DROPPED))]
-        send_from(net, CONSTANT, 0.02, 64, 4841).wait(timeout=30)
+        send_from(net, CONSTANT, 0.02, 64, CONSTANT_PORT).wait(timeout=30)
+        sender, listener = connected_to_listener(net, COUNTED_PORT)
+        with sender, listener:
+            listener.settimeout(5)
+            for n in range(COUNTED):
+                sender.send(f"datagram {n:06d} ".encode() * 4)
+                listener.recv(2048)
+                time.sleep(0.005)
         published = [json.loads(p.communicate(timeout=30)[0]) for p in publishers]
         received = json.loads(subscriber.communicate(timeout=30)[0].splitlines()[-1])["summary"]
         time.sleep(0.3)
@@ -123,19 +133,29 @@ def test_drops_in_the_receivers_kernel_keep_their_reason_apart_from_losses(run: 
 
 
 def test_datagrams_nothing_tells_apart_are_ambiguous_never_joined(run: dict) -> None:
-    for flow in flows(run, 4841):
+    for flow in flows(run, CONSTANT_PORT):
         assert (flow["sent"], flow["ambiguous"], flow["arrived"]) == (CONSTANT, CONSTANT, 0)
-    examples = [e for e in run["summary"]["ambiguous_examples"] if e["dport"] == 4841]
+    examples = [e for e in run["summary"]["ambiguous_examples"] if e["dport"] == CONSTANT_PORT]
     assert examples and all(e["candidate_arrivals"] == CONSTANT for e in examples)
     unmatched = {u["receiver_rec"]: u for u in run["summary"]["unmatched_arrivals"]}
     assert {r: (u["dport"], u["datagrams"], u["ambiguous"]) for r, u in unmatched.items()} == {
-        1: (4841, CONSTANT, CONSTANT), 2: (4841, CONSTANT, CONSTANT)}
+        1: (CONSTANT_PORT, CONSTANT, CONSTANT), 2: (CONSTANT_PORT, CONSTANT, CONSTANT)}
     assert "ambiguous: 40 datagrams" in run["stdout"]
+
+
+def test_datagrams_that_only_the_fingerprint_tells_apart_are_joined(run: dict) -> None:
+    assert "fingerprint" in run["summary"]["identity"]
+    for flow in flows(run, COUNTED_PORT):
+        assert (flow["sent"], flow["arrived"], flow["ambiguous"]) == (COUNTED, COUNTED, 0), flow
+        assert flow["one_way_ns_n"] == COUNTED and flow["wire_ns_min"] >= 0
+    fingerprints = {d["fingerprint"] for d in run["datagrams"] if d["dport"] == COUNTED_PORT}
+    assert len(fingerprints) == COUNTED and None not in fingerprints
 
 
 def test_the_joined_parquet_and_json_hold_the_same_datagrams(run: dict) -> None:
     table = pq.read_table(run["work"] / "joined.parquet")
-    assert table.num_rows == len(run["datagrams"]) == 2 * (MULTICAST + UNICAST_DROPPED + CONSTANT)
+    assert table.num_rows == len(run["datagrams"]) == 2 * (
+        MULTICAST + UNICAST_DROPPED + COUNTED + CONSTANT)
     summary = json.loads(table.schema.metadata[b"udptrace"])
     assert summary["flows"] == run["summary"]["flows"]
     assert sorted(table["outcome"].to_pylist()) == sorted(d["outcome"] for d in run["datagrams"])
@@ -166,7 +186,7 @@ def test_the_page_and_the_timeline_show_the_joined_datagrams(run: dict, tmp_path
             tracks[(e["pid"], e["tid"])].append(e)
     assert all(nests(slices) for slices in tracks.values())
     datagrams = [e for e in events if e.get("cat") == "datagram"]
-    assert len(datagrams) == 2 * MULTICAST
+    assert len(datagrams) == 2 * (MULTICAST + COUNTED)
     hops = {e["name"] for e in events if e.get("cat") == "hop"}
     assert hops == {"sender stack", "wire", "receiver stack", "reader"}
     instants = {e["name"] for e in events if e["ph"] == "i"}

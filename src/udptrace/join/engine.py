@@ -71,7 +71,13 @@ class JoinEngine:
     def load(self) -> None:
         shared = [c for c in IDENTITY if all(c in r.columns for r in self.recordings)]
         self.identity = shared
-        key = "hash(" + ", ".join(["sport", "dport", "udp_len", *shared]) + ")"
+        parts = ["sport", "dport", "udp_len", *shared]
+        if "fingerprint" in shared and "pubsub_sequence_number" in shared:
+            # where the UADP header numbers the datagram, that tells it apart, and the
+            # fingerprint would only add where a kernel could not read the bytes (0)
+            parts[3] = ("CASE WHEN pubsub_sequence_number IS NULL AND "
+                        "pubsub_dataset_sequence_number IS NULL THEN fingerprint END")
+        key = "hash(" + ", ".join(parts) + ")"
         recs = pa.table({
             "rec": pa.array([r.index for r in self.recordings], pa.int32()),
             "host": pa.array([r.host.index if r.host else -1 for r in self.recordings],
