@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-READS = 5  # readings per sample; the tightest bracket wins
+from udptrace.trace.clocks import bracketed
+
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 PTP4L_SOCKET = Path("/var/run/ptp4l")  # ptp4l's management socket, pmc -u's default
 PMC_QUERY = ("pmc", "-u", "-b", "0", "GET PORT_DATA_SET", "GET TIME_STATUS_NP")
@@ -60,23 +61,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def clock_sample() -> dict[str, int]:
     """CLOCK_TAI and CLOCK_REALTIME minus CLOCK_MONOTONIC, each read between two monotonic
-    readings. ``mono_ns`` is the middle of the tightest pair, ``bracket_ns`` the widest of the
-    two clocks' brackets: neither offset is known better than half of it."""
-    out = {}
-    widest, middle = 0, 0
-    for name, clock in (("tai", time.CLOCK_TAI), ("realtime", time.CLOCK_REALTIME)):
-        best = None
-        for _ in range(READS):
-            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            value = time.clock_gettime_ns(clock)
-            after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            if best is None or after - before < best[0]:
-                best = (after - before, before + (after - before) // 2, value)
-        assert best is not None
-        width, mid, value = best
-        out[f"{name}_ns"] = value - mid
-        widest, middle = max(widest, width), middle or mid
-    return {"mono_ns": middle, **out, "bracket_ns": widest}
+    readings. ``mono_ns`` is the middle of TAI's pair, ``bracket_ns`` the wider of the two
+    clocks' pairs: neither offset is known better than half of it."""
+    tai_width, middle, tai = bracketed(time.CLOCK_TAI)
+    real_width, real_middle, realtime = bracketed(time.CLOCK_REALTIME)
+    return {"mono_ns": middle, "tai_ns": tai - middle, "realtime_ns": realtime - real_middle,
+            "bracket_ns": max(tai_width, real_width)}
 
 
 def sync_state() -> dict[str, object]:
