@@ -237,8 +237,9 @@ def test_every_hop_is_at_least_zero_on_the_measured_clock_offset(two_hosts: dict
     assert guest_to_host["claimed_error_ns"] is None  # neither clock is synchronised here
     assert guest_to_host["uncertainty_ns"] == guest_to_host["measured_error_ns"] > 0
     flow = flow_to(summary, HOST)
+    assert flow["sender_stack_ns_n"] == flow["sent"]  # the lost ones too: they left
     for hop in ("sender_stack", "wire", "receiver_stack", "reader", "one_way"):
-        assert flow[f"{hop}_ns_n"] == flow["arrived"], hop
+        assert flow[f"{hop}_ns_n"] >= flow["arrived"], hop
         assert flow[f"{hop}_ns_min"] >= 0, (hop, flow)
     assert flow["below_zero_within_error"] == flow["below_zero_beyond_error"] == 0
     back = flow_to(summary, GUEST)
