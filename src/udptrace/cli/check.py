@@ -7,7 +7,7 @@ import json
 
 from rich.table import Table
 
-from udptrace import bpf
+from udptrace import bpf, provenance
 from udptrace.cli import help_formatter
 from udptrace.errors import require_root
 from udptrace.kernel.features import detect
@@ -63,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "kernel": features.kernel,
+            **provenance.as_dict(),
             "features": {k: v for k, v in features.as_dict().items() if k != "kernel"},
             "stages": {p.stage.name: {
                 "available": p.available,
@@ -80,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
         }, indent=2))
         return 0 if not missing else 1
     console = report_console()
+    console.print(provenance.describe(), highlight=False, markup=False)
     table = Table(title=f"kernel {features.kernel}", title_justify="left", header_style="bold")
     table.add_column("feature")
     table.add_column("", justify="center")

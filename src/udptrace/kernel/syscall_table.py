@@ -1,10 +1,12 @@
 """Syscall names and what their arguments are, from maintained sources, not typed by hand.
 
 Names and numbers come from the system's ``<asm/unistd_64.h>`` (linux-libc-dev), read
-at run time. The arguments come from the running kernel itself: every syscall
-tracepoint's format (``syscalls/sys_enter_<name>``) lists the parameters of its
-``SYSCALL_DEFINE`` with their C names and types, so ``int fd``, ``size_t len`` and
-``struct sockaddr * addr`` say which argument is a descriptor, a length or an address.
+at run time, else from the same macros recorded when the package was built
+(``syscall_numbers.h``, setup.py: a wheel's target may have no headers). The arguments
+come from the running kernel itself: every syscall tracepoint's format
+(``syscalls/sys_enter_<name>``) lists the parameters of its ``SYSCALL_DEFINE`` with their
+C names and types, so ``int fd``, ``size_t len`` and ``struct sockaddr * addr`` say which
+argument is a descriptor, a length or an address.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ INCLUDE_DIRS = tuple(Path("/usr/include") / sub for sub in
 UNISTD_HEADERS = ("asm/unistd_64.h", "asm-generic/unistd.h")
 _DEFINE = re.compile(r"^#define\s+__NR_(\w+)\s+(\d+)\s*$", re.M)
 MSGHDR_TYPES = ("struct user_msghdr *", "struct mmsghdr *")
+BUILT_NUMBERS = Path(__file__).with_name("syscall_numbers.h")
 
 
 def unistd_header() -> Path:
@@ -30,6 +33,8 @@ def unistd_header() -> Path:
         for directory in INCLUDE_DIRS:
             if (directory / header).is_file():
                 return directory / header
+    if BUILT_NUMBERS.is_file():
+        return BUILT_NUMBERS
     raise UdptraceError(
         "cannot name syscalls: <asm/unistd_64.h> is not installed; install it with "
         "'apt-get install linux-libc-dev'"

@@ -1,4 +1,4 @@
-"""ctypes prototypes for the system libbpf.so.1.
+"""ctypes prototypes for libbpf.so.1: the copy vendored into a wheel, else the system's.
 
 Written against the libbpf 1.1 ABI (Debian bookworm's libbpf1) and using
 nothing newer, so any libbpf.so.1 from 1.1 on serves. Everything here is a raw
@@ -20,6 +20,7 @@ from ctypes import (
     c_uint32,
     c_void_p,
 )
+from pathlib import Path
 
 from udptrace.errors import BpfUnavailableError
 
@@ -27,7 +28,11 @@ c_void_pp = POINTER(c_void_p)
 
 
 def _open_library() -> ctypes.CDLL:
-    for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
+    # The package's link library first (setup.py's link_libbpf): the loader resolves the
+    # libbpf it depends on (a wheel's own copy, or in a source install the system's), and
+    # symbols looked up through its handle are found in that libbpf.
+    bundled = Path(__file__).with_name("libudptrace_libbpf.so")
+    for name in (str(bundled), "libbpf.so.1", ctypes.util.find_library("bpf")):
         if not name:
             continue
         try:
