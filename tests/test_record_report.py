@@ -339,3 +339,21 @@ def test_a_pubsub_recording_reports_its_writer_groups(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     groups = table_rows(result.stdout, "latency per PubSub writer group")
     assert groups["2234"][1:5] == ["100", "62541", "50", "0"]
+
+
+def test_each_part_carries_the_clock_samples_of_its_second(recording: tuple[Path, str]) -> None:
+    from udptrace.report.parquet import open_recording
+    path, _ = recording
+    parts = sorted((path / "packets").glob("part-*.parquet"))
+    blocks = [json.loads(pq.read_schema(p).metadata[b"udptrace"])["time"] for p in parts]
+    assert all(b["samples"] and b["sync"]["status"] >= 0 for b in blocks)
+    merged = open_recording(path).info
+    samples = merged["time"]["samples"]
+    assert [s for b in blocks for s in b["samples"]] == samples
+    mono = [s["mono_ns"] for s in samples]
+    assert mono == sorted(mono) and len(set(mono)) == len(mono)
+    # the first sample is taken once the programs are attached, the last at the end: the
+    # recorded packets lie between them
+    first_packet = pq.read_table(path / "packets")["ts_ns"].to_numpy().min()
+    assert mono[0] < first_packet < mono[-1]
+    assert merged["host"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()

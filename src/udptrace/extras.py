@@ -6,7 +6,7 @@ import importlib.util
 
 from udptrace.errors import UdptraceError
 
-MODULES = {"record": ("pyarrow",), "html": ("pyarrow", "plotly"),
+MODULES = {"record": ("pyarrow",), "html": ("pyarrow", "plotly"), "join": ("pyarrow", "duckdb"),
            "exporter": ("prometheus_client",)}
 
 

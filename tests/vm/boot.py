@@ -71,11 +71,12 @@ def limit(steps: Sequence[Step]) -> int:
 
 def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
         echo: Callable[[str], None] | None = None, *, qemu_args: Sequence[str] = (),
-        modules: Sequence[str] = ()) -> VmRun:
+        modules: Sequence[str] = (), launcher: Sequence[str] = ()) -> VmRun:
     """Boot, run `steps` in `cwd` in order, power off; bounded by the steps' own limits.
 
     `qemu_args` are added to qemu's (a device, say), `modules` are loaded in the guest
-    before the steps (its driver)."""
+    before the steps (its driver), `launcher` prefixes qemu's command: `ip netns exec NS`
+    opens a tap qemu makes in a namespace of the test's."""
     with tempfile.TemporaryDirectory(prefix="udptrace-vm-") as work:
         job = _job(kernel, steps, cwd, modules)
         initrd = _initramfs(kernel, job, Path(work))
@@ -88,7 +89,7 @@ def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
                 "-append", "console=ttyS0 quiet panic=-1",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                 "multidevs=remap", *qemu_args]
-        return _read_console(argv, limit(steps), echo)
+        return _read_console([*launcher, *argv], limit(steps), echo)
 
 
 def from_host_tmp(paths: Sequence[Path]) -> list[Path]:

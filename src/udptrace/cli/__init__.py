@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from udptrace.errors import UdptraceError
 
 SUBCOMMANDS = ("check", "list", "trace", "syscalls", "publish", "subscribe", "demo",
-               "record", "report", "exporter")
+               "record", "report", "join", "exporter")
 
 
 class VersionAction(argparse.Action):

@@ -30,6 +30,7 @@ from udptrace.trace.options import (
     parse_stages,
 )
 from udptrace.trace.session import TraceSession
+from udptrace.trace.timebase import Timebase
 
 if TYPE_CHECKING:
     from udptrace.report.html import HtmlAfterRun
@@ -171,6 +172,12 @@ def main(args: argparse.Namespace) -> int:
         session = stack.enter_context(TraceSession(options))
         out = sys.stdout.buffer if to_stdout else (
             stack.enter_context(open(args.json, "wb")) if args.json else None)
+        # the summary states how this host's clocks stood through the run
+        timebase = Timebase()
+        stack.callback(timebase.close)
+        recorder = page.start(session, ["udptrace", *sys.argv[1:]], timebase) if page else None
+        if recorder is None and out is not None:
+            timebase.sample()
         if args.comm and not comm_running(args.comm):
             print(f"udptrace: warning: no process named '{args.comm}' is running yet; "
                   "tracing it once it starts", file=sys.stderr)
@@ -181,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
         outputs = PacketOutputs(
             session.layout, drop_names, stop, json=writer, groups=groups, cycles=cycles,
             wakeup=args.wakeup,
-            recorder=page.start(session, ["udptrace", *sys.argv[1:]]) if page else None,
+            recorder=recorder,
             events=EventLog(sys.stdout, session.layout, drop_names,
                             time.monotonic_ns()) if args.events else None)
 
@@ -197,7 +204,11 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"tracing UDP {what} {targets}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         status = status_printer(sys.stderr, session)
+        if recorder is None and out is not None:
+            status = timebase.sampling(status)
         result = run.run(session, args.duration, stop, outputs, outputs.status(status))
+        if recorder is None and out is not None:
+            timebase.sample()
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         step = int(args.linear * 1000) if args.linear else None
@@ -224,7 +235,7 @@ def main(args: argparse.Namespace) -> int:
         if page is not None:
             console.print(f"HTML report: {page.finish(result)}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
-                                 elapsed_s=result.elapsed_s,
+                                 elapsed_s=result.elapsed_s, time=timebase.statement(),
                                  **({"ringbuf": {"bytes": options.ringbuf_bytes,
                                                  "peak_bytes": result.ring_peak_bytes}}
                                     if stream else {}),

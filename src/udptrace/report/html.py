@@ -35,6 +35,7 @@ from udptrace.report.terminal import (
 )
 from udptrace.trace.run import TraceResult
 from udptrace.trace.session import TraceSession
+from udptrace.trace.timebase import Timebase
 
 MAX_POINTS = 10_000  # per scatter (SVG: works without WebGL); more shows nothing more
 HEIGHT = "460px"
@@ -57,7 +58,7 @@ def _us(ns: np.ndarray | float) -> np.ndarray | float:
     return np.asarray(ns, np.float64) / 1e3 if isinstance(ns, np.ndarray) else ns / 1e3
 
 
-def _div(fig: go.Figure, div_id: str) -> str:
+def figure_div(fig: go.Figure, div_id: str) -> str:
     fig.update_layout(margin={"l": 60, "r": 20, "t": 50, "b": 50}, template="plotly_white")
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        default_height=HEIGHT, config={"displaylogo": False})
@@ -252,23 +253,29 @@ def render(recording: Recording) -> str:
                ("drops", "drops", drops(recording)),
                ("intervals", "intervals and jitter", interval_figure(recording))]
     for div_id, title, fig in figures:
-        sections.append((title, _div(fig, div_id) if fig is not None else
+        sections.append((title, figure_div(fig, div_id) if fig is not None else
                          f'<p class="note" id="{div_id}">none in this run</p>'))
     cycles = cycle_view(recording)
     if cycles is not None:
         sections.append(("cycles: where their time and jitter went",
                          cycle_tables(cycles.summaries())))
     sections.append(("the run", metadata_table(recording)))
+    run = " ".join(recording.info.get("command", []))
+    return page("udptrace report", run, f"{run}: {report.counters.get('packets', 0)} packets "
+                "followed", sections)
+
+
+def page(title: str, subject: str, note: str, sections: list[tuple[str, str]]) -> str:
+    """One self-contained page (plotly inlined): a heading, a note and titled sections of
+    HTML; `subject` goes into the window title."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{content}" for t, content in sections)
-    run = html.escape(" ".join(recording.info.get("command", [])))
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>udptrace report: {run}</title>"
+            f"<title>{html.escape(title)}: {html.escape(subject)}</title>"
             f"<style>{STYLE}</style><script>{ERROR_HOOK}</script>"
             f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>'
-            f"</head><body><h1>udptrace report</h1>"
-            f'<p class="note">{run}: '
-            f"{report.counters.get('packets', 0)} packets followed; made {when}</p>\n"
+            f"</head><body><h1>{html.escape(title)}</h1>"
+            f'<p class="note">{html.escape(note)}; made {when}</p>\n'
             f"{body}\n</body></html>\n")
 
 
@@ -290,8 +297,9 @@ class HtmlAfterRun:
     def path(self) -> Path:
         return self.out.path
 
-    def start(self, session: TraceSession, command: list[str]) -> Recorder:
-        self.recorder = Recorder(self.writer, session, command)
+    def start(self, session: TraceSession, command: list[str],
+              timebase: Timebase | None = None) -> Recorder:
+        self.recorder = Recorder(self.writer, session, command, timebase=timebase)
         return self.recorder
 
     def finish(self, result: TraceResult) -> Path:

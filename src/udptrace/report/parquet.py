@@ -12,9 +12,10 @@ DuckDB and Spark read the directory as one table::
     RUN.parquet/sched/part-000001.parquet     with --sched: CPU scheduling and interrupts
 
 Each part's key-value metadata holds the run so far under ``udptrace`` (JSON):
-version, kernel, command, filters, every stage with its meaning and hook,
-counters, lost records, drops; the last part of a finished run says
-``"final": true``.
+version, kernel, host and boot id, command, filters, every stage with its meaning
+and hook, counters, lost records, drops, and ``time``: the clock samples taken
+while the part's second went by and the host's sync state (trace/timebase.py);
+the last part of a finished run says ``"final": true``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from udptrace.stages import SPANS, STAGES
 from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import Snapshot, TraceSession
+from udptrace.trace.timebase import host_identity
 
 FORMAT = 1
 METADATA_KEY = b"udptrace"
@@ -68,12 +70,12 @@ def run_info(session: TraceSession, command: list[str], sched: bool) -> dict[str
     options = session.options
     return {
         "format": FORMAT, "version": __version__, "kernel": os.uname().release,
-        "command": command, "stages": stages,
+        "host": host_identity(), "command": command, "stages": stages,
         "spans": [{"name": s.name, "title": s.title, "meaning": s.meaning}
                   for s in SPANS if s.name in session.layout.spans],
         "filters": _filters(options), "pubsub_port": options.payload_port or None,
         "uprobe": options.uprobe or None, "intervals": options.intervals,
-        "sched": sched,
+        "receive_only": options.rx, "e2e": options.e2e, "sched": sched,
     }
 
 
@@ -175,40 +177,81 @@ def _parts(path: Path) -> tuple[list[Path], list[Path]]:
             sorted((path / "sched").glob("part-*.parquet")))
 
 
-def _read(part: Path) -> tuple[pa.Table, dict | None]:
-    try:
-        table = pq.read_table(part)
-    except (pa.ArrowException, OSError):
-        raise UsageError(f"{part} is truncated or not a Parquet file") from None
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+def _metadata(part: Path, metadata: dict[bytes, bytes] | None) -> dict:
+    raw = (metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise UsageError(f"{part} is not a udptrace recording (no udptrace metadata): "
                          "make one with 'udptrace record -o PATH'")
     try:
-        info = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         raise UsageError(f"{part}: its udptrace metadata is damaged") from None
-    return table.replace_schema_metadata(None), info
 
 
-def open_recording(path: Path) -> Recording:
+def _read(part: Path) -> tuple[pa.Table, dict]:
+    try:
+        table = pq.read_table(part)
+    except (pa.ArrowException, OSError):
+        raise UsageError(f"{part} is truncated or not a Parquet file") from None
+    return table.replace_schema_metadata(None), _metadata(part, table.schema.metadata)
+
+
+def _footer(part: Path) -> tuple[dict, pa.Schema]:
+    try:
+        schema = pq.read_schema(part)
+    except (pa.ArrowException, OSError):
+        raise UsageError(f"{part} is truncated or not a Parquet file") from None
+    return _metadata(part, schema.metadata), schema.remove_metadata()
+
+
+@dataclass(frozen=True)
+class RecordingParts:
+    """A recording as its footers tell it: the parts, the run's metadata (the last part's,
+    with the time blocks of them all) and the packet columns."""
+
+    packets: list[Path]
+    sched: list[Path]
+    info: dict
+    columns: frozenset[str]
+    uniform: bool  # every packet part has the same columns and types
+
+
+def recording_parts(path: Path) -> RecordingParts:
+    """A recording from its parts' footers alone: no rows are read."""
     if not path.exists():
         raise UsageError(f"no recording at {path}")
     packet_parts, sched_parts = _parts(path)
     if not packet_parts:
         raise UsageError(f"{path} holds no packet parts: the recording was stopped before "
                          "its first second")
-    tables, info = [], {}
-    for part in packet_parts:
-        table, info = _read(part)
-        tables.append(table)
+    footers = [_footer(part) for part in packet_parts]
+    info = footers[-1][0]
     if info.get("format") != FORMAT:
         raise UsageError(f"{path} is recording format {info.get('format')}, this udptrace "
                          f"{__version__} reads format {FORMAT}")
-    packets = pa.concat_tables(tables, promote_options="default")
-    sched = (pa.concat_tables([_read(p)[0] for p in sched_parts], promote_options="default")
-             if sched_parts else None)
-    return Recording(path, info, packets, sched)
+    schemas = {schema for _, schema in footers}
+    return RecordingParts(packet_parts, sched_parts,
+                          {**info, "time": _whole_run([i.get("time") for i, _ in footers])},
+                          frozenset(n for schema in schemas for n in schema.names),
+                          len(schemas) == 1)
+
+
+def open_recording(path: Path) -> Recording:
+    parts = recording_parts(path)
+    packets = pa.concat_tables([_read(p)[0] for p in parts.packets], promote_options="default")
+    sched = (pa.concat_tables([_read(p)[0] for p in parts.sched], promote_options="default")
+             if parts.sched else None)
+    return Recording(path, parts.info, packets, sched)
+
+
+def _whole_run(parts: list[dict | None]) -> dict[str, object]:
+    """The parts' time blocks as one: every clock sample in order, and the sync state each
+    part ended with (``syncs``; ``sync`` and ``ptp`` as the last part said)."""
+    known = [p for p in parts if p]
+    return {"samples": [s for p in known for s in p.get("samples", [])],
+            "syncs": [p.get("sync") for p in known],
+            "sync": known[-1].get("sync") if known else None,
+            "ptp": known[-1].get("ptp") if known else None}
 
 
 def column(table: pa.Table, name: str, missing: int = -1) -> object:

@@ -48,7 +48,7 @@ def lanes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Tracks:
+class Tracks:
     """Processes and threads with their names, numbered as they first appear."""
 
     def __init__(self) -> None:
@@ -86,7 +86,7 @@ class _Tracks:
                             "ts": _us(at_ns), "args": args, "cat": "drop"})
 
 
-def _packets(tracks: _Tracks, recording: Recording) -> None:
+def _packets(tracks: Tracks, recording: Recording) -> None:
     table = recording.packets
     if not table.num_rows:
         return
@@ -131,7 +131,7 @@ def _packets(tracks: _Tracks, recording: Recording) -> None:
                                starts[n] + ends[n], {"after_stage": text["drop_stage"][i]})
 
 
-def _syscalls(tracks: _Tracks, recording: Recording) -> None:
+def _syscalls(tracks: Tracks, recording: Recording) -> None:
     """Each send syscall (entry to return) on the CPU it ran on."""
     table = recording.packets
     exits = column(table, "syscall_exit_ns")
@@ -158,7 +158,7 @@ def _pairs(is_entry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return entries, entries + 1
 
 
-def _sched(tracks: _Tracks, sched: pa.Table) -> None:
+def _sched(tracks: Tracks, sched: pa.Table) -> None:
     ts, cpu = column(sched, "ts_ns"), column(sched, "cpu")
     kind = column(sched, "kind", "").astype(str)
     comm, pid = column(sched, "comm", "").astype(str), column(sched, "pid")
@@ -182,7 +182,7 @@ def _sched(tracks: _Tracks, sched: pa.Table) -> None:
 
 
 def trace_events(recording: Recording) -> dict[str, object]:
-    tracks = _Tracks()
+    tracks = Tracks()
     tracks.process(CPUS_PID, "CPUs", 1)
     _packets(tracks, recording)
     _syscalls(tracks, recording)

@@ -16,14 +16,17 @@ from udptrace.trace.decode import Packets
 from udptrace.trace.run import StatusCallback, TraceResult
 from udptrace.trace.sched import SchedSession, softirq_names
 from udptrace.trace.session import TraceSession
+from udptrace.trace.timebase import Timebase
 
 
 class Recorder:
     def __init__(self, writer: RecordingWriter, session: TraceSession, command: list[str],
-                 sched: SchedSession | None = None) -> None:
+                 sched: SchedSession | None = None, timebase: Timebase | None = None) -> None:
         self.writer = writer
         self.session = session
         self.sched = sched
+        self.timebase = timebase or Timebase()
+        self.timebase.sample()  # the programs are attached: the recording's time starts
         self.drop_names = session.drop_reason_names()
         self.softirqs = softirq_names() if sched else {}
         writer.info = run_info(session, command, sched is not None)
@@ -49,14 +52,19 @@ class Recorder:
         """A status callback that also writes the second's part, then calls ``then``."""
         def tick(counters: dict[str, int], elapsed: float, records: int | None) -> None:
             extra = self._read_sched()
+            self.timebase.sample()
             self.writer.flush(progress(self.session.snapshot(), self.session.layout,
-                                       self.drop_names, records or 0, elapsed, **extra))
+                                       self.drop_names, records or 0, elapsed,
+                                       time=self.timebase.take(), **extra))
             if then is not None:
                 then(counters, elapsed, records)
         return tick
 
     def finish(self, result: TraceResult) -> None:
         extra = self._read_sched()
+        self.timebase.sample()
         self.writer.flush(progress(result.snapshot, self.session.layout, self.drop_names,
                                    result.records, result.elapsed_s,
-                                   interrupted=result.interrupted, **extra), final=True)
+                                   interrupted=result.interrupted, time=self.timebase.take(),
+                                   **extra), final=True)
+        self.timebase.close()

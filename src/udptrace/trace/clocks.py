@@ -23,17 +23,24 @@ def clock_name(clock: int) -> str:
     return CLOCK_NAMES.get(clock, f"clock {clock}")
 
 
-def offset_ns(clock: int) -> int:
-    """`clock` minus CLOCK_MONOTONIC now, read between two monotonic readings."""
+def bracketed(clock: int) -> tuple[int, int, int]:
+    """`clock` read between two CLOCK_MONOTONIC readings, the tightest pair of SAMPLES:
+    (their distance, their middle, the reading)."""
     best = None
     for _ in range(SAMPLES):
         before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         value = time.clock_gettime_ns(clock)
         after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         if best is None or after - before < best[0]:
-            best = (after - before, value - (before + after) // 2)
+            best = (after - before, before + (after - before) // 2, value)
     assert best is not None
-    return best[1]
+    return best
+
+
+def offset_ns(clock: int) -> int:
+    """`clock` minus CLOCK_MONOTONIC now."""
+    _, middle, value = bracketed(clock)
+    return value - middle
 
 
 def _shift(clock: int) -> np.uint64:
