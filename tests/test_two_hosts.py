@@ -244,7 +244,8 @@ def test_every_hop_is_at_least_zero_on_the_measured_clock_offset(two_hosts: dict
     assert flow["below_zero_within_error"] == flow["below_zero_beyond_error"] == 0
     back = flow_to(summary, GUEST)
     assert back["arrived"] + back["lost"] == back["sent"] == BACK_COUNT - (
-        two_hosts["back"]["send_errors"])
+        two_hosts["back"]["send_errors"]), (back, two_hosts["summary"]["drops"],
+                                            two_hosts["summary"]["unmatched_arrivals"])
     assert back["wire_ns_min"] >= 0
 
 

@@ -92,10 +92,12 @@ def main() -> int:
                  record(work / "guest-rx.parquet", ifname, "--rx")]
     for process in recorders:
         ready(process)
-    say("recording", f"{time.monotonic() - started:.1f}")
+    # bound before "recording" is said: that word starts the host's flow back, and a
+    # datagram that came before the bind was dropped NO_SOCKET (CI saw it once)
     back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     back.bind((args.address, args.back_port))
     back.settimeout(0.2)
+    say("recording", f"{time.monotonic() - started:.1f}")
     got = [0]
     sink = threading.Thread(target=drain, args=(back, time.monotonic() + args.back_seconds,
                                                 got))
