@@ -217,6 +217,23 @@ def possible_cpus() -> int:
     return _possible_cpus
 
 
+def destroy_links(links: list[Link]) -> None:
+    """Detach all at once: a perf-event link (tracepoint, kprobe, uprobe) waits in the kernel
+    for RCU grace periods as it goes, 35-70 ms each here; side by side those waits overlap
+    (the calls release the GIL), one after the other 16 syscall tracepoints took 1.0 s."""
+    pending = [link for link in links if link.ptr]
+    if len(pending) < 2:
+        for link in pending:
+            link.destroy()
+        return
+    threads = [threading.Thread(target=link.destroy, name=f"detach {link.program}")
+               for link in pending]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 class BpfObject:
     """One BPF ELF object: its programs, maps and the links made from it."""
 
@@ -280,8 +297,7 @@ class BpfObject:
         self.loaded = True
 
     def close(self) -> None:
-        for link in reversed(self.links):
-            link.destroy()
+        destroy_links(self.links)
         self.links.clear()
         if self.ptr:
             lib.bpf_object__close(self.ptr)
