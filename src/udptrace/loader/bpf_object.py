@@ -40,6 +40,10 @@ class _LibbpfLog:
         lib.libbpf_set_print(self._callback)
 
     def _print(self, level: int, fmt: bytes, args: int) -> int:
+        # a load of ut_trace tells ~9000 debug lines (relocations, one per access); errors
+        # come as warnings, and formatting the rest cost 0.1 s of every start
+        if level >= libbpf.LIBBPF_DEBUG:
+            return 0
         text = ctypes.c_void_p()
         if libbpf.libc.vasprintf(ctypes.byref(text), fmt, args) >= 0 and text.value:
             self.lines.append(ctypes.string_at(text.value).decode(errors="replace"))

@@ -51,6 +51,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 # which vasprintf below turns back into text of whatever length (a verifier log can
 # run to megabytes, and its last lines are the ones that matter).
 PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 libc.vasprintf.argtypes = [POINTER(c_void_p), c_char_p, c_void_p]
 libc.vasprintf.restype = c_int
 libc.free.argtypes = [c_void_p]
