@@ -14,6 +14,7 @@ import numpy as np
 
 from udptrace import bpf
 from udptrace.errors import KernelFeatureError, require_root
+from udptrace.kernel import symbols
 from udptrace.kernel.features import detect
 from udptrace.kernel.plan import PointPlan, StagePlan, plans_to_trace
 from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
@@ -154,7 +155,8 @@ class TraceSession:
             self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
             self.contexts_told,
             typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks),
-            record_bytes=self.record_bytes))
+            record_bytes=self.record_bytes,
+            hrtimer_wakeup=symbols.address("hrtimer_wakeup") if self.options.wakeup else 0))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
