@@ -9,6 +9,7 @@ size maps → :meth:`BpfObject.load` → :meth:`Program.attach` → :meth:`BpfOb
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -29,15 +30,21 @@ PERCPU_MAP_TYPES = {MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PE
 class _LibbpfLog:
     """Collects libbpf's own messages so a failure can quote them.
 
-    libbpf has one process-wide print callback; the lock keeps two objects
-    loading in different threads from mixing their logs.
+    libbpf has one process-wide print callback and calls it in the thread that called
+    libbpf: each thread keeps its own lines, so objects loading side by side do not mix
+    their logs.
     """
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.lines: list[str] = []
+        self._local = threading.local()
         self._callback = libbpf.PRINT_FN(self._print)
         lib.libbpf_set_print(self._callback)
+
+    @property
+    def lines(self) -> list[str]:
+        if not hasattr(self._local, "lines"):
+            self._local.lines = []
+        return self._local.lines
 
     def _print(self, level: int, fmt: bytes, args: int) -> int:
         # a load of ut_trace tells ~9000 debug lines (relocations, one per access); errors
@@ -244,14 +251,14 @@ class BpfObject:
     def __init__(self, elf: bytes, name: str) -> None:
         self.name = name
         self.links: list[Link] = []
+        self.siblings: list[BpfObject] = []  # loaded some of the programs (see load)
         self._elf = ctypes.create_string_buffer(elf, len(elf))
         opts = libbpf.BpfObjectOpenOpts(sz=ctypes.sizeof(libbpf.BpfObjectOpenOpts))
         opts.object_name = name.encode()
-        with _log.lock:
-            _log.take()
-            ptr = lib.bpf_object__open_mem(self._elf, len(elf), ctypes.byref(opts))
-            if not ptr:
-                raise BpfError(f"open BPF object {name}", libbpf.last_errno(), _log.take())
+        _log.take()
+        ptr = lib.bpf_object__open_mem(self._elf, len(elf), ctypes.byref(opts))
+        if not ptr:
+            raise BpfError(f"open BPF object {name}", libbpf.last_errno(), _log.take())
         self.ptr: int = ptr
         self.programs = {p.name: p for p in self._iter_programs()}
         self.maps = {m.name: m for m in self._iter_maps()}
@@ -288,11 +295,72 @@ class BpfObject:
         image = self.global_data(section).initial_value()
         ctypes.memmove(ctypes.addressof(image) + offset, data, len(data))
 
-    def load(self) -> None:
-        with _log.lock:
-            _log.take()
-            err = lib.bpf_object__load(self.ptr)
-            messages = _log.take()
+    def load(self, jobs: int | None = None) -> None:
+        """Load the maps and the programs chosen (autoload), with the programs shared out
+        among up to `jobs` objects loading side by side (default: one per CPU).
+
+        The kernel's verifier takes most of a load (ut_trace's default programs: 0.6 s
+        of 0.7) and checks one program at a time per call; libbpf loads an object's
+        programs one after the other. So this object loads only the maps, and copies
+        of it opened from the same ELF, each using those maps, load a share of the
+        programs each, in threads (the load releases the GIL). `programs` then names
+        the loaded copies; links made from them belong to this object all the same.
+        """
+        chosen = [p for p in self.programs.values() if p.autoload]
+        jobs = min(len(chosen), jobs or os.cpu_count() or 1)
+        if jobs < 2:
+            self._load()
+            return
+        for prog in chosen:
+            prog.autoload = False
+        self._load()
+        shares: list[list[Program]] = [[] for _ in range(jobs)]
+        sizes = [0] * jobs
+        # the longest first, each to the lightest share: program size stands for its cost
+        for prog in sorted(chosen, key=lambda p: -lib.bpf_program__insn_cnt(p.ptr)):
+            lightest = sizes.index(min(sizes))
+            shares[lightest].append(prog)
+            sizes[lightest] += lib.bpf_program__insn_cnt(prog.ptr)
+        for share in shares:
+            self.siblings.append(self._sibling({p.name for p in share}))
+        failures: list[BaseException] = []
+
+        def load(sibling: BpfObject) -> None:
+            try:
+                sibling._load()
+            except BaseException as e:  # re-raised below, in the caller's thread
+                failures.append(e)
+
+        threads = [threading.Thread(target=load, args=(s,), name=f"load {self.name}")
+                   for s in self.siblings]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        for sibling in self.siblings:
+            for name, prog in sibling.programs.items():
+                if prog.autoload:
+                    self.programs[name] = Program(prog.ptr, name, prog.section, self)
+
+    def _sibling(self, programs: set[str]) -> BpfObject:
+        """A copy opened from the same ELF that uses this object's maps (and so its
+        global data, config included) and loads just `programs`."""
+        sibling = BpfObject(self._elf.raw, self.name)
+        for name, m in sibling.maps.items():
+            err = lib.bpf_map__reuse_fd(m.ptr, self.maps[name].fd)
+            if err:
+                sibling.close()
+                raise BpfError(f"map {name}: reuse in a copy of {self.name}", err)
+        for name, prog in sibling.programs.items():
+            prog.autoload = name in programs
+        return sibling
+
+    def _load(self) -> None:
+        _log.take()
+        err = lib.bpf_object__load(self.ptr)
+        messages = _log.take()
         if err:
             failed = _FAILED_PROG.search(messages)
             logs = _VERIFIER_LOG.findall(messages)
@@ -303,6 +371,9 @@ class BpfObject:
     def close(self) -> None:
         destroy_links(self.links)
         self.links.clear()
+        for sibling in self.siblings:
+            sibling.close()
+        self.siblings.clear()
         if self.ptr:
             lib.bpf_object__close(self.ptr)
             self.ptr = 0
