@@ -97,12 +97,6 @@ class Program:
     def autoload(self, value: bool) -> None:
         lib.bpf_program__set_autoload(self.ptr, value)
 
-    def set_attach_target(self, function: str) -> None:
-        """Retarget an fentry/tp_btf program before load (the section names a default)."""
-        err = lib.bpf_program__set_attach_target(self.ptr, 0, function.encode())
-        if err:
-            raise BpfError(f"program {self.name}: set attach target {function}", err)
-
     def attach(self) -> Link:
         """Attach at the hook its section names (tracepoint/, raw_tp/, tp_btf/, ...)."""
         return self._attach(lib.bpf_program__attach(self.ptr), self.section)
@@ -114,10 +108,6 @@ class Program:
     def attach_raw_tracepoint(self, name: str) -> Link:
         ptr = lib.bpf_program__attach_raw_tracepoint(self.ptr, name.encode())
         return self._attach(ptr, f"raw_tp:{name}")
-
-    def attach_kprobe(self, function: str, retprobe: bool = False) -> Link:
-        ptr = lib.bpf_program__attach_kprobe(self.ptr, retprobe, function.encode())
-        return self._attach(ptr, f"{'kretprobe' if retprobe else 'kprobe'}:{function}")
 
     def attach_uprobe(self, binary: str, symbol: str = "", offset: int = 0, pid: int = -1,
                       retprobe: bool = False) -> Link:
@@ -193,9 +183,6 @@ class Map:
     def update(self, key: bytes, value: bytes) -> None:
         if lib.bpf_map_update_elem(self.fd, key, value, 0) != 0:
             raise BpfError(f"map {self.name}: update", libbpf.last_errno())
-
-    def delete(self, key: bytes) -> bool:
-        return lib.bpf_map_delete_elem(self.fd, key) == 0
 
     def iter_keys(self) -> Iterator[bytes]:
         key = ctypes.create_string_buffer(self.key_size)
