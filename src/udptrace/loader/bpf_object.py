@@ -217,7 +217,7 @@ def possible_cpus() -> int:
 
 def destroy_links(links: list[Link]) -> None:
     """Detach all at once: a perf-event link (tracepoint, kprobe, uprobe) waits in the kernel
-    for RCU grace periods as it goes, 35-70 ms each here; side by side those waits overlap
+    for RCU grace periods as it goes, 35-130 ms each here; side by side those waits overlap
     (the calls release the GIL), one after the other 16 syscall tracepoints took 1.0 s."""
     pending = [link for link in links if link.ptr]
     if len(pending) < 2:
