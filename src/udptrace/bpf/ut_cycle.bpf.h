@@ -52,9 +52,6 @@ struct {
 	__type(value, struct ut_thread_wake);
 } wake_threads SEC(".maps");
 
-/* The function every hrtimer_sleeper runs (kallsyms); 0 when it cannot be resolved. */
-extern const void hrtimer_wakeup __ksym __weak;
-
 static __always_inline struct ut_thread_wake *wake_entry(__u32 tid, bool create)
 {
 	struct ut_thread_wake *w = bpf_map_lookup_elem(&wake_threads, &tid);
@@ -109,7 +106,7 @@ static __always_inline int on_timer_expire(struct hrtimer *timer)
 	struct task_struct *task;
 	struct ut_thread_wake *w;
 
-	if (!&hrtimer_wakeup || BPF_CORE_READ(timer, function) != &hrtimer_wakeup)
+	if (!cfg.hrtimer_wakeup || (__u64)BPF_CORE_READ(timer, function) != cfg.hrtimer_wakeup)
 		return 0;
 	task = BPF_CORE_READ((struct hrtimer_sleeper *)timer, task);
 	/* a task already running (woken otherwise) is not woken by this expiry */

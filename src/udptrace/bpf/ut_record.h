@@ -298,6 +298,9 @@ struct ut_interval {
 /* Set by Python in .rodata before load: constant to the verifier. */
 struct ut_config {
 	__u64 max_age_ns;          /* a state idle this long is stale */
+	__u64 hrtimer_wakeup;      /* the function every hrtimer_sleeper runs, with wakeup; 0 =
+	                            * unknown (not a __ksym: libbpf reads all of kallsyms for one,
+	                            * 0.1 s of every load) */
 	__u32 filter_pid;          /* only tgids in map pids */
 	__u32 filter_port;         /* only packets with a port in map ports */
 	__u32 filter_src;          /* only sources in LPM map src_nets */

@@ -49,7 +49,7 @@ def _left_out(plan: StagePlan, chosen: tuple[str, ...]) -> bool:
 
 def main(args: argparse.Namespace) -> int:
     require_root()
-    features = detect()
+    features = detect(cached=False)
     plans = plans_for(features)
     with BpfObject(bpf.object_bytes("ut_syscalls"), "ut_syscalls") as obj:
         view = syscall_view_plan(features, obj.programs)

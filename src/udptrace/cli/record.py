@@ -60,20 +60,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     extras.require("record")
-    # only now: pyarrow is an optional extra
-    from udptrace.report.parquet import RecordingError, RecordingWriter
-    from udptrace.report.recorder import Recorder
     from udptrace.trace.sched import SchedSession
 
     console = report_console()
     options = options_from(args, stream=True)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
+        session = stack.enter_context(TraceSession(options))
+        sched = stack.enter_context(SchedSession()) if args.sched else None
+        # only once attached, while the first packets are traced: pyarrow (an optional
+        # extra) took 0.8 s to import here
+        from udptrace.report.parquet import RecordingError, RecordingWriter
+        from udptrace.report.recorder import Recorder
+
         writer = RecordingWriter(Path(args.output))
         started = False
         stack.callback(lambda: started or writer.abort())  # nothing half-made on a bad start
-        session = stack.enter_context(TraceSession(options))
-        sched = stack.enter_context(SchedSession()) if args.sched else None
         recorder = Recorder(writer, session, ["udptrace", *sys.argv[1:]], sched)
         started = True
         # a full disk stops the run, not crashes it: the parts written so far stay

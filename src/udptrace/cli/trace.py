@@ -13,15 +13,6 @@ from typing import IO, TYPE_CHECKING
 from udptrace import extras
 from udptrace.cli import help_formatter
 from udptrace.errors import UsageError
-from udptrace.report import cycle, intervals, terminal
-from udptrace.report.cycle import CycleView
-from udptrace.report.events import EventLog
-from udptrace.report.fanout import PacketOutputs
-from udptrace.report.jsonl import JsonLines, summary_object
-from udptrace.report.output import OutputError
-from udptrace.report.pubsub_groups import PubSubGroups
-from udptrace.report.terminal import report_console
-from udptrace.trace import run
 from udptrace.trace.options import (
     DEFAULT_RINGBUF_BYTES,
     UADP_PORT,
@@ -30,10 +21,10 @@ from udptrace.trace.options import (
     parse_stages,
 )
 from udptrace.trace.session import TraceSession
-from udptrace.trace.timebase import Timebase
 
 if TYPE_CHECKING:
     from udptrace.report.html import HtmlAfterRun
+    from udptrace.trace.run import StatusCallback
 
 EXAMPLES = """\
 examples:
@@ -136,7 +127,9 @@ def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
     )
 
 
-def status_printer(out: IO[str], session: TraceSession | None = None) -> run.StatusCallback:
+def status_printer(out: IO[str], session: TraceSession | None = None) -> StatusCallback:
+    from udptrace.report import terminal
+
     tty = out.isatty()
     reader = session.reader if session is not None else None
 
@@ -163,13 +156,26 @@ def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
     if to_stdout and args.events:
         raise UsageError("--events and --json - both write to stdout: give --json a FILE")
-    console = report_console(stderr=to_stdout)
     stream = bool(args.json or args.pubsub or args.events or args.html or args.wakeup)
     options = options_from(args, stream)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
         page = html_page(args.html, stack)
         session = stack.enter_context(TraceSession(options))
+        # attached: what reports need is imported while the first packets are traced
+        # (before, rich and the report modules delayed attaching by 0.2-0.5 s)
+        from udptrace.report import cycle, intervals, terminal
+        from udptrace.report.cycle import CycleView
+        from udptrace.report.events import EventLog
+        from udptrace.report.fanout import PacketOutputs
+        from udptrace.report.jsonl import JsonLines, summary_object
+        from udptrace.report.output import OutputError
+        from udptrace.report.pubsub_groups import PubSubGroups
+        from udptrace.report.terminal import report_console
+        from udptrace.trace import run
+        from udptrace.trace.timebase import Timebase
+
+        console = report_console(stderr=to_stdout)
         out = sys.stdout.buffer if to_stdout else (
             stack.enter_context(open(args.json, "wb")) if args.json else None)
         # the summary states how this host's clocks stood through the run

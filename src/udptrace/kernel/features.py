@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes.util
 import errno
 import functools
+import hashlib
+import json
 import os
 import resource
 import subprocess
@@ -28,6 +30,11 @@ BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_MAP_TYPE_RINGBUF = 27
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 SECURITYFS = Path("/sys/kernel/security")
+# What a boot allows does not change until the next boot: the probes that load and attach
+# programs (0.26 s, most of it the kernel detaching them) run once per boot and user.
+CACHE_DIR = Path("/run/udptrace")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+ATTACH_PROBES = ("ringbuf", "tracepoint", "raw_tp", "tp_btf", "fentry", "kprobe", "uprobe")
 
 
 @dataclass(frozen=True)
@@ -148,11 +155,58 @@ def _ringbuf() -> Probe:
     return Probe(rc == 1, "BPF_MAP_TYPE_RINGBUF" if rc == 1 else "no ring buffer (needs 5.8+)")
 
 
+def _attach_probes() -> dict[str, Probe]:
+    return {
+        "ringbuf": _ringbuf(),
+        "tracepoint": try_program("ut_probe_tp"),
+        "raw_tp": try_program("ut_probe_raw_tp"),
+        "tp_btf": try_program("ut_probe_tp_btf"),
+        "fentry": try_program("ut_probe_fentry"),
+        "kprobe": try_program("ut_probe_kprobe"),
+        "uprobe": _uprobe(),
+    }
+
+
+def cache_path() -> Path | None:
+    """This boot's file of probe results for this user and these probe programs (a new
+    udptrace may probe otherwise); None where the boot has no id."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    probes = hashlib.sha256(bpf.object_bytes("ut_probe")).hexdigest()[:16]
+    return CACHE_DIR / f"features-{boot}-{os.geteuid()}-{probes}.json"
+
+
+def _boot_attach_probes(path: Path | None, reuse: bool) -> dict[str, Probe]:
+    """This boot's saved results when `reuse` and saved, else probed now and saved."""
+    if path is not None and reuse:
+        try:
+            saved = json.loads(path.read_text())
+            return {name: Probe(**saved[name]) for name in ATTACH_PROBES}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    probes = _attach_probes()
+    if path is not None:
+        try:
+            path.parent.mkdir(mode=0o755, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}")
+            temporary.write_text(json.dumps({k: asdict(v) for k, v in probes.items()}))
+            temporary.replace(path)  # whole or absent: a concurrent run never reads half
+        except OSError:
+            pass  # unwritable /run: probe again next time
+    return probes
+
+
 @functools.cache
-def detect() -> Features:
+def detect(cached: bool = True) -> Features:
+    """What this kernel allows; `cached` takes the attach probes from this boot's earlier
+    run (`udptrace check` tries them afresh, and saves what it found)."""
     bpf_syscall = _bpf_syscall()
-    usable = bpf_syscall.ok
-    skipped = Probe(False, "BPF unavailable")
+    if bpf_syscall.ok:
+        attach = _boot_attach_probes(cache_path(), reuse=cached)
+    else:
+        attach = dict.fromkeys(ATTACH_PROBES, Probe(False, "BPF unavailable"))
     return Features(
         kernel=os.uname().release,
         bpf_syscall=bpf_syscall,
@@ -160,12 +214,6 @@ def detect() -> Features:
         memlock=_memlock(),
         btf=_btf(),
         tracefs=_tracefs(),
-        ringbuf=_ringbuf() if usable else skipped,
-        tracepoint=try_program("ut_probe_tp") if usable else skipped,
-        raw_tp=try_program("ut_probe_raw_tp") if usable else skipped,
-        tp_btf=try_program("ut_probe_tp_btf") if usable else skipped,
-        fentry=try_program("ut_probe_fentry") if usable else skipped,
-        kprobe=try_program("ut_probe_kprobe") if usable else skipped,
-        uprobe=_uprobe() if usable else skipped,
         lockdown=_lockdown(),
+        **attach,
     )

@@ -97,9 +97,16 @@ def plan_stage(stage: Stage, features: Features, btf: Btf | None,
     """Each hook point of the stage served by its first hook this kernel allows."""
     points = []
     for point in stage.points:
-        reasons = [why_not(h, features, btf, fs) for h in point.hooks]
-        chosen = next((h for h, r in zip(point.hooks, reasons, strict=True) if not r), None)
-        points.append(PointPlan(point, chosen, "" if chosen else "; ".join(reasons)))
+        reasons = []
+        # the fallbacks are looked at only when needed: their checks cost (a fentry's
+        # reads all of kallsyms)
+        for hook in point.hooks:
+            if not (reason := why_not(hook, features, btf, fs)):
+                points.append(PointPlan(point, hook))
+                break
+            reasons.append(reason)
+        else:
+            points.append(PointPlan(point, None, "; ".join(reasons)))
     return StagePlan(stage, tuple(points))
 
 

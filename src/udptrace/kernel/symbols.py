@@ -25,6 +25,21 @@ def _kallsyms() -> bytes:
     return KALLSYMS.read_bytes()
 
 
+def address(name: str) -> int:
+    """Where vmlinux's function `name` starts; 0 when unknown. Reads kallsyms only up to
+    the symbol (sorted by address: hrtimer_wakeup is in its first sixth, 20 ms of 100)."""
+    needles = [f" {kind} {name}\n".encode() for kind in "tT"]
+    tail = b""
+    with KALLSYMS.open("rb", buffering=0) as f:
+        while chunk := f.read(1 << 18):
+            text = tail + chunk
+            for needle in needles:
+                if (at := text.find(needle)) > 0:
+                    return int(text[text.rfind(b"\n", 0, at) + 1:at], 16)
+            tail = text[text.rfind(b"\n") + 1:]
+    return 0
+
+
 @functools.cache
 def text_symbols() -> frozenset[str]:
     """Every function with code of its own, in vmlinux and loaded modules."""

@@ -9,6 +9,7 @@ size maps → :meth:`BpfObject.load` → :meth:`Program.attach` → :meth:`BpfOb
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -29,17 +30,27 @@ PERCPU_MAP_TYPES = {MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PE
 class _LibbpfLog:
     """Collects libbpf's own messages so a failure can quote them.
 
-    libbpf has one process-wide print callback; the lock keeps two objects
-    loading in different threads from mixing their logs.
+    libbpf has one process-wide print callback and calls it in the thread that called
+    libbpf: each thread keeps its own lines, so objects loading side by side do not mix
+    their logs.
     """
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.lines: list[str] = []
+        self._local = threading.local()
         self._callback = libbpf.PRINT_FN(self._print)
         lib.libbpf_set_print(self._callback)
 
+    @property
+    def lines(self) -> list[str]:
+        if not hasattr(self._local, "lines"):
+            self._local.lines = []
+        return self._local.lines
+
     def _print(self, level: int, fmt: bytes, args: int) -> int:
+        # a load of ut_trace tells ~9000 debug lines (relocations, one per access); errors
+        # come as warnings, and formatting the rest cost 0.1 s of every start
+        if level >= libbpf.LIBBPF_DEBUG:
+            return 0
         text = ctypes.c_void_p()
         if libbpf.libc.vasprintf(ctypes.byref(text), fmt, args) >= 0 and text.value:
             self.lines.append(ctypes.string_at(text.value).decode(errors="replace"))
@@ -86,12 +97,6 @@ class Program:
     def autoload(self, value: bool) -> None:
         lib.bpf_program__set_autoload(self.ptr, value)
 
-    def set_attach_target(self, function: str) -> None:
-        """Retarget an fentry/tp_btf program before load (the section names a default)."""
-        err = lib.bpf_program__set_attach_target(self.ptr, 0, function.encode())
-        if err:
-            raise BpfError(f"program {self.name}: set attach target {function}", err)
-
     def attach(self) -> Link:
         """Attach at the hook its section names (tracepoint/, raw_tp/, tp_btf/, ...)."""
         return self._attach(lib.bpf_program__attach(self.ptr), self.section)
@@ -103,10 +108,6 @@ class Program:
     def attach_raw_tracepoint(self, name: str) -> Link:
         ptr = lib.bpf_program__attach_raw_tracepoint(self.ptr, name.encode())
         return self._attach(ptr, f"raw_tp:{name}")
-
-    def attach_kprobe(self, function: str, retprobe: bool = False) -> Link:
-        ptr = lib.bpf_program__attach_kprobe(self.ptr, retprobe, function.encode())
-        return self._attach(ptr, f"{'kretprobe' if retprobe else 'kprobe'}:{function}")
 
     def attach_uprobe(self, binary: str, symbol: str = "", offset: int = 0, pid: int = -1,
                       retprobe: bool = False) -> Link:
@@ -183,9 +184,6 @@ class Map:
         if lib.bpf_map_update_elem(self.fd, key, value, 0) != 0:
             raise BpfError(f"map {self.name}: update", libbpf.last_errno())
 
-    def delete(self, key: bytes) -> bool:
-        return lib.bpf_map_delete_elem(self.fd, key) == 0
-
     def iter_keys(self) -> Iterator[bytes]:
         key = ctypes.create_string_buffer(self.key_size)
         next_key = ctypes.create_string_buffer(self.key_size)
@@ -217,20 +215,37 @@ def possible_cpus() -> int:
     return _possible_cpus
 
 
+def destroy_links(links: list[Link]) -> None:
+    """Detach all at once: a perf-event link (tracepoint, kprobe, uprobe) waits in the kernel
+    for RCU grace periods as it goes, 35-130 ms each here; side by side those waits overlap
+    (the calls release the GIL), one after the other 16 syscall tracepoints took 1.0 s."""
+    pending = [link for link in links if link.ptr]
+    if len(pending) < 2:
+        for link in pending:
+            link.destroy()
+        return
+    threads = [threading.Thread(target=link.destroy, name=f"detach {link.program}")
+               for link in pending]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 class BpfObject:
     """One BPF ELF object: its programs, maps and the links made from it."""
 
     def __init__(self, elf: bytes, name: str) -> None:
         self.name = name
         self.links: list[Link] = []
+        self.siblings: list[BpfObject] = []  # loaded some of the programs (see load)
         self._elf = ctypes.create_string_buffer(elf, len(elf))
         opts = libbpf.BpfObjectOpenOpts(sz=ctypes.sizeof(libbpf.BpfObjectOpenOpts))
         opts.object_name = name.encode()
-        with _log.lock:
-            _log.take()
-            ptr = lib.bpf_object__open_mem(self._elf, len(elf), ctypes.byref(opts))
-            if not ptr:
-                raise BpfError(f"open BPF object {name}", libbpf.last_errno(), _log.take())
+        _log.take()
+        ptr = lib.bpf_object__open_mem(self._elf, len(elf), ctypes.byref(opts))
+        if not ptr:
+            raise BpfError(f"open BPF object {name}", libbpf.last_errno(), _log.take())
         self.ptr: int = ptr
         self.programs = {p.name: p for p in self._iter_programs()}
         self.maps = {m.name: m for m in self._iter_maps()}
@@ -267,11 +282,72 @@ class BpfObject:
         image = self.global_data(section).initial_value()
         ctypes.memmove(ctypes.addressof(image) + offset, data, len(data))
 
-    def load(self) -> None:
-        with _log.lock:
-            _log.take()
-            err = lib.bpf_object__load(self.ptr)
-            messages = _log.take()
+    def load(self, jobs: int | None = None) -> None:
+        """Load the maps and the programs chosen (autoload), with the programs shared out
+        among up to `jobs` objects loading side by side (default: one per CPU).
+
+        The kernel's verifier takes most of a load (ut_trace's default programs: 0.6 s
+        of 0.7) and checks one program at a time per call; libbpf loads an object's
+        programs one after the other. So this object loads only the maps, and copies
+        of it opened from the same ELF, each using those maps, load a share of the
+        programs each, in threads (the load releases the GIL). `programs` then names
+        the loaded copies; links made from them belong to this object all the same.
+        """
+        chosen = [p for p in self.programs.values() if p.autoload]
+        jobs = min(len(chosen), jobs or os.cpu_count() or 1)
+        if jobs < 2:
+            self._load()
+            return
+        for prog in chosen:
+            prog.autoload = False
+        self._load()
+        shares: list[list[Program]] = [[] for _ in range(jobs)]
+        sizes = [0] * jobs
+        # the longest first, each to the lightest share: program size stands for its cost
+        for prog in sorted(chosen, key=lambda p: -lib.bpf_program__insn_cnt(p.ptr)):
+            lightest = sizes.index(min(sizes))
+            shares[lightest].append(prog)
+            sizes[lightest] += lib.bpf_program__insn_cnt(prog.ptr)
+        for share in shares:
+            self.siblings.append(self._sibling({p.name for p in share}))
+        failures: list[BaseException] = []
+
+        def load(sibling: BpfObject) -> None:
+            try:
+                sibling._load()
+            except BaseException as e:  # re-raised below, in the caller's thread
+                failures.append(e)
+
+        threads = [threading.Thread(target=load, args=(s,), name=f"load {self.name}")
+                   for s in self.siblings]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        for sibling in self.siblings:
+            for name, prog in sibling.programs.items():
+                if prog.autoload:
+                    self.programs[name] = Program(prog.ptr, name, prog.section, self)
+
+    def _sibling(self, programs: set[str]) -> BpfObject:
+        """A copy opened from the same ELF that uses this object's maps (and so its
+        global data, config included) and loads just `programs`."""
+        sibling = BpfObject(self._elf.raw, self.name)
+        for name, m in sibling.maps.items():
+            err = lib.bpf_map__reuse_fd(m.ptr, self.maps[name].fd)
+            if err:
+                sibling.close()
+                raise BpfError(f"map {name}: reuse in a copy of {self.name}", err)
+        for name, prog in sibling.programs.items():
+            prog.autoload = name in programs
+        return sibling
+
+    def _load(self) -> None:
+        _log.take()
+        err = lib.bpf_object__load(self.ptr)
+        messages = _log.take()
         if err:
             failed = _FAILED_PROG.search(messages)
             logs = _VERIFIER_LOG.findall(messages)
@@ -280,9 +356,11 @@ class BpfObject:
         self.loaded = True
 
     def close(self) -> None:
-        for link in reversed(self.links):
-            link.destroy()
+        destroy_links(self.links)
         self.links.clear()
+        for sibling in self.siblings:
+            sibling.close()
+        self.siblings.clear()
         if self.ptr:
             lib.bpf_object__close(self.ptr)
             self.ptr = 0

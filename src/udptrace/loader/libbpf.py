@@ -24,8 +24,6 @@ from pathlib import Path
 
 from udptrace.errors import BpfUnavailableError
 
-c_void_pp = POINTER(c_void_p)
-
 
 def _open_library() -> ctypes.CDLL:
     # The package's link library first (setup.py's link_libbpf): the loader resolves the
@@ -51,6 +49,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 # which vasprintf below turns back into text of whatever length (a verifier log can
 # run to megabytes, and its last lines are the ones that matter).
 PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 libc.vasprintf.argtypes = [POINTER(c_void_p), c_char_p, c_void_p]
 libc.vasprintf.restype = c_int
 libc.free.argtypes = [c_void_p]
@@ -112,17 +111,12 @@ _bind("bpf_program__name", c_char_p, c_void_p)
 _bind("bpf_program__section_name", c_char_p, c_void_p)
 _bind("bpf_program__set_autoload", c_int, c_void_p, c_bool)
 _bind("bpf_program__autoload", c_bool, c_void_p)
-_bind("bpf_program__set_log_buf", c_int, c_void_p, c_char_p, c_size_t)
-_bind("bpf_program__set_log_level", c_int, c_void_p, c_uint32)
-_bind("bpf_program__set_attach_target", c_int, c_void_p, c_int, c_char_p)
-_bind("bpf_program__fd", c_int, c_void_p)
+_bind("bpf_program__insn_cnt", c_size_t, c_void_p)
 
 # attaching
 _bind("bpf_program__attach", c_void_p, c_void_p)
-_bind("bpf_program__attach_trace", c_void_p, c_void_p)
 _bind("bpf_program__attach_tracepoint", c_void_p, c_void_p, c_char_p, c_char_p)
 _bind("bpf_program__attach_raw_tracepoint", c_void_p, c_void_p, c_char_p)
-_bind("bpf_program__attach_kprobe", c_void_p, c_void_p, c_bool, c_char_p)
 _bind(
     "bpf_program__attach_uprobe_opts",
     c_void_p,
@@ -143,14 +137,13 @@ _bind("bpf_map__value_size", c_uint32, c_void_p)
 _bind("bpf_map__max_entries", c_uint32, c_void_p)
 _bind("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
 _bind("bpf_map__initial_value", c_void_p, c_void_p, POINTER(c_size_t))
+_bind("bpf_map__reuse_fd", c_int, c_void_p, c_int)
 _bind("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
 _bind("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, ctypes.c_uint64)
-_bind("bpf_map_delete_elem", c_int, c_int, c_void_p)
 _bind("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
 
 # BTF
 _bind("btf__load_vmlinux_btf", c_void_p)
-_bind("btf__parse", c_void_p, c_char_p, c_void_pp)
 _bind("btf__free", None, c_void_p)
 _bind("btf__type_cnt", c_uint32, c_void_p)
 _bind("btf__type_by_id", POINTER(BtfType), c_void_p, c_uint32)

@@ -187,13 +187,16 @@ def validate(options: TraceOptions) -> None:
 
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
-                 contexts: bool, typed: bool = False, record_bytes: int = 0) -> bytes:
+                 contexts: bool, typed: bool = False, record_bytes: int = 0,
+                 hrtimer_wakeup: int = 0) -> bytes:
     """The ``struct ut_config`` image written into the object's .rodata before load;
     `contexts`: the softirq hooks are attached, so packets' contexts can be told;
     `typed`: every hook that is handed kernel objects knows their types (tp_btf);
-    `record_bytes`: how much of each record the ring buffer carries."""
+    `record_bytes`: how much of each record the ring buffer carries;
+    `hrtimer_wakeup`: the kernel address that tells sleep timers (--wakeup)."""
     cfg = np.zeros(1, config)
     cfg["max_age_ns"] = int(options.max_age_s * 1e9)
+    cfg["hrtimer_wakeup"] = hrtimer_wakeup
     cfg["filter_pid"] = bool(options.pids)
     cfg["only_pid"] = options.pids[0] if len(set(options.pids)) == 1 else 0
     cfg["typed"] = typed

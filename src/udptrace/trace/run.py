@@ -74,6 +74,7 @@ def run(session: TraceSession, duration_s: float | None, stop: threading.Event,
                 on_status(session.counters(), time.monotonic() - start,
                           records if streaming else None)
     interrupted = stop.is_set()
+    session.detach()
     if ring is not None:
         drain(join.add(ring.take()))  # closed: what it read last, and the ring's remains
     leftover = session.unfinished()

@@ -8,15 +8,17 @@ error never leaves a program attached.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from udptrace import bpf
 from udptrace.errors import KernelFeatureError, require_root
+from udptrace.kernel import symbols
 from udptrace.kernel.features import detect
 from udptrace.kernel.plan import PointPlan, StagePlan, plans_to_trace
-from udptrace.loader.bpf_object import BpfObject, Map, Program, possible_cpus
+from udptrace.loader.bpf_object import BpfObject, Map, Program, destroy_links, possible_cpus
 from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.ringbuf import RingBufferReader
 from udptrace.stages import CONTEXT_POINTS, HookKind, Stage, TracePath
@@ -111,6 +113,7 @@ class TraceSession:
         self.vmlinux = Btf.vmlinux()
         self.obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
         self.reader: RingBufferReader | None = None
+        self._detaching: threading.Thread | None = None
         try:
             self.layout = Layout.from_object(self.obj)
             self._load()
@@ -154,7 +157,8 @@ class TraceSession:
             self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
             self.contexts_told,
             typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks),
-            record_bytes=self.record_bytes))
+            record_bytes=self.record_bytes,
+            hrtimer_wakeup=symbols.address("hrtimer_wakeup") if self.options.wakeup else 0))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
         maps = self.obj.maps
@@ -265,7 +269,19 @@ class TraceSession:
             names[value] = name.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_")
         return names
 
+    def detach(self) -> None:
+        """Start detaching every program; the maps stay readable. The kernel's grace periods
+        of the perf-event links (0.3-1 s in all) then pass while the report is made."""
+        if self._detaching is None:
+            links = list(self.obj.links)
+            self.obj.links.clear()
+            self._detaching = threading.Thread(target=destroy_links, args=(links,),
+                                               name="detach")
+            self._detaching.start()
+
     def close(self) -> None:
+        if self._detaching is not None:
+            self._detaching.join()
         if self.reader is not None:
             self.reader.close()
             self.reader = None
