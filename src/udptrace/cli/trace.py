@@ -24,6 +24,8 @@ from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.options import (
     DEFAULT_RINGBUF_BYTES,
+    DEFAULT_SNAPLEN,
+    SNAPLEN_MAX,
     UADP_PORT,
     TraceOptions,
     comm_running,
@@ -105,6 +107,13 @@ def add_record_arguments(o: argparse._ArgumentGroup, pubsub_help: str) -> None:
     o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
 
 
+def add_snaplen_argument(o: argparse._ArgumentGroup, default: int | None) -> None:
+    told = f"{default}" if default else f"{DEFAULT_SNAPLEN} with --pcapng, else 0"
+    o.add_argument("--snaplen", type=int, default=default, metavar="N",
+                   help=f"keep each datagram's first N frame bytes (at most {SNAPLEN_MAX}) as "
+                        f"its device had them, for Wireshark (--pcapng); 0: none (default {told})")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
@@ -118,6 +127,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
     o.add_argument("--html", metavar="FILE",
                    help="also write an HTML report with plots (needs udptrace[html])")
+    o.add_argument("--pcapng", metavar="FILE",
+                   help="also write every traced datagram's frame, with its stage times, fate "
+                        "and process in the frame comment, for Wireshark (needs "
+                        "udptrace[record])")
+    add_snaplen_argument(o, None)
     add_app_arguments(o)
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
@@ -125,14 +139,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
+def options_from(args: argparse.Namespace, stream: bool, snaplen: int = 0) -> TraceOptions:
     return TraceOptions(
         pids=tuple(args.pid), comm=args.comm, ports=tuple(args.port), src=tuple(args.src),
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
         rx=args.rx, e2e=args.e2e, stages=args.stages, wakeup=args.wakeup,
-        contexts=not args.no_contexts,
+        contexts=not args.no_contexts, snaplen=snaplen,
     )
 
 
