@@ -35,7 +35,7 @@ from udptrace.trace.session import TraceSession
 from udptrace.trace.timebase import Timebase
 
 if TYPE_CHECKING:
-    from udptrace.report.html import HtmlAfterRun
+    from udptrace.report.after_run import AfterRun, Writer
 
 EXAMPLES = """\
 examples:
@@ -47,6 +47,9 @@ examples:
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
   udptrace trace -p 4242 -d 10 --html run.html   the same with plots, in one page
+  udptrace trace --port 4840 -d 10 --pcapng run.pcapng
+                                            each datagram's frame for Wireshark, its
+                                            stage times and fate in the frame comment
   udptrace trace -p 4242 --wakeup           each cycle from its timer to the wire: how much
                                             of the jitter is scheduling, how much the stack
 """
@@ -164,13 +167,31 @@ def status_printer(out: IO[str], session: TraceSession | None = None) -> run.Sta
     return show
 
 
-def html_page(path: str | None, stack: contextlib.ExitStack) -> HtmlAfterRun | None:
-    """`--html`: checked and opened before tracing starts (plotly is an optional extra)."""
-    if not path:
+def after_run(stack: contextlib.ExitStack, html: str | None = None,
+              pcapng: str | None = None) -> AfterRun | None:
+    """`--html`, `--pcapng`: written from the run's recording at its end; checked and
+    opened before tracing starts (plotly and pyarrow are optional extras)."""
+    if not html and not pcapng:
         return None
-    extras.require("html")
-    from udptrace.report.html import HtmlAfterRun
-    return stack.enter_context(HtmlAfterRun(path))
+    extras.require("html" if html else "record")
+    from udptrace.report.after_run import AfterRun
+    outputs: list[tuple[str, str, Writer]] = []
+    if html:
+        from udptrace.report import html as page
+        outputs.append(("HTML report", html, page.write))
+    if pcapng:
+        from udptrace.report import pcapng as capture
+        outputs.append(("pcapng for Wireshark", pcapng, capture.write))
+    return stack.enter_context(AfterRun(outputs))
+
+
+def snaplen_of(args: argparse.Namespace) -> int:
+    """--snaplen as given, else the default where --pcapng wants frames."""
+    if args.snaplen is None:
+        return DEFAULT_SNAPLEN if args.pcapng else 0
+    if args.pcapng and not args.snaplen:
+        raise UsageError("--pcapng writes the frames --snaplen keeps: --snaplen 0 keeps none")
+    return args.snaplen
 
 
 def main(args: argparse.Namespace) -> int:
@@ -178,11 +199,12 @@ def main(args: argparse.Namespace) -> int:
     if to_stdout and args.events:
         raise UsageError("--events and --json - both write to stdout: give --json a FILE")
     console = report_console(stderr=to_stdout)
-    stream = bool(args.json or args.pubsub or args.events or args.html or args.wakeup)
-    options = options_from(args, stream)
+    stream = bool(args.json or args.pubsub or args.events or args.html or args.pcapng
+                  or args.wakeup)
+    options = options_from(args, stream, snaplen_of(args))
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
-        page = html_page(args.html, stack)
+        page = after_run(stack, args.html, args.pcapng)
         session = stack.enter_context(TraceSession(options))
         out = sys.stdout.buffer if to_stdout else (
             stack.enter_context(open(args.json, "wb")) if args.json else None)
@@ -247,7 +269,8 @@ def main(args: argparse.Namespace) -> int:
         if cycle_summaries or args.wakeup:
             cycle.render(console, cycle_summaries)
         if page is not None:
-            console.print(f"HTML report: {page.finish(result)}", highlight=False)
+            for what, written in page.finish(result):
+                console.print(f"{what}: {written}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
                                  elapsed_s=result.elapsed_s, time=timebase.statement(),
                                  **({"ringbuf": {"bytes": options.ringbuf_bytes,
