@@ -1,7 +1,7 @@
 """A recording as pcapng, for Wireshark and tshark: each traced datagram's frame, with its
 udptrace times in the frame's comment.
 
-One Enhanced Packet Block per record (a receive record: per arrival), holding the
+One Enhanced Packet Block per record (a receive record: per arrival), in time order, holding the
 frame bytes the kernel kept (``record --snaplen``) and the frame's whole length; one
 Interface Description Block per device, network namespace and link type, so Wireshark
 dissects Ethernet, or raw IP where the frame had no link header (a packet parked for
@@ -148,6 +148,8 @@ def blocks(recording: Recording) -> Iterator[bytes]:
     stages = tuple(s["name"] for s in recording.info["stages"])
     snaplen = recording.info["snaplen"]
     times = _times(recording, stages)
+    order = np.argsort(times, kind="stable")  # records end in their fate's order, not the frames'
+    times, table = times[order], table.take(order)
     yield section_header(f"Linux {recording.info.get('kernel', '')}")
     names = [*FRAME_COLUMNS, *COMMENT_COLUMNS,
              *(stage_column(s) for s in stages if stage_column(s) in table.column_names)]
