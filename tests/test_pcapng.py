@@ -229,3 +229,19 @@ def test_a_frame_without_its_link_header_is_raw_ip(tmp_path: Path) -> None:
                                                              frame.data, frame.length, "fate=x"))
     assert tshark(path, "-e", "udp.dstport", "-e", "data.data", "-e", "frame.time_epoch") == [
         ["4840", b"8 bytes!".hex(), "1700000000.123456789"]]
+
+
+def test_receive_records_keep_the_frame_as_their_device_received_it(tmp_path: Path) -> None:
+    run, capture = tmp_path / "rx.parquet", tmp_path / "rx.pcapng"
+    with VethPair() as net:
+        recorder = start("record", "-o", str(run), "--rx", "--port", str(OPEN_PORT), "-d", "60")
+        exchange(net, count=4, refused=0)
+        stop(recorder)
+        receiver = net.if_b
+    assert cli.main(["report", str(run), "--no-hist", "--pcapng", str(capture)]) == 0
+    frames = tshark(capture, "-e", "frame.interface_name", "-e", "eth.type", "-e", "udp.dstport",
+                    "-e", "data.data", "-e", "frame.comment")
+    assert sorted(bytes.fromhex(data) for *_, data, _ in frames) == [payload(i) for i in range(4)]
+    for name, eth_type, dport, _, text in frames:
+        assert (name, eth_type, dport) == (receiver, "0x0800", str(OPEN_PORT))
+        assert text.startswith("udptrace fate=received ") and "rx_stack=" in text

@@ -1,15 +1,15 @@
 """A recording as pcapng, for Wireshark and tshark: each traced datagram's frame, with its
 udptrace times in the frame's comment.
 
-One Enhanced Packet Block per record (a receive record: per arrival), in time order, holding the
-frame bytes the kernel kept (``record --snaplen``) and the frame's whole length; one
-Interface Description Block per device, network namespace and link type, so Wireshark
-dissects Ethernet, or raw IP where the frame had no link header (a packet parked for
-ARP, a raw-IP device, a multicast copy looped back). Timestamps are CLOCK_REALTIME, from
-the recording's clock samples, at the moment the frame was read. The comment says who
-sent it, each stage reached in ns since time zero, the total, the fate (with the drop's
-reason and stage) and who received it, as ``key=value`` words a display filter finds:
-``frame.comment contains "fate=dropped"``.
+One Enhanced Packet Block per record (a receive record: per arrival), in time order,
+holding the frame bytes the kernel kept (``record --snaplen``) and the frame's whole
+length; one Interface Description Block per device, network namespace and link type, so
+Wireshark dissects Ethernet, or raw IP where the frame had no link header (a packet
+parked for ARP, a raw-IP device, a multicast copy looped back). Timestamps are
+CLOCK_REALTIME, from the recording's clock samples, at the moment the frame was read. The
+comment says who sent it (a send record), the fate (with the drop's reason and stage),
+each stage reached in ns since time zero, the spans and who received it, as ``key=value``
+words a display filter finds: ``frame.comment contains "fate=dropped"``.
 
 The format (IETF draft-ietf-opsawg-pcapng): blocks of type, length, body padded to 32
 bits, length again; options as code, length, value padded, ended by code 0. Little-endian
@@ -101,8 +101,10 @@ def _text(value: object) -> str:
 
 def comment(row: dict, stages: tuple[str, ...]) -> str:
     """The record's udptrace times and fate as ``key=value`` words, times in ns."""
-    words = [f"udptrace pid={row['pid']} comm={_text(row['comm'])}",
-             f"fate={row['fate']}"]
+    words = ["udptrace"]
+    if row["pid"]:  # a receive record (--rx) has no sender
+        words.append(f"pid={row['pid']} comm={_text(row['comm'])}")
+    words.append(f"fate={row['fate']}")
     if row["fate"] == "dropped":
         words.append(f"drop_reason={row['drop_reason']} drop_stage={row['drop_stage']}")
     reached = [f"{s}={row[stage_column(s)]}" for s in stages
