@@ -164,6 +164,7 @@ def test_each_frame_comment_carries_its_records_stage_times_and_fate(
     assert Counter(fate for fate, _ in said) == {"received": READ, "dropped": REFUSED}
 
 
+@pytest.mark.vm
 def test_a_display_filter_on_the_comment_finds_the_no_socket_drops(recorded: Recorded) -> None:
     found = tshark(recorded.capture, "-Y", 'udp && frame.comment contains "drop_reason=NO_SOCKET"',
                    "-e", "udp.dstport")
@@ -231,6 +232,7 @@ def test_a_frame_without_its_link_header_is_raw_ip(tmp_path: Path) -> None:
         ["4840", b"8 bytes!".hex(), "1700000000.123456789"]]
 
 
+@pytest.mark.vm
 def test_receive_records_keep_the_frame_as_their_device_received_it(tmp_path: Path) -> None:
     run, capture = tmp_path / "rx.parquet", tmp_path / "rx.pcapng"
     with VethPair() as net:
