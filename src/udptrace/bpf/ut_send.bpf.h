@@ -375,6 +375,7 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 
 		BPF_CORE_READ_INTO(&s->rec.ifname, dev, name);
 		s->rec.ifindex = UT_READ(dev, ifindex);
+		describe_frame(skb, &s->rec); /* with the lower device's link header (a VLAN tag) */
 		return 0;
 	}
 	/* a new packet at the address of one we lost track of: never join the two */
