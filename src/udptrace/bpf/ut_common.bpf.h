@@ -379,21 +379,23 @@ static __always_inline void describe_payload(unsigned char *head, __u32 l4, __u3
  * set by the driver when received), else from its IP header (a packet parked
  * for ARP, a raw-IP device); its whole length, where the IP header starts in
  * it, and the device's link type for the pcapng interface. Only the linear
- * data: what lies in page fragments no hook can read.
+ * data: what lies in page fragments no hook can read. Every caller holds the
+ * skb its tracepoint was handed, so typed hooks read it with plain loads.
  */
 static __always_inline void describe_frame(struct sk_buff *skb, struct ut_record *r)
 {
+	struct net_device *dev;
 	unsigned char *head;
 	__u32 start, tail, data, n;
 	__u16 mac, nh;
 
 	if (!cfg.snaplen)
 		return;
-	head = BPF_CORE_READ(skb, head);
-	data = (__u64)BPF_CORE_READ(skb, data) - (__u64)head;
-	mac = BPF_CORE_READ(skb, mac_header);
-	nh = BPF_CORE_READ(skb, network_header);
-	tail = BPF_CORE_READ(skb, tail);
+	head = UT_READ(skb, head);
+	data = (__u64)UT_READ(skb, data) - (__u64)head;
+	mac = UT_READ(skb, mac_header);
+	nh = UT_READ(skb, network_header);
+	tail = UT_READ(skb, tail);
 	start = mac != UT_NO_MAC_HEADER && mac <= nh ? mac : nh;
 	n = tail > start ? tail - start : 0;
 	if (n > cfg.snaplen)
@@ -401,8 +403,9 @@ static __always_inline void describe_frame(struct sk_buff *skb, struct ut_record
 	if (n > UT_FRAME_BYTES)
 		n = UT_FRAME_BYTES;
 	r->frame_l3 = nh - start;
-	r->frame_len = BPF_CORE_READ(skb, len) + data - start; /* skb->len counts from data */
-	r->dev_type = BPF_CORE_READ(skb, dev, type);
+	r->frame_len = UT_READ(skb, len) + data - start; /* skb->len counts from data */
+	dev = UT_READ(skb, dev);
+	r->dev_type = UT_READ(dev, type);
 	r->frame_caplen = bpf_probe_read_kernel(r->frame, n, head + start) ? 0 : n;
 }
 
