@@ -24,8 +24,9 @@ fi
 # <asm/unistd_64.h> names the syscalls of `udptrace syscalls` (gcc pulls it in, but say so).
 packages=(clang llvm libbpf-dev libbpf1 bpftool bpftrace iproute2 gcc linux-libc-dev python3
           python3-venv python3-pip util-linux procps)
-# the tests render the HTML report in chromium and build an io_uring sender against liburing
-[ "$job" = test ] && packages+=(chromium liburing-dev)
+# the tests render the HTML report in chromium, build an io_uring sender against liburing
+# and read the pcapng output with tshark
+[ "$job" = test ] && packages+=(chromium liburing-dev tshark)
 not_installed() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

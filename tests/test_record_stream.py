@@ -75,11 +75,13 @@ def test_a_syscall_with_several_datagrams_still_has_its_own_record(net: VethPair
 
 def test_records_carry_only_the_fields_their_mode_fills(net: VethPair) -> None:
     s = sender(net)
-    sizes = {}
+    sizes, frames = {}, {}
     for name, options in (("send", TraceOptions(pids=(os.getpid(),), stream=True)),
                           ("pubsub", TraceOptions(pids=(os.getpid(),), stream=True,
                                                   payload_port=PORT)),
-                          ("e2e", TraceOptions(pids=(os.getpid(),), stream=True, e2e=True))):
+                          ("e2e", TraceOptions(pids=(os.getpid(),), stream=True, e2e=True)),
+                          ("snaplen", TraceOptions(pids=(os.getpid(),), stream=True,
+                                                   snaplen=48))):
         with TraceSession(options) as session:
             s.sendto(b"p" * 20, (net.addr_b, PORT))
             raw = read_all(session)
@@ -87,13 +89,19 @@ def test_records_carry_only_the_fields_their_mode_fills(net: VethPair) -> None:
         packets = raw[raw["kind"] == session.layout.kind("packet")]
         assert len(packets) == 1 and packets[0]["pid"] == os.getpid()
         assert packets[0]["len"] > 20 and packets[0]["dport"] == PORT
+        frames[name] = bytes(packets[0]["frame"][:packets[0]["frame_caplen"]])
     record = session.layout.record
     tail = [n for n in record.names if record.fields[n][1] >= record.fields["payload"][1]]
-    # payload and then the receive side's fields end the record; nothing else may, or a
-    # send-only trace would cut it off
-    assert tail[0] == "payload" and all(n.startswith("rx_") for n in tail[1:])
+    # payload, the receive side's fields and then the frame end the record; nothing else
+    # may, or a send-only trace would cut it off
+    assert tail[0] == "payload" and all(n.startswith("rx_") for n in tail[1:-1])
+    assert tail[-1] == "frame"
     assert sizes == {"send": record.fields["payload"][1], "pubsub": record.fields["rx_ret"][1],
-                     "e2e": record.itemsize}
+                     "e2e": record.fields["frame"][1],
+                     "snaplen": record.fields["frame"][1] + 48}
+    # 48 bytes: Ethernet, IPv4 and UDP headers, then the payload's first 6
+    assert frames["snaplen"][12:14] == b"\x08\x00" and frames["snaplen"][42:] == b"p" * 6
+    assert {name: f for name, f in frames.items() if f} == {"snaplen": frames["snaplen"]}
 
 
 def test_a_reader_waiting_on_the_ring_is_woken_by_its_data(net: VethPair) -> None:

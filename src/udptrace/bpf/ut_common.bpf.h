@@ -371,6 +371,44 @@ static __always_inline void describe_payload(unsigned char *head, __u32 l4, __u3
 	}
 }
 
+#define UT_NO_MAC_HEADER 0xFFFF /* skb->mac_header unset: (typeof(mac_header))~0U */
+
+/*
+ * --snaplen: the first cfg.snaplen bytes of the frame as the skb holds it now,
+ * from its link header where it has one (from the device queue on when sent,
+ * set by the driver when received), else from its IP header (a packet parked
+ * for ARP, a raw-IP device); its whole length, where the IP header starts in
+ * it, and the device's link type for the pcapng interface. Only the linear
+ * data: what lies in page fragments no hook can read. Every caller holds the
+ * skb its tracepoint was handed, so typed hooks read it with plain loads.
+ */
+static __always_inline void describe_frame(struct sk_buff *skb, struct ut_record *r)
+{
+	struct net_device *dev;
+	unsigned char *head;
+	__u32 start, tail, data, n;
+	__u16 mac, nh;
+
+	if (!cfg.snaplen)
+		return;
+	head = UT_READ(skb, head);
+	data = (__u64)UT_READ(skb, data) - (__u64)head;
+	mac = UT_READ(skb, mac_header);
+	nh = UT_READ(skb, network_header);
+	tail = UT_READ(skb, tail);
+	start = mac != UT_NO_MAC_HEADER && mac <= nh ? mac : nh;
+	n = tail > start ? tail - start : 0;
+	if (n > cfg.snaplen)
+		n = cfg.snaplen;
+	if (n > UT_FRAME_BYTES)
+		n = UT_FRAME_BYTES;
+	r->frame_l3 = nh - start;
+	r->frame_len = UT_READ(skb, len) + data - start; /* skb->len counts from data */
+	dev = UT_READ(skb, dev);
+	r->dev_type = UT_READ(dev, type);
+	r->frame_caplen = bpf_probe_read_kernel(r->frame, n, head + start) ? 0 : n;
+}
+
 static __always_inline void reach(struct ut_record *r, enum ut_stage stage, __u64 now)
 {
 	if (!r->ts[stage])

@@ -85,6 +85,7 @@ enum ut_role {
 
 enum ut_limits {
 	UT_PAYLOAD_BYTES = 64,     /* UDP payload kept for PubSub attribution */
+	UT_FRAME_BYTES = 128,      /* the most of a frame a record keeps (--snaplen) */
 	UT_FINGERPRINT_BYTES = 64, /* UDP payload the fingerprint covers (read with the above) */
 	UT_RX_BATCH = 8,           /* datagrams one receive syscall can read with times each */
 	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
@@ -152,8 +153,9 @@ enum ut_record_flags {
  * its exit and return value itself: then there is no syscall record.
  *
  * The ring buffer carries only as much of each record as the mode needs:
- * `payload` with --pubsub, the rx_* fields on the receive path. So those stay
- * last, in this order; every other field goes before `payload`.
+ * `payload` with --pubsub, the rx_* fields on the receive path, --snaplen
+ * bytes of `frame`. So those stay last, in this order; every other field goes
+ * before `payload`.
  */
 struct ut_record {
 	__u64 ts[UT_STAGE_COUNT];  /* CLOCK_MONOTONIC ns per stage; 0 = not reached */
@@ -186,6 +188,7 @@ struct ut_record {
 	__u32 netns;               /* inode of the device's network namespace */
 	__u32 ifindex;
 	__u32 len;                 /* frame length at the device queue (L2 header included) */
+	__u32 frame_len;           /* --snaplen: the whole frame's length from frame[0] */
 	__s32 xmit_rc;             /* driver return code at net_dev_xmit */
 	enum ut_syscall syscall;
 	__s32 txtime_clock;        /* clockid of txtime (CLOCK_TAI, ...); valid when txtime != 0 */
@@ -199,6 +202,9 @@ struct ut_record {
 	__u16 udp_len;             /* the UDP header's length: header and payload */
 	__u16 gso_segs;            /* UDP GSO: datagrams this skb becomes on the wire; 0: one */
 	__u16 gso_size;            /* UDP GSO: payload bytes per datagram */
+	__u16 frame_caplen;        /* --snaplen: bytes of the frame in frame[]; 0 = none */
+	__u16 frame_l3;            /* where its IP header starts in frame[]: 0 = no link header */
+	__u16 dev_type;            /* ARPHRD_* of the device frame[] was read on */
 	enum ut_record_flags flags;
 	__u8 saddr[16];            /* IPv4 as ::ffff:a.b.c.d */
 	__u8 daddr[16];
@@ -215,6 +221,8 @@ struct ut_record {
 	enum ut_syscall rx_syscall;
 	char rx_comm[16];
 	char rx_ifname[16];
+	/* --snaplen: the datagram's frame as the device had it (see describe_frame) */
+	__u8 frame[UT_FRAME_BYTES];
 };
 
 /* Per-CPU totals; the Python side reads the field names from BTF. */
@@ -318,6 +326,7 @@ struct ut_config {
 	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */
 	__u32 record_bytes;        /* bytes of each record the ring buffer carries (see ut_record) */
 	__u32 wakeup_bytes;        /* wake a reader waiting on the ring when it fills past this */
+	__u32 snaplen;             /* frame bytes each record keeps; 0 = none */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
 	char comm[16];             /* only this comm; empty = any */

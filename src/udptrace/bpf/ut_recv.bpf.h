@@ -207,6 +207,7 @@ static __always_inline struct ut_rx_datagram *rx_begin(struct sk_buff *skb,
 			return 0;
 		if (cfg.stream)
 			describe_payload(base, l4, BPF_CORE_READ(skb, tail), r);
+		describe_frame(skb, r);
 	}
 	r->kind = UT_KIND_PACKET;
 	r->flags |= UT_F_RECEIVE;

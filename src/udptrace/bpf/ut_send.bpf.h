@@ -131,6 +131,7 @@ static __always_inline bool describe_packet(struct sk_buff *skb, struct ut_call 
 
 	if (cfg.stream && first_fragment)
 		describe_payload(head, l4, UT_READ(skb, tail), r);
+	describe_frame(skb, r);
 	return true;
 }
 
@@ -337,7 +338,9 @@ static __always_inline void neigh_released(struct ut_pkt_state *s, struct sk_buf
 	if (!(s->rec.flags & UT_F_NEIGH_QUEUED))
 		return;
 	reach(&s->rec, UT_STAGE_NEIGH_QUEUE, now);
-	s->rec.len = UT_READ(skb, len); /* parked before its link header was added */
+	/* parked before its link header was added */
+	s->rec.len = UT_READ(skb, len);
+	describe_frame(skb, &s->rec);
 }
 
 static __always_inline int on_dev_queue(struct sk_buff *skb)
@@ -372,6 +375,7 @@ static __always_inline int on_dev_queue(struct sk_buff *skb)
 
 		BPF_CORE_READ_INTO(&s->rec.ifname, dev, name);
 		s->rec.ifindex = UT_READ(dev, ifindex);
+		describe_frame(skb, &s->rec); /* with the lower device's link header (a VLAN tag) */
 		return 0;
 	}
 	/* a new packet at the address of one we lost track of: never join the two */

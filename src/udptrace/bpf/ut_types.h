@@ -56,6 +56,7 @@ typedef struct {
 struct net_device {
 	char name[16];
 	int ifindex;
+	unsigned short type;       /* ARPHRD_*: what its frames' link header is */
 	possible_net_t nd_net;
 };
 

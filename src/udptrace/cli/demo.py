@@ -11,7 +11,7 @@ from rich.table import Table
 
 from udptrace import extras
 from udptrace.cli import help_formatter
-from udptrace.cli.trace import html_page, status_printer
+from udptrace.cli.trace import after_run, status_printer
 from udptrace.demo import DemoResult, DemoSettings, require_traceable, run_demo
 from udptrace.report import intervals, terminal
 from udptrace.report.terminal import duration, report_console
@@ -80,7 +80,7 @@ def _endpoints(result: DemoResult) -> Table:
 
 
 def _html_path(args: argparse.Namespace) -> str | None:
-    """An explicit --html needs the extra (html_page says so); the default only if present."""
+    """An explicit --html needs the extra (after_run says so); the default only if present."""
     if args.no_html:
         return None
     return args.html or (DEFAULT_HTML if not extras.missing("html") else None)
@@ -97,12 +97,12 @@ def main(args: argparse.Namespace) -> int:
         "udptrace_publish_cycle, the native function the publisher runs each cycle "
         "through) via sendto() and the wire to the subscriber's recvfrom()")
     with contextlib.ExitStack() as stack:
-        page = html_page(_html_path(args), stack)
+        page = after_run(stack, html=_html_path(args))
         out = stack.enter_context(open(args.json, "wb")) if args.json else None
         result = run_demo(settings, threading.Event(), status_printer(sys.stderr), out,
                           (lambda session: page.start(session, ["udptrace", *sys.argv[1:]]))
                           if page else None)
-        html_done = page.publish() if page else None
+        html_done = page.publish()[0][1] if page else None
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     trace = result.trace

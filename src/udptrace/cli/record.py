@@ -14,6 +14,7 @@ from udptrace.cli.trace import (
     add_app_arguments,
     add_filter_arguments,
     add_record_arguments,
+    add_snaplen_argument,
     options_from,
     status_printer,
 )
@@ -21,6 +22,7 @@ from udptrace.report import terminal
 from udptrace.report.fanout import PacketOutputs
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
+from udptrace.trace.options import DEFAULT_SNAPLEN
 from udptrace.trace.session import TraceSession
 
 EXAMPLES = """\
@@ -29,6 +31,7 @@ examples:
   udptrace record -o run.parquet --port 4840 --pubsub --sched
                                    PubSub labels, and what the CPUs did meanwhile
   udptrace report run.parquet --html run.html --perfetto run.json
+  udptrace report run.parquet --pcapng run.pcapng     the frames, for Wireshark
 
 RUN.parquet is a directory of Parquet parts, one per second that brought
 records, each a complete file: a run killed at any moment keeps every part
@@ -52,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--sched", action="store_true",
                    help="also record scheduler switches, softirqs and hardirqs on the CPUs "
                         "that sent traced packets")
+    add_snaplen_argument(o, DEFAULT_SNAPLEN)
     add_app_arguments(o)
     add_record_arguments(o, "decode OPC UA PubSub (UADP) headers into pubsub_* columns")
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
@@ -63,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     from udptrace.trace.sched import SchedSession
 
     console = report_console()
-    options = options_from(args, stream=True)
+    options = options_from(args, stream=True, snaplen=args.snaplen)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
         session = stack.enter_context(TraceSession(options))

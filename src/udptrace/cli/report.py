@@ -1,4 +1,4 @@
-"""`udptrace report`: a recorded run as text, HTML, or a Perfetto timeline."""
+"""`udptrace report`: a recorded run as text, HTML, a Perfetto timeline, or pcapng."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ examples:
   udptrace report run.parquet --html run.html   plots in one self-contained page
   udptrace report run.parquet --perfetto run.json
                                    open in https://ui.perfetto.dev or chrome://tracing
+  udptrace report run.parquet --pcapng run.pcapng
+                                   the frames for Wireshark, udptrace's times in each
+                                   frame's comment: tshark -r run.pcapng -Y
+                                   'frame.comment contains "fate=dropped"'
 
 The terminal report is the one a live run prints, with every distribution
 recomputed from the records, so its percentiles are exact; counters and
@@ -31,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="OUT.html", help="write an HTML report with plots")
     p.add_argument("--perfetto", metavar="OUT.json",
                    help="write a timeline (Chrome trace-event JSON) for Perfetto")
+    p.add_argument("--pcapng", metavar="OUT.pcapng",
+                   help="write every recorded datagram's frame for Wireshark (record "
+                        "--snaplen), its stage times, fate and process in the frame comment")
     p.add_argument("--linear", type=float, metavar="STEP_US",
                    help="linear histograms with this bin width in µs (default: log2)")
     p.add_argument("--no-hist", action="store_true", help="only the percentile table")
@@ -54,6 +61,9 @@ def main(args: argparse.Namespace) -> int:
         if args.perfetto:
             from udptrace.report import perfetto
             outputs.append((stack.enter_context(AtomicFile(args.perfetto)), perfetto.write))
+        if args.pcapng:
+            from udptrace.report import pcapng
+            outputs.append((stack.enter_context(AtomicFile(args.pcapng)), pcapng.write))
         recording = open_recording(Path(args.recording))
         step = int(args.linear * 1000) if args.linear else None
         render_report(console, recorded_report(recording), step, histograms=not args.no_hist)

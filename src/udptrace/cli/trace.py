@@ -15,6 +15,8 @@ from udptrace.cli import help_formatter
 from udptrace.errors import UsageError
 from udptrace.trace.options import (
     DEFAULT_RINGBUF_BYTES,
+    DEFAULT_SNAPLEN,
+    SNAPLEN_MAX,
     UADP_PORT,
     TraceOptions,
     comm_running,
@@ -23,7 +25,7 @@ from udptrace.trace.options import (
 from udptrace.trace.session import TraceSession
 
 if TYPE_CHECKING:
-    from udptrace.report.html import HtmlAfterRun
+    from udptrace.report.after_run import AfterRun, Writer
     from udptrace.trace.run import StatusCallback
 
 EXAMPLES = """\
@@ -36,6 +38,9 @@ examples:
   udptrace trace -c tutorial_pubsub --pubsub   latency per PubSub writer group
   udptrace trace --dst 224.0.0.0/4 -i eth0 --linear 10   multicast on eth0, 10 µs bins
   udptrace trace -p 4242 -d 10 --html run.html   the same with plots, in one page
+  udptrace trace --port 4840 -d 10 --pcapng run.pcapng
+                                            each datagram's frame for Wireshark, its
+                                            stage times and fate in the frame comment
   udptrace trace -p 4242 --wakeup           each cycle from its timer to the wire: how much
                                             of the jitter is scheduling, how much the stack
 """
@@ -96,6 +101,13 @@ def add_record_arguments(o: argparse._ArgumentGroup, pubsub_help: str) -> None:
     o.add_argument("-v", "--verbose", action="store_true", help="show verifier logs on errors")
 
 
+def add_snaplen_argument(o: argparse._ArgumentGroup, default: int | None) -> None:
+    told = f"{default}" if default else f"{DEFAULT_SNAPLEN} with --pcapng, else 0"
+    o.add_argument("--snaplen", type=int, default=default, metavar="N",
+                   help=f"keep each datagram's first N frame bytes (at most {SNAPLEN_MAX}) as "
+                        f"its device had them, for Wireshark (--pcapng); 0: none (default {told})")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
@@ -109,6 +121,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
     o.add_argument("--html", metavar="FILE",
                    help="also write an HTML report with plots (needs udptrace[html])")
+    o.add_argument("--pcapng", metavar="FILE",
+                   help="also write every traced datagram's frame, with its stage times, fate "
+                        "and process in the frame comment, for Wireshark (needs "
+                        "udptrace[record])")
+    add_snaplen_argument(o, None)
     add_app_arguments(o)
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
@@ -116,14 +133,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def options_from(args: argparse.Namespace, stream: bool) -> TraceOptions:
+def options_from(args: argparse.Namespace, stream: bool, snaplen: int = 0) -> TraceOptions:
     return TraceOptions(
         pids=tuple(args.pid), comm=args.comm, ports=tuple(args.port), src=tuple(args.src),
         dst=tuple(args.dst), ifname=args.interface, netns=args.netns, stream=stream,
         payload_port=args.uadp_port if args.pubsub else 0,
         ringbuf_bytes=args.ringbuf_kb * 1024, uprobe=args.uprobe, intervals=args.interval,
         rx=args.rx, e2e=args.e2e, stages=args.stages, wakeup=args.wakeup,
-        contexts=not args.no_contexts,
+        contexts=not args.no_contexts, snaplen=snaplen,
     )
 
 
@@ -143,24 +160,43 @@ def status_printer(out: IO[str], session: TraceSession | None = None) -> StatusC
     return show
 
 
-def html_page(path: str | None, stack: contextlib.ExitStack) -> HtmlAfterRun | None:
-    """`--html`: checked and opened before tracing starts (plotly is an optional extra)."""
-    if not path:
+def after_run(stack: contextlib.ExitStack, html: str | None = None,
+              pcapng: str | None = None) -> AfterRun | None:
+    """`--html`, `--pcapng`: written from the run's recording at its end; checked and
+    opened before tracing starts (plotly and pyarrow are optional extras)."""
+    if not html and not pcapng:
         return None
-    extras.require("html")
-    from udptrace.report.html import HtmlAfterRun
-    return stack.enter_context(HtmlAfterRun(path))
+    extras.require("html" if html else "record")
+    from udptrace.report.after_run import AfterRun
+    outputs: list[tuple[str, str, Writer]] = []
+    if html:
+        from udptrace.report import html as page
+        outputs.append(("HTML report", html, page.write))
+    if pcapng:
+        from udptrace.report import pcapng as capture
+        outputs.append(("pcapng for Wireshark", pcapng, capture.write))
+    return stack.enter_context(AfterRun(outputs))
+
+
+def snaplen_of(args: argparse.Namespace) -> int:
+    """--snaplen as given, else the default where --pcapng wants frames."""
+    if args.snaplen is None:
+        return DEFAULT_SNAPLEN if args.pcapng else 0
+    if args.pcapng and not args.snaplen:
+        raise UsageError("--pcapng writes the frames --snaplen keeps: --snaplen 0 keeps none")
+    return args.snaplen
 
 
 def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
     if to_stdout and args.events:
         raise UsageError("--events and --json - both write to stdout: give --json a FILE")
-    stream = bool(args.json or args.pubsub or args.events or args.html or args.wakeup)
-    options = options_from(args, stream)
+    stream = bool(args.json or args.pubsub or args.events or args.html or args.pcapng
+                  or args.wakeup)
+    options = options_from(args, stream, snaplen_of(args))
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
-        page = html_page(args.html, stack)
+        page = after_run(stack, args.html, args.pcapng)
         session = stack.enter_context(TraceSession(options))
         # attached: what reports need is imported while the first packets are traced
         # (before, rich and the report modules delayed attaching by 0.2-0.5 s)
@@ -239,7 +275,8 @@ def main(args: argparse.Namespace) -> int:
         if cycle_summaries or args.wakeup:
             cycle.render(console, cycle_summaries)
         if page is not None:
-            console.print(f"HTML report: {page.finish(result)}", highlight=False)
+            for what, written in page.finish(result):
+                console.print(f"{what}: {written}", highlight=False)
         summary = summary_object(result.snapshot, session.layout, drop_names, result.records,
                                  elapsed_s=result.elapsed_s, time=timebase.statement(),
                                  **({"ringbuf": {"bytes": options.ringbuf_bytes,

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from udptrace.errors import UsageError
 from udptrace.report.parquet import recording_parts
+from udptrace.trace.timebase import to_timescale
 
 # what both kernels see of a datagram alike, where the recording has it
 IDENTITY = ("fingerprint", "pubsub_publisher_id", "pubsub_writer_group_id",
@@ -48,15 +49,10 @@ class Host:
         return self.hostname or self.boot_id[:8]
 
     def to_scale(self, mono: np.ndarray) -> np.ndarray:
-        """CLOCK_MONOTONIC ns → the timescale's ns. Relative to the first sample's offset, so
-        float64 interpolation keeps ns (the offsets themselves are ~2**60)."""
+        """CLOCK_MONOTONIC ns → the timescale's ns."""
         if not len(self.mono):
             return mono
-        offset = self.offsets[self.timescale]
-        base = int(offset[0])
-        delta = np.interp(mono.astype(np.float64), self.mono.astype(np.float64),
-                          (offset - base).astype(np.float64))
-        return mono + base + np.round(delta).astype(np.int64)
+        return to_timescale(mono, self.mono, self.offsets[self.timescale])
 
 
 @dataclass

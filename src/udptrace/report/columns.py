@@ -43,9 +43,25 @@ def arrow(kind: Kind, v: Values, present: np.ndarray | None) -> pa.Array:
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(v.data[has]),
                                         mask=None if present is None else pa.array(~present))
     valid = _and(v.valid, present)
+    if kind is Kind.BYTES:
+        return _binary(v.data, v.lengths, valid)
     if kind is Kind.TEXT:
         return _strings(v.texts, v.data, valid)
     return pa.array(v.data, mask=None if valid is None else ~valid)
+
+
+def _binary(matrix: np.ndarray, lengths: np.ndarray, valid: np.ndarray | None) -> pa.Array:
+    """Each row's first ``lengths`` bytes of a byte matrix, one binary value per row: built
+    from its buffers, no bytes object per row."""
+    lengths = np.where(valid, lengths, 0) if valid is not None else lengths
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    keep = np.arange(matrix.shape[1]) < lengths[:, None]
+    data = np.ascontiguousarray(matrix)[keep]
+    bitmap = (None if valid is None or valid.all() else
+              pa.py_buffer(np.packbits(valid, bitorder="little")))
+    return pa.Array.from_buffers(pa.binary(), len(lengths),
+                                 [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def packet_columns(table: Table, batch: Batch) -> dict[str, pa.Array]:

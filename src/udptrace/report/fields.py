@@ -54,6 +54,7 @@ class Kind(enum.Enum):
     TEXT = "text"
     BOOL = "bool"
     IDS = "ids"  # a list of numbers, here at most one: empty where not valid
+    BYTES = "bytes"  # each row's first ``lengths`` bytes of a byte matrix
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Values:
     data: np.ndarray
     valid: np.ndarray | None = None  # False: null (IDS: the empty list); None: all valid
     texts: tuple[str, ...] = ()
+    lengths: np.ndarray | None = None  # BYTES: how many of each row's bytes count
 
 
 Present = Callable[["Batch"], np.ndarray]
@@ -310,6 +312,11 @@ def _total(b: Batch) -> Values:
     return Values(totals, (totals >= 0) & ~b.dropped)
 
 
+def _frame(b: Batch) -> Values:
+    lengths = b.records["frame_caplen"]
+    return Values(b.records["frame"], lengths > 0, lengths=lengths)
+
+
 def _received(b: Batch) -> np.ndarray:
     return b.flag("receive")
 
@@ -431,6 +438,9 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
             Field("launch_ns", _extra("txtime"), sources=f.uses("txtime")),
             *(Field(f"{stage}_ns", _launch(stage)) for stage in launch_errors(empty, layout)),
         ), launch_time),
+        # --snaplen: the frame as the device had it, for pcapng (report/pcapng.py)
+        Field("frame", _frame, Kind.BYTES, json=False, sources=f.uses("frame", "frame_caplen")),
+        *(f.stored(name, json=False) for name in ("frame_len", "frame_l3", "dev_type")),
         Group("tx_timestamp", (
             Field("software_ns", _extra("tstamp_sw"), sources=f.uses("tstamp_sw")),
             Field("hardware_ns", lambda b: _set(b.records["tstamp_hw"]),

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -21,11 +19,9 @@ import plotly.offline
 from plotly.subplots import make_subplots
 
 from udptrace.report import cycle
-from udptrace.report.atomic import AtomicFile
 from udptrace.report.cycle import CycleSummary
-from udptrace.report.parquet import Recording, RecordingWriter, column, open_recording
+from udptrace.report.parquet import Recording, column
 from udptrace.report.recorded import cycle_view, packet_times, recorded_report, sent
-from udptrace.report.recorder import Recorder
 from udptrace.report.terminal import (
     PERCENTILE_COLUMNS,
     TEXT_COLUMNS,
@@ -33,9 +29,6 @@ from udptrace.report.terminal import (
     duration,
     percentile_cells,
 )
-from udptrace.trace.run import TraceResult
-from udptrace.trace.session import TraceSession
-from udptrace.trace.timebase import Timebase
 
 MAX_POINTS = 10_000  # per scatter (SVG: works without WebGL); more shows nothing more
 HEIGHT = "460px"
@@ -281,44 +274,3 @@ def page(title: str, subject: str, note: str, sections: list[tuple[str, str]]) -
 
 def write(recording: Recording, out: IO[bytes]) -> None:
     out.write(render(recording).encode())
-
-
-class HtmlAfterRun:
-    """`trace --html` and the demo: the run recorded to a temporary directory while it goes,
-    the page rendered from it at the end; the page appears whole or not at all."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.out = AtomicFile(path)  # first: an unwritable path fails before tracing starts
-        self.scratch = tempfile.TemporaryDirectory(prefix="udptrace-html-")
-        self.writer = RecordingWriter(Path(self.scratch.name) / "run.parquet")
-        self.recorder: Recorder | None = None
-
-    @property
-    def path(self) -> Path:
-        return self.out.path
-
-    def start(self, session: TraceSession, command: list[str],
-              timebase: Timebase | None = None) -> Recorder:
-        self.recorder = Recorder(self.writer, session, command, timebase=timebase)
-        return self.recorder
-
-    def finish(self, result: TraceResult) -> Path:
-        assert self.recorder is not None, "start() first"
-        self.recorder.finish(result)
-        return self.publish()
-
-    def publish(self) -> Path:
-        """The page, from the finished recording (the demo finishes that itself)."""
-        write(open_recording(self.writer.path), self.out.file)
-        self.out.commit()
-        return self.out.path.resolve()
-
-    def close(self) -> None:
-        self.out.discard()
-        self.scratch.cleanup()
-
-    def __enter__(self) -> HtmlAfterRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -76,6 +76,7 @@ def run_info(session: TraceSession, command: list[str], sched: bool) -> dict[str
         "filters": _filters(options), "pubsub_port": options.payload_port or None,
         "uprobe": options.uprobe or None, "intervals": options.intervals,
         "receive_only": options.rx, "e2e": options.e2e, "sched": sched,
+        "snaplen": options.snaplen if options.stream else 0,
     }
 
 

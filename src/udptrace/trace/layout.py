@@ -68,11 +68,14 @@ class Layout:
             hist_slots=obj.maps["hists"].max_entries,
         )
 
-    def record_bytes(self, payload: bool, receive: bool) -> int:
-        """How much of each record the ring buffer carries: ``payload`` and then the rx_*
-        fields end ``struct ut_record``, each sent only in the modes that fill it."""
+    def record_bytes(self, payload: bool, receive: bool, snaplen: int = 0) -> int:
+        """How much of each record the ring buffer carries: ``payload``, the rx_* fields
+        and then ``frame`` end ``struct ut_record``, each sent only in the modes that fill
+        it (of the frame, its first ``snaplen`` bytes)."""
+        if snaplen:
+            return self.record.fields["frame"][1] + snaplen
         if receive:
-            return self.record.itemsize
+            return self.record.fields["frame"][1]
         return self.record.fields["rx_ret" if payload else "payload"][1]
 
     @property

@@ -22,6 +22,8 @@ DEFAULT_RINGBUF_BYTES = 8 << 20
 WAKEUP_FRACTION = 4  # a reader waiting on the ring buffer is woken when 1/4 of it is full
 DEFAULT_MAX_AGE_S = 10.0
 UADP_PORT = 4840
+SNAPLEN_MAX = 128  # UT_FRAME_BYTES in bpf/ut_record.h, held to it by a test
+DEFAULT_SNAPLEN = 128  # record's: Ethernet, IPv6 and UDP headers and 66 payload bytes
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class TraceOptions:
     netns: str = ""
     stream: bool = False  # per-packet records through the ring buffer
     payload_port: int = 0  # copy UDP payload bytes for this port (PubSub attribution)
+    snaplen: int = 0  # frame bytes each record keeps (pcapng); 0 = none
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
     max_age_s: float = DEFAULT_MAX_AGE_S
     uprobe: str = ""  # BINARY:SYMBOL whose entry starts the records of its sends
@@ -64,6 +67,12 @@ def check_pid(pid: int) -> None:
 def check_ringbuf_bytes(size: int) -> None:
     if size < os.sysconf("SC_PAGE_SIZE") or size & (size - 1):
         raise UsageError("ring buffer size must be a power of two of at least one page")
+
+
+def check_snaplen(snaplen: int) -> None:
+    if not 0 <= snaplen <= SNAPLEN_MAX:
+        raise UsageError(f"--snaplen {snaplen}: from 0 (no frame bytes) to {SNAPLEN_MAX}, "
+                         "the most of a frame a record keeps")
 
 
 def _check_port(port: int) -> None:
@@ -169,6 +178,7 @@ def validate(options: TraceOptions) -> None:
     if options.ifname:
         _check_interface(options.ifname, options.pids, options.netns)
     check_ringbuf_bytes(options.ringbuf_bytes)
+    check_snaplen(options.snaplen)
     for text in (*options.src, *options.dst):
         parse_network(text)
     unknown = [s for s in options.stages if s not in (*STAGE_NAMES, "core")]
@@ -215,6 +225,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["wakeup"] = options.wakeup
     cfg["contexts"] = contexts
     cfg["payload_port"] = options.payload_port
+    cfg["snaplen"] = options.snaplen if options.stream else 0
     cfg["comm"] = options.comm.encode()
     cfg["ifname"] = options.ifname.encode()
     return cfg.tobytes()

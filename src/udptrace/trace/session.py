@@ -152,7 +152,8 @@ class TraceSession:
             prog.autoload = name in chosen
         self.record_bytes = self.layout.record_bytes(
             payload=bool(self.options.payload_port),
-            receive=TracePath.RECEIVE in self.options.paths)
+            receive=TracePath.RECEIVE in self.options.paths,
+            snaplen=self.options.snaplen if self.options.stream else 0)
         self.obj.write_global(".rodata", "cfg", config_bytes(
             self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
             self.contexts_told,

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from udptrace.trace.clocks import bracketed
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -67,6 +69,25 @@ def clock_sample() -> dict[str, int]:
     real_width, real_middle, realtime = bracketed(time.CLOCK_REALTIME)
     return {"mono_ns": middle, "tai_ns": tai - middle, "realtime_ns": realtime - real_middle,
             "bracket_ns": max(tai_width, real_width)}
+
+
+def to_timescale(mono: np.ndarray, sampled: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """CLOCK_MONOTONIC ns → a timescale's ns, through its offsets at the monotonic times
+    ``sampled``, interpolated between them (clocks are slewed) and held past the ends.
+    Relative to the first offset, so float64 interpolation keeps ns (the offsets themselves
+    are ~2**60)."""
+    if not len(sampled):
+        return mono
+    base = int(offsets[0])
+    delta = np.interp(mono.astype(np.float64), sampled.astype(np.float64),
+                      (offsets - base).astype(np.float64))
+    return mono + base + np.round(delta).astype(np.int64)
+
+
+def realtime_ns(mono: np.ndarray, samples: list[dict[str, int]]) -> np.ndarray:
+    """CLOCK_MONOTONIC ns → CLOCK_REALTIME ns through a recording's clock samples."""
+    return to_timescale(mono, np.array([s["mono_ns"] for s in samples], np.int64),
+                        np.array([s["realtime_ns"] for s in samples], np.int64))
 
 
 def sync_state() -> dict[str, object]:
