@@ -17,6 +17,9 @@ examples:
   udptrace report run.parquet --html run.html   plots in one self-contained page
   udptrace report run.parquet --perfetto run.json
                                    open in https://ui.perfetto.dev or chrome://tracing
+  udptrace report late/            the snapshots of 'trace --snapshots late/', each with
+                                   its verdict: which part of the cycle was late, and what
+                                   held its CPU meanwhile
 
 The terminal report is the one a live run prints, with every distribution
 recomputed from the records, so its percentiles are exact; counters and
@@ -45,6 +48,11 @@ def main(args: argparse.Namespace) -> int:
     from udptrace.report.recorded import cycle_view, pubsub_groups, recorded_report
 
     console = report_console()
+    from udptrace.report.flight import render_snapshots, snapshot_dirs
+    path = Path(args.recording)
+    if not (path / "packets").is_dir() and snapshot_dirs(path):
+        render_snapshots(console, path)
+        return 0
     with contextlib.ExitStack() as stack:
         # opened first: a bad output path fails before any work, and leaves nothing
         outputs = []

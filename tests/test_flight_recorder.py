@@ -1,0 +1,142 @@
+"""The flight recorder: a 1 kHz publisher, a real-time busy thread planted on its CPU for one
+window, and `trace --trigger 'cycle>…' --snapshots DIR` keeping what happened around each
+late cycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import start_tracer, udptrace
+from test_cycle import idlest_cpu, programs, start  # noqa: F401 (fixtures)
+
+from udptrace.errors import UsageError
+from udptrace.report.triggers import parse_trigger
+
+BUSY_MS = 40
+THRESHOLD = "cycle>8ms"  # far above the shared host's noise (2-13 % of cycles late by 1 ms)
+# A real-time thread named ut_busy: from a line on stdin, 0.5 s idle, then BUSY_MS busy on
+# its CPU; prints its window (CLOCK_MONOTONIC ns).
+BUSY = f"""
+import os, sys, time
+open("/proc/self/comm", "w").write("ut_busy")
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+sys.stdin.readline()
+time.sleep(0.5)
+start = time.monotonic_ns()
+while time.monotonic_ns() < start + {BUSY_MS}_000_000:
+    pass
+print(start, time.monotonic_ns())
+"""
+
+
+def fly(start, tmp_path: Path, *flags: str, planted: bool = True,  # noqa: F811
+        trigger: str = THRESHOLD) -> tuple[dict, list[int], int]:
+    """One traced run of 1500 cycles of 1 ms; the summary's flight recorder, the busy
+    window ([] if none planted), the publisher's CPU."""
+    cpu = idlest_cpu()
+    pub = start("cyclic_publisher", 1500, 1000, seconds=1.5)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True) if planted else None
+    out = tmp_path / "run.jsonl"
+    try:
+        for pid in (pub.pid, *([busy.pid] if busy else [])):
+            os.sched_setaffinity(pid, {cpu})
+        tracer = start_tracer("-p", str(pub.pid), "--wakeup", "--trigger", trigger,
+                              "--snapshots", str(tmp_path / "late"), "-d", "4", "--no-hist",
+                              "--json", str(out), *flags)
+        pub.go()
+        if busy is not None:
+            busy.stdin.write("go\n")
+            busy.stdin.flush()
+        pub.finish()
+        window = [int(n) for n in busy.communicate("", timeout=10)[0].split()] if busy else []
+        report, errors = tracer.communicate(timeout=60)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    assert tracer.returncode == 0, errors
+    summary = json.loads(out.read_text().splitlines()[-1])
+    flight = summary["flight_recorder"]
+    assert f"{flight['written']} snapshots in" in report
+    assert errors.count("udptrace: snapshot ") == flight["written"]
+    return flight, window, cpu
+
+
+def check_snapshot(snapshot: dict, window: list[int], cpu: int) -> None:
+    """The late cycle started in the busy window, and the snapshot's timeline holds it and
+    the busy thread's run on its CPU."""
+    assert window[0] <= snapshot["begin_ns"] <= window[1], (snapshot, window)
+    assert snapshot["value_ns"] > 8_000_000 and snapshot["cpu"] == cpu
+    assert snapshot["late_part"] == "wake-up", snapshot
+    assert snapshot["held_by"][0]["task"].startswith("ut_busy"), snapshot
+    assert "ut_busy" in snapshot["verdict"]
+    events = json.loads((Path(snapshot["path"]) / "timeline.json").read_text())["traceEvents"]
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+               if e["ph"] == "M" and e["name"] == "thread_name"}
+    busy_runs = [e for e in events if e["ph"] == "X" and e.get("cat") == "task"
+                 and e["name"].startswith("ut_busy")
+                 and threads[(e["pid"], e["tid"])] == f"CPU {cpu}"]
+    assert busy_runs, "no run of the busy thread on the publisher's CPU"
+    run_end_us = max(e["ts"] + e["dur"] for e in busy_runs)
+    assert run_end_us * 1000 >= snapshot["begin_ns"]
+    late = [e for e in events if e["ph"] == "X" and e.get("cat") == "packet"
+            and abs(e["ts"] * 1000 - snapshot["begin_ns"]) < snapshot["value_ns"] + 1e6]
+    assert late, "the late cycle's datagram is not in the timeline"
+
+
+def test_the_planted_windows_late_cycles_trigger_up_to_the_limit(start,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    flight, window, cpu = fly(start, tmp_path, "--max-snapshots", "3", "--holdoff", "0")
+    # the cycles due in the window ran at its end: those more than 8 ms before it were late
+    assert flight["fired"] >= (BUSY_MS - 8) * 0.8, flight
+    assert flight["written"] == 3 and flight["suppressed"] == flight["fired"] - 3
+    for snapshot in flight["snapshots"]:
+        check_snapshot(snapshot, window, cpu)
+    listing = subprocess.run(udptrace("report", str(tmp_path / "late")), capture_output=True,
+                             text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    for n in (1, 2, 3):
+        assert f"snapshot-{n}" in listing.stdout
+    assert listing.stdout.count("ut_busy") >= 3
+
+
+def test_a_holdoff_keeps_one_snapshot_of_a_burst_and_counts_the_rest(start,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    flight, window, cpu = fly(start, tmp_path, "--holdoff", "10s")
+    assert flight["written"] == 1 and flight["fired"] > 10, flight
+    assert flight["suppressed"] == flight["fired"] - 1
+    check_snapshot(flight["snapshots"][0], window, cpu)
+
+
+def test_nothing_planted_and_a_threshold_above_the_maximum_leave_no_snapshot(
+        start, tmp_path: Path) -> None:  # noqa: F811
+    flight, _, _ = fly(start, tmp_path, planted=False, trigger="cycle>500ms")
+    assert flight["fired"] == flight["written"] == 0 and flight["snapshots"] == []
+    assert list((tmp_path / "late").iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cyc>1ms", "no span or stage 'cyc'"),
+    ("cycle>1xs", "is not a time"),
+    ("cycle 1ms", "write NAME>TIME"),
+    ("drop:", "needs a drop reason"),
+])
+def test_a_bad_trigger_is_a_one_line_error_naming_the_valid_ones(text: str,
+                                                                 message: str) -> None:
+    with pytest.raises(UsageError, match=message) as error:
+        parse_trigger(text)
+    assert "\n" not in str(error.value)
+
+
+def test_triggers_parse_into_their_parts() -> None:
+    assert parse_trigger("qdisc_dequeue>100us").threshold_ns == 100_000
+    assert parse_trigger("cycle>1.5ms").needs == "--wakeup"
+    assert parse_trigger("interval>12ms").needs == "--interval"
+    assert parse_trigger("drop:qdisc_drop").reason == "QDISC_DROP"
+    assert parse_trigger("missed").kind == "missed"
