@@ -62,16 +62,18 @@ def fly(start, tmp_path: Path, *flags: str, planted: bool = True,  # noqa: F811
             busy.wait()
     assert tracer.returncode == 0, errors
     summary = json.loads(out.read_text().splitlines()[-1])
-    flight = summary["flight_recorder"]
+    flight = {**summary["flight_recorder"],
+              "most_ns": summary["cycles"][0]["parts"]["cycle"]["max_ns"]}
     assert f"{flight['written']} snapshots in" in report
     assert errors.count("udptrace: snapshot ") == flight["written"]
     return flight, window, cpu
 
 
 def check_snapshot(snapshot: dict, window: list[int], cpu: int) -> None:
-    """The late cycle started in the busy window, and the snapshot's timeline holds it and
-    the busy thread's run on its CPU."""
-    assert window[0] <= snapshot["begin_ns"] <= window[1], (snapshot, window)
+    """The late cycle started in the busy window (or its wake-up came just before and lost
+    the CPU to it), and the snapshot's timeline holds it and the busy thread's run on its
+    CPU."""
+    assert window[0] - 2_000_000 <= snapshot["begin_ns"] <= window[1], (snapshot, window)
     assert snapshot["value_ns"] > 8_000_000 and snapshot["cpu"] == cpu
     assert snapshot["late_part"] == "wake-up", snapshot
     assert snapshot["held_by"][0]["task"].startswith("ut_busy"), snapshot
@@ -117,6 +119,7 @@ def test_a_holdoff_keeps_one_snapshot_of_a_burst_and_counts_the_rest(start,  # n
 def test_nothing_planted_and_a_threshold_above_the_maximum_leave_no_snapshot(
         start, tmp_path: Path) -> None:  # noqa: F811
     flight, _, _ = fly(start, tmp_path, planted=False, trigger="cycle>500ms")
+    assert flight["most_ns"] < 500_000_000, flight  # the run's longest cycle
     assert flight["fired"] == flight["written"] == 0 and flight["snapshots"] == []
     assert list((tmp_path / "late").iterdir()) == []
 
