@@ -10,12 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import start_tracer, udptrace
 from test_cycle import idlest_cpu, programs, start  # noqa: F401 (fixtures)
 
+from udptrace import bpf
 from udptrace.errors import UsageError
-from udptrace.report.triggers import parse_trigger
+from udptrace.loader.bpf_object import BpfObject
+from udptrace.report.triggers import Triggers, parse_trigger
+from udptrace.trace.decode import Packets
+from udptrace.trace.layout import Layout
 
 BUSY_MS = 40
 THRESHOLD = "cycle>8ms"  # far above the shared host's noise (2-13 % of cycles late by 1 ms)
@@ -143,3 +148,41 @@ def test_triggers_parse_into_their_parts() -> None:
     assert parse_trigger("interval>12ms").needs == "--interval"
     assert parse_trigger("drop:qdisc_drop").reason == "QDISC_DROP"
     assert parse_trigger("missed").kind == "missed"
+
+
+@pytest.fixture(scope="module")
+def layout() -> Layout:
+    obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
+    try:
+        return Layout.from_object(obj)
+    finally:
+        obj.close()
+
+
+def fired(layout: Layout, texts: tuple[str, ...], records: np.ndarray) -> list[int]:
+    triggers = Triggers(tuple(parse_trigger(t) for t in texts), layout, {6: "QDISC_DROP",
+                                                                         2: "NO_SOCKET"})
+    n = len(records)
+    return triggers.evaluate(Packets(records, np.zeros(n, np.uint64),
+                                     np.zeros(n, np.int64))).tolist()
+
+
+def test_a_stages_own_time_and_a_drops_reason_fire_their_triggers(layout: Layout) -> None:
+    recs = np.zeros(4, layout.record)
+    dequeue, before = layout.stage_index("qdisc_dequeue"), layout.stage_index("qdisc_enqueue")
+    recs["ts"][:, before] = 1_000_000
+    recs["ts"][:, dequeue] = 1_000_000 + np.array([50_000, 150_000, 0, 0])
+    recs["fate"] = layout.fates_by_name["sent"]
+    recs["fate"][2:] = layout.fates_by_name["dropped"]
+    recs["drop_reason"][2:] = (6, 2)
+    assert fired(layout, ("qdisc_dequeue>100us",), recs) == [-1, 0, -1, -1]
+    assert fired(layout, ("drop:QDISC_DROP", "drop"), recs) == [-1, -1, 0, 1]
+
+
+def test_missed_fires_on_an_interval_over_one_and_a_half_reference_periods(
+        layout: Layout) -> None:
+    recs = np.zeros(9, layout.record)
+    recs["pid"], recs["sport"] = 7, 4000
+    recs["interval_ns"] = [0, 1_000_000, 1_000_000, 1_010_000, 990_000, 1_000_000,  # warm-up
+                           1_400_000, 2_000_000, 1_000_000]
+    assert fired(layout, ("missed",), recs) == [-1] * 7 + [0, -1]
