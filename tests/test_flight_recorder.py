@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,11 @@ from udptrace.report.triggers import Triggers, parse_trigger
 from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
 
-BUSY_MS = 40
-THRESHOLD = "cycle>8ms"  # far above the shared host's noise (2-13 % of cycles late by 1 ms)
+BUSY_MS = 80
+# far above the shared host's noise: 2-13 % of cycles late by 1 ms (test_cycle.py), and
+# at a load average of 4 on its 2 CPUs, one by 8.3 ms in 1.5 s
+THRESHOLD_MS = 25
+THRESHOLD = f"cycle>{THRESHOLD_MS}ms"
 # A real-time thread named ut_busy: from a line on stdin, 0.5 s idle, then BUSY_MS busy on
 # its CPU; prints its window (CLOCK_MONOTONIC ns).
 BUSY = f"""
@@ -54,6 +58,7 @@ def fly(start, tmp_path: Path, *flags: str, planted: bool = True,  # noqa: F811
         tracer = start_tracer("-p", str(pub.pid), "--wakeup", "--trigger", trigger,
                               "--snapshots", str(tmp_path / "late"), "-d", "4", "--no-hist",
                               "--json", str(out), *flags)
+        time.sleep(0.5)  # the tracer's own start-up over, on a shared host: no noise from it
         pub.go()
         if busy is not None:
             busy.stdin.write("go\n")
@@ -75,11 +80,12 @@ def fly(start, tmp_path: Path, *flags: str, planted: bool = True,  # noqa: F811
 
 
 def check_snapshot(snapshot: dict, window: list[int], cpu: int) -> None:
-    """The late cycle started in the busy window (or its wake-up came just before and lost
-    the CPU to it), and the snapshot's timeline holds it and the busy thread's run on its
-    CPU."""
-    assert window[0] - 2_000_000 <= snapshot["begin_ns"] <= window[1], (snapshot, window)
-    assert snapshot["value_ns"] > 8_000_000 and snapshot["cpu"] == cpu
+    """The late cycle was due in the busy window (or just before it, and waiting for the
+    CPU when the busy thread took it) and sent after it; the snapshot's timeline holds it
+    and the busy thread's run on its CPU."""
+    assert window[0] - 20_000_000 <= snapshot["begin_ns"] <= window[1], (snapshot, window)
+    assert snapshot["end_ns"] >= window[1], (snapshot, window)
+    assert snapshot["value_ns"] > THRESHOLD_MS * 1_000_000 and snapshot["cpu"] == cpu
     assert snapshot["late_part"] == "wake-up", snapshot
     assert snapshot["held_by"][0]["task"].startswith("ut_busy"), snapshot
     assert "ut_busy" in snapshot["verdict"]
@@ -100,8 +106,9 @@ def check_snapshot(snapshot: dict, window: list[int], cpu: int) -> None:
 def test_the_planted_windows_late_cycles_trigger_up_to_the_limit(start,  # noqa: F811
                                                                  tmp_path: Path) -> None:
     flight, window, cpu = fly(start, tmp_path, "--max-snapshots", "3", "--holdoff", "0")
-    # the cycles due in the window ran at its end: those more than 8 ms before it were late
-    assert flight["fired"] >= (BUSY_MS - 8) * 0.8, flight
+    # the cycles due in the window ran at its end: those due more than THRESHOLD_MS before
+    # it were late
+    assert flight["fired"] >= (BUSY_MS - THRESHOLD_MS) * 0.8, flight
     assert flight["written"] == 3 and flight["suppressed"] == flight["fired"] - 3
     for snapshot in flight["snapshots"]:
         check_snapshot(snapshot, window, cpu)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from udptrace import extras
 from udptrace.cli import help_formatter
+from udptrace.errors import UsageError
 from udptrace.report import cycle
 from udptrace.report.terminal import render_report, report_console
 
@@ -51,6 +52,9 @@ def main(args: argparse.Namespace) -> int:
     from udptrace.report.flight import render_snapshots, snapshot_dirs
     path = Path(args.recording)
     if not (path / "packets").is_dir() and snapshot_dirs(path):
+        if args.html or args.perfetto:
+            raise UsageError(f"{path} holds flight-recorder snapshots: give one of them, "
+                             f"e.g. {path / 'snapshot-1'}, for --html or --perfetto")
         render_snapshots(console, path)
         return 0
     with contextlib.ExitStack() as stack:

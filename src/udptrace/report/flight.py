@@ -15,6 +15,8 @@ report DIR/snapshot-N` and its Perfetto timeline work on it as on any recording:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections import deque
@@ -85,6 +87,10 @@ class FlightRecorder:
         self.drop_names = self.session.drop_reason_names()
         self.softirqs = softirq_names()
         self.triggers = Triggers(self.options.triggers, layout, self.drop_names)
+        # the traced processes' CPUs from the start: a late first cycle has its history too
+        for pid in self.session.options.pids:
+            with contextlib.suppress(OSError):
+                self.sched.watch(os.sched_getaffinity(pid))
         self._packets: deque[tuple[int, Packets, np.ndarray, np.ndarray]] = deque()
         self._events: deque[np.ndarray] = deque()
         self._pending: list[_Pending] = []
