@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_tracer, udptrace
+from conftest import send_from, start_tracer, udptrace
 from test_cycle import idlest_cpu, programs, start  # noqa: F401 (fixtures)
 
 from udptrace import bpf
 from udptrace.errors import UsageError
 from udptrace.loader.bpf_object import BpfObject
+from udptrace.report.flight import snapshot_dirs
 from udptrace.report.triggers import Triggers, parse_trigger
 from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
@@ -193,3 +194,25 @@ def test_missed_fires_on_an_interval_over_one_and_a_half_reference_periods(
     recs["interval_ns"] = [0, 1_000_000, 1_000_000, 1_010_000, 990_000, 1_000_000,  # warm-up
                            1_400_000, 2_000_000, 1_000_000]
     assert fired(layout, ("missed",), recs) == [-1] * 7 + [0, -1]
+
+
+def test_record_keeps_snapshots_beside_its_recording(net, tmp_path: Path) -> None:
+    """Every datagram fires 'total>0ns': two snapshots (--max-snapshots 2, no hold-off), the
+    others counted, and the recording holds every datagram."""
+    run, late = tmp_path / "run.parquet", tmp_path / "late"
+    recorder = subprocess.Popen(udptrace("record", "-o", str(run), "--port", "4841", "-d", "4",
+                                         "--trigger", "total>0ns", "--snapshots", str(late),
+                                         "--max-snapshots", "2", "--holdoff", "0",
+                                         "--no-hist"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    assert recorder.stdout is not None
+    assert recorder.stdout.readline().startswith("recording UDP sends")
+    assert send_from(net, 50, 0.01, port=4841).wait(timeout=30) == 0
+    report, errors = recorder.communicate(timeout=60)
+    assert recorder.returncode == 0, errors
+    assert "flight recorder: 50 triggers, 2 snapshots in" in report
+    assert "48 suppressed" in report
+    assert [p.name for p in snapshot_dirs(late)] == ["snapshot-1", "snapshot-2"]
+    assert errors.count("udptrace: snapshot ") == 2
+    assert "recorded 50 packets" in report
