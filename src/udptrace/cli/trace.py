@@ -118,7 +118,8 @@ def add_flight_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--trigger", action="append", default=[], metavar="EXPR",
                    help="e.g. 'cycle>1.5ms', 'total>200us', 'qdisc_dequeue>100us' (a stage's "
                         "time), 'interval>12ms', missed, drop, drop:QDISC_DROP (repeatable)")
-    f.add_argument("--snapshots", metavar="DIR", help="where snapshots go (a new or empty directory)")
+    f.add_argument("--snapshots", metavar="DIR",
+                   help="where snapshots go (a new or empty directory)")
     f.add_argument("--before", default="100ms", metavar="TIME",
                    help="history kept before a trigger (default 100ms)")
     f.add_argument("--after", default="20ms", metavar="TIME",

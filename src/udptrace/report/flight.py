@@ -41,6 +41,7 @@ from udptrace.report.parquet import (
     recording_parts,
     run_info,
 )
+from udptrace.report.perfetto import entry_exit_pairs
 from udptrace.report.stage_latency import PacketTimes
 from udptrace.report.triggers import MS, FlightOptions, Trigger, Triggers
 from udptrace.trace.decode import Packets, char_strings
@@ -195,7 +196,8 @@ class FlightRecorder:
         self._pending.remove(pending)
         packets, events = self._window(pending)
         path = self.options.directory / f"snapshot-{pending.number}"
-        verdict = explain(pending, packets, events, self.session, self.sched.kinds)
+        verdict = explain(pending, packets, events, self.session, self.sched.kinds,
+                          self.softirqs)
         about = {"number": pending.number, "trigger": pending.trigger.text,
                  "value_ns": trigger_value(self.triggers, pending),
                  "begin_ns": pending.begin_ns, "end_ns": pending.end_ns,
@@ -242,7 +244,7 @@ def duration_text(ns: object) -> str:
 
 
 def explain(pending: _Pending, packets: Packets, events: np.ndarray, session: TraceSession,
-            kinds: dict[int, str]) -> dict[str, object]:
+            kinds: dict[int, str], softirqs: dict[int, str]) -> dict[str, object]:
     """Which part of the cycle was late (against the median of its flow's other cycles in
     the window), and what ran on its CPU from the cycle's start until it sent."""
     layout = session.layout
@@ -263,7 +265,7 @@ def explain(pending: _Pending, packets: Packets, events: np.ndarray, session: Tr
         over, title, median = max(excess)
         late = {"late_part": title, "late_by_ns": over, "part_median_ns": median}
     cpu = int(record["cpu"][0])
-    held = cpu_holders(events, kinds, cpu, pending.begin_ns, pending.end_ns,
+    held = cpu_holders(events, kinds, softirqs, cpu, pending.begin_ns, pending.end_ns,
                        int(record["tid"][0]))
     text = []
     if late:
@@ -277,27 +279,37 @@ def explain(pending: _Pending, packets: Packets, events: np.ndarray, session: Tr
             "verdict": "; ".join(text) or "nothing stood out"}
 
 
-def cpu_holders(events: np.ndarray, kinds: dict[int, str], cpu: int, lo: int, hi: int,
-                traced_tid: int) -> list[tuple[str, int]]:
-    """The tasks other than the traced thread (and idle) that ran on `cpu` between lo and
-    hi, longest first, from the scheduler switches."""
-    switch = [k for k, v in kinds.items() if v == "switch"]
-    mine = events[(events["cpu"] == cpu) & np.isin(events["kind"], switch)]
-    if not len(mine):
-        return []
+def cpu_holders(events: np.ndarray, kinds: dict[int, str], softirqs: dict[int, str],
+                cpu: int, lo: int, hi: int, traced_tid: int) -> list[tuple[str, int]]:
+    """What ran on `cpu` between lo and hi, longest first: the tasks other than the traced
+    thread (and idle), from the scheduler switches, and the softirqs and hardirqs (their
+    time is inside some task's)."""
+    mine = events[events["cpu"] == cpu]
+    kind = np.array([kinds.get(k, "") for k in mine["kind"].tolist()], dtype=object)
     ts = mine["ts"].astype(np.int64)
-    starts = np.clip(ts, lo, hi)
-    ends = np.clip(np.append(ts[1:], hi), lo, hi)
     names = char_strings(mine["comm"])
     ran: dict[str, int] = {}
-    for pid, name, a, b in zip(mine["pid"].tolist(), names.tolist(), starts.tolist(),
-                               ends.tolist(), strict=True):
-        if pid in (0, traced_tid) or b <= a:
-            continue
-        key = f"{name} [{pid}]"
-        ran[key] = ran.get(key, 0) + b - a
-    return sorted(ran.items(), key=lambda kv: -kv[1])
 
+    def add(name: str, a: int, b: int) -> None:
+        a, b = max(a, lo), min(b, hi)
+        if b > a:
+            ran[name] = ran.get(name, 0) + b - a
+
+    switches = np.flatnonzero(kind == "switch")
+    ends = np.append(ts[switches][1:], hi)[:len(switches)]
+    for i, end in zip(switches.tolist(), ends.tolist(), strict=True):
+        pid = int(mine["pid"][i])
+        if pid not in (0, traced_tid):
+            add(f"{names[i]} [{pid}]", int(ts[i]), end)
+    for prefix in ("softirq", "irq"):
+        which = np.flatnonzero(np.char.startswith(kind.astype(str), prefix + "_"))
+        starts, stops = entry_exit_pairs(kind[which] == f"{prefix}_entry")
+        for a, b in zip(which[starts].tolist(), which[stops].tolist(), strict=True):
+            number = int(mine["number"][a])
+            label = softirqs.get(number, str(number)) if prefix == "softirq" else (
+                names[a] or str(number))
+            add(f"{prefix} {label}", int(ts[a]), int(ts[b]))
+    return sorted(ran.items(), key=lambda kv: -kv[1])
 
 def snapshot_dirs(path: Path) -> list[Path]:
     """A --snapshots directory's snapshots in their order; [] if `path` is none."""
