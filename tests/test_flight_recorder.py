@@ -105,6 +105,8 @@ def check_snapshot(snapshot: dict, window: list[int], cpu: int) -> None:
     late = [e for e in events if e["ph"] == "X" and e.get("cat") == "packet"
             and abs(e["ts"] * 1000 - snapshot["begin_ns"]) < snapshot["value_ns"] + 1e6]
     assert late, "the late cycle's datagram is not in the timeline"
+    (marker,) = [e for e in events if e.get("cat") == "trigger"]
+    assert marker["ts"] * 1000 == pytest.approx(snapshot["begin_ns"], abs=1000)
 
 
 def test_the_planted_windows_late_cycles_trigger_up_to_the_limit(start,  # noqa: F811

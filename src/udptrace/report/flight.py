@@ -16,6 +16,7 @@ report DIR/snapshot-N` and its Perfetto timeline work on it as on any recording:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -211,8 +212,16 @@ class FlightRecorder:
         writer.add("sched", pa.table(sched_columns(events, self.sched.kinds, self.softirqs)))
         writer.flush(progress(self.session.snapshot(), layout, self.drop_names, len(packets),
                               0.0), final=True)
-        with open(path / TIMELINE, "wb") as out:
-            perfetto.write(open_recording(path), out)
+        timeline = perfetto.trace_events(open_recording(path))
+        events = timeline["traceEvents"]
+        assert isinstance(events, list)
+        # a global marker where the late datagram began, so the eye lands on it
+        events.append({
+            "ph": "i", "s": "g", "name": f"trigger {pending.trigger.text}",
+            "ts": pending.begin_ns / 1000, "pid": perfetto.CPUS_PID, "tid": 0,
+            "cat": "trigger", "args": {"value_ns": about["value_ns"],
+                                       "verdict": about["verdict"]}})
+        (path / TIMELINE).write_text(json.dumps(timeline, separators=(",", ":")))
         self.snapshots.append({"path": str(path), **about})
         self.notices.write(f"udptrace: snapshot {pending.number}: {pending.trigger.text} "
                            f"({duration_text(about['value_ns'])}) → {path}: "
