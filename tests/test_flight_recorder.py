@@ -221,3 +221,22 @@ def test_record_keeps_snapshots_beside_its_recording(net, tmp_path: Path) -> Non
     assert [p.name for p in snapshot_dirs(late)] == ["snapshot-1", "snapshot-2"]
     assert errors.count("udptrace: snapshot ") == 2
     assert "recorded 50 packets" in report
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("trace", "--trigger", "drop"), "--trigger and --snapshots go together"),
+    (("trace", "--trigger", "cycle>1ms", "--snapshots", "DIR"), "needs --wakeup"),
+    (("trace", "--trigger", "missed", "--snapshots", "DIR"), "needs --interval"),
+    (("trace", "--trigger", "drop", "--snapshots", "DIR", "--max-snapshots", "0"),
+     "at least 1"),
+    (("trace", "--trigger", "drop", "--snapshots", "DIR", "--before", "soon"), "not a time"),
+    (("record", "-o", "RUN", "--sched", "--trigger", "drop", "--snapshots", "DIR"),
+     "do not combine"),
+])
+def test_flight_recorder_options_are_checked_before_anything_loads(
+        args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    argv = [str(tmp_path / a) if a in ("DIR", "RUN") else a for a in args]
+    done = subprocess.run(udptrace(*argv), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "DIR").exists() and not (tmp_path / "RUN").exists()
