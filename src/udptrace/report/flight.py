@@ -223,6 +223,8 @@ class FlightRecorder:
                                        "verdict": about["verdict"]}})
         (path / TIMELINE).write_text(json.dumps(timeline, separators=(",", ":")))
         self.snapshots.append({"path": str(path), **about})
+        if self.notices.isatty():  # over the live status line, not after it
+            self.notices.write("\r\x1b[K")
         self.notices.write(f"udptrace: snapshot {pending.number}: {pending.trigger.text} "
                            f"({duration_text(about['value_ns'])}) → {path}: "
                            f"{about['verdict']}\n")
