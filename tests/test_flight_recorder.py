@@ -118,12 +118,14 @@ def test_the_planted_windows_late_cycles_trigger_up_to_the_limit(start,  # noqa:
     assert flight["written"] == 3 and flight["suppressed"] == flight["fired"] - 3
     for snapshot in flight["snapshots"]:
         check_snapshot(snapshot, window, cpu)
-    listing = subprocess.run(udptrace("report", str(tmp_path / "late")), capture_output=True,
-                             text=True, timeout=60)
+    page = tmp_path / "late.html"
+    listing = subprocess.run(udptrace("report", str(tmp_path / "late"), "--html", str(page)),
+                             capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
+    html = page.read_text()
     for n in (1, 2, 3):
-        assert f"snapshot-{n}" in listing.stdout
-    assert listing.stdout.count("ut_busy") >= 3
+        assert f"snapshot-{n}" in listing.stdout and f"snapshot-{n}: cycle&gt;" in html
+    assert listing.stdout.count("ut_busy") >= 3 and html.count("ut_busy") >= 6
 
 
 def test_a_holdoff_keeps_one_snapshot_of_a_burst_and_counts_the_rest(start,  # noqa: F811

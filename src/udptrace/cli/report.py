@@ -49,13 +49,20 @@ def main(args: argparse.Namespace) -> int:
     from udptrace.report.recorded import cycle_view, pubsub_groups, recorded_report
 
     console = report_console()
-    from udptrace.report.flight import render_snapshots, snapshot_dirs
+    from udptrace.report.flight import render_snapshots, snapshot_dirs, snapshot_recordings
     path = Path(args.recording)
     if not (path / "packets").is_dir() and snapshot_dirs(path):
-        if args.html or args.perfetto:
-            raise UsageError(f"{path} holds flight-recorder snapshots: give one of them, "
-                             f"e.g. {path / 'snapshot-1'}, for --html or --perfetto")
-        render_snapshots(console, path)
+        if args.perfetto:
+            raise UsageError(f"{path} holds flight-recorder snapshots, each with its "
+                             f"timeline: {path / 'snapshot-N' / 'timeline.json'}")
+        with contextlib.ExitStack() as stack:
+            page = stack.enter_context(AtomicFile(args.html)) if args.html else None
+            render_snapshots(console, path)
+            if page is not None:
+                from udptrace.report import html
+                page.file.write(html.snapshots_page(path, snapshot_recordings(path)).encode())
+                page.commit()
+                console.print(f"wrote {page.path}", highlight=False)
         return 0
     with contextlib.ExitStack() as stack:
         # opened first: a bad output path fails before any work, and leaves nothing

@@ -36,6 +36,7 @@ from udptrace.report.columns import PacketColumns, sched_columns
 from udptrace.report.cycle import COLUMNS, PARTS, samples
 from udptrace.report.fields import Batch, packet_table
 from udptrace.report.parquet import (
+    Recording,
     RecordingWriter,
     open_recording,
     progress,
@@ -326,6 +327,15 @@ def snapshot_dirs(path: Path) -> list[Path]:
     """A --snapshots directory's snapshots in their order; [] if `path` is none."""
     found = [p for p in path.glob("snapshot-*") if p.name.removeprefix("snapshot-").isdigit()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("snapshot-")))
+
+
+def snapshot_recordings(path: Path) -> list[tuple[str, dict, Recording]]:
+    """Each snapshot's name, what its trigger found, and its recording."""
+    out = []
+    for directory in snapshot_dirs(path):
+        recording = open_recording(directory)
+        out.append((directory.name, recording.info.get("snapshot", {}), recording))
+    return out
 
 
 def render_snapshots(console: Console, path: Path) -> None:
