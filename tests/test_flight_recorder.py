@@ -201,6 +201,7 @@ def test_missed_fires_on_an_interval_over_one_and_a_half_reference_periods(
     recs["interval_ns"] = [0, 1_000_000, 1_000_000, 1_010_000, 990_000, 1_000_000,  # warm-up
                            1_400_000, 2_000_000, 1_000_000]
     assert fired(layout, ("missed",), recs) == [-1] * 7 + [0, -1]
+    assert fired(layout, ("interval>1.5ms",), recs) == [-1] * 7 + [0, -1]
 
 
 def test_record_keeps_snapshots_beside_its_recording(net, tmp_path: Path) -> None:
