@@ -235,6 +235,8 @@ def test_record_keeps_snapshots_beside_its_recording(net, tmp_path: Path) -> Non
     (("trace", "--trigger", "drop", "--snapshots", "DIR", "--before", "soon"), "not a time"),
     (("record", "-o", "RUN", "--sched", "--trigger", "drop", "--snapshots", "DIR"),
      "do not combine"),
+    (("trace", "--trigger", "drop:NO_SUCH_REASON", "--snapshots", "DIR"),
+     "this kernel has no drop reason NO_SUCH_REASON; it has "),
 ])
 def test_flight_recorder_options_are_checked_before_anything_loads(
         args: tuple[str, ...], message: str, tmp_path: Path) -> None:

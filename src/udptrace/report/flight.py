@@ -78,6 +78,12 @@ class FlightRecorder:
     fired: int = 0
 
     def __post_init__(self) -> None:
+        self.drop_names = self.session.drop_reason_names()
+        known = set(self.drop_names.values())
+        for t in self.options.triggers:
+            if t.reason and t.reason not in known:
+                raise UsageError(f"--trigger '{t.text}': this kernel has no drop reason "
+                                 f"{t.reason}; it has {', '.join(sorted(known))}")
         directory = self.options.directory
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
             raise UsageError(f"--snapshots {directory}: exists and is not an empty directory: "
@@ -87,7 +93,6 @@ class FlightRecorder:
         except OSError as e:
             raise UsageError(f"--snapshots {directory}: {e.strerror}") from None
         layout = self.session.layout
-        self.drop_names = self.session.drop_reason_names()
         self.softirqs = softirq_names()
         self.triggers = Triggers(self.options.triggers, layout, self.drop_names)
         # the traced processes' CPUs from the start: a late first cycle has its history too
