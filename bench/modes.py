@@ -123,6 +123,11 @@ MODES = (
     # the scheduler hooks run at every context switch of the machine
     Mode("wakeup", "udptrace trace -p PID --wakeup (the cycle view's scheduler hooks)",
          Udptrace(("--wakeup",)), on_floor=True),
+    # the flight recorder streams every record and the sending CPU's scheduler events, held
+    # in user space; a threshold never crossed, so this is its steady state
+    Mode("flight", "udptrace trace -p PID --trigger 'total>1s' --snapshots DIR (flight "
+         "recorder, never triggered)",
+         Udptrace(("--trigger", "total>1s"), output="--snapshots"), on_floor=True),
     Mode("json", "udptrace trace -p PID --json FILE (plus records per packet)", JSON,
          on_floor=True),
     Mode("record", "udptrace record -p PID -o RUN.parquet (the same records, as Parquet parts, "

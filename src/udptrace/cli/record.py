@@ -13,11 +13,16 @@ from udptrace.cli import help_formatter
 from udptrace.cli.trace import (
     add_app_arguments,
     add_filter_arguments,
+    add_flight_arguments,
     add_record_arguments,
     add_snaplen_argument,
+    flight_options,
+    flight_recorder,
     options_from,
+    render_flight,
     status_printer,
 )
+from udptrace.errors import UsageError
 from udptrace.report import terminal
 from udptrace.report.fanout import PacketOutputs
 from udptrace.report.terminal import report_console
@@ -59,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_app_arguments(o)
     add_record_arguments(o, "decode OPC UA PubSub (UADP) headers into pubsub_* columns")
     o.add_argument("--no-hist", action="store_true", help="only the percentile table")
+    add_flight_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -67,6 +73,11 @@ def main(args: argparse.Namespace) -> int:
     from udptrace.trace.sched import SchedSession
 
     console = report_console()
+    flight = flight_options(args)
+    if flight is not None and args.sched:
+        # one reader per scheduler ring buffer: the snapshots would take the recording's
+        raise UsageError("--sched and --trigger do not combine yet: each snapshot holds the "
+                         "CPU events of its window")
     options = options_from(args, stream=True, snaplen=args.snaplen)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
@@ -81,9 +92,11 @@ def main(args: argparse.Namespace) -> int:
         started = False
         stack.callback(lambda: started or writer.abort())  # nothing half-made on a bad start
         recorder = Recorder(writer, session, ["udptrace", *sys.argv[1:]], sched)
+        flights = flight_recorder(flight, session, stack)
         started = True
         # a full disk stops the run, not crashes it: the parts written so far stay
-        outputs = PacketOutputs(session.layout, recorder.drop_names, stop, recorder=recorder)
+        outputs = PacketOutputs(session.layout, recorder.drop_names, stop, recorder=recorder,
+                                flight=flights)
         console.print(f"recording UDP sends to {args.output}"
                       + (f" for {args.duration:g}s" if args.duration else ", Ctrl-C to stop"))
         result = run.run(session, args.duration, stop, outputs,
@@ -94,6 +107,8 @@ def main(args: argparse.Namespace) -> int:
         if failure is None:
             try:
                 recorder.finish(result)
+                if flights is not None:
+                    render_flight(console, flights.finish())
             except RecordingError as e:
                 failure = e
         terminal.render(console, result.snapshot, session.layout, session.plans,

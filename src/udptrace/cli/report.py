@@ -8,6 +8,7 @@ from pathlib import Path
 
 from udptrace import extras
 from udptrace.cli import help_formatter
+from udptrace.errors import UsageError
 from udptrace.report import cycle
 from udptrace.report.terminal import render_report, report_console
 
@@ -21,6 +22,9 @@ examples:
                                    the frames for Wireshark, udptrace's times in each
                                    frame's comment: tshark -r run.pcapng -Y
                                    'frame.comment contains "fate=dropped"'
+  udptrace report late/            the snapshots of 'trace --snapshots late/', each with
+                                   its verdict: which part of the cycle was late, and what
+                                   held its CPU meanwhile
 
 The terminal report is the one a live run prints, with every distribution
 recomputed from the records, so its percentiles are exact; counters and
@@ -52,6 +56,21 @@ def main(args: argparse.Namespace) -> int:
     from udptrace.report.recorded import cycle_view, pubsub_groups, recorded_report
 
     console = report_console()
+    from udptrace.report.flight import render_snapshots, snapshot_dirs, snapshot_recordings
+    path = Path(args.recording)
+    if not (path / "packets").is_dir() and snapshot_dirs(path):
+        if args.perfetto:
+            raise UsageError(f"{path} holds flight-recorder snapshots, each with its "
+                             f"timeline: {path / 'snapshot-N' / 'timeline.json'}")
+        with contextlib.ExitStack() as stack:
+            page = stack.enter_context(AtomicFile(args.html)) if args.html else None
+            render_snapshots(console, path)
+            if page is not None:
+                from udptrace.report import html
+                page.file.write(html.snapshots_page(path, snapshot_recordings(path)).encode())
+                page.commit()
+                console.print(f"wrote {page.path}", highlight=False)
+        return 0
     with contextlib.ExitStack() as stack:
         # opened first: a bad output path fails before any work, and leaves nothing
         outputs = []

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from udptrace import extras
@@ -25,7 +26,11 @@ from udptrace.trace.options import (
 from udptrace.trace.session import TraceSession
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from udptrace.report.after_run import AfterRun, Writer
+    from udptrace.report.flight import FlightRecorder
+    from udptrace.report.triggers import FlightOptions
     from udptrace.trace.run import StatusCallback
 
 EXAMPLES = """\
@@ -43,6 +48,9 @@ examples:
                                             stage times and fate in the frame comment
   udptrace trace -p 4242 --wakeup           each cycle from its timer to the wire: how much
                                             of the jitter is scheduling, how much the stack
+  udptrace trace -p 4242 --wakeup --trigger 'cycle>1.5ms' --snapshots late/
+                                            a flight recorder: for each late cycle, its
+                                            datagrams and what ran on its CPU around it
 """
 
 
@@ -108,6 +116,66 @@ def add_snaplen_argument(o: argparse._ArgumentGroup, default: int | None) -> Non
                         f"its device had them, for Wireshark (--pcapng); 0: none (default {told})")
 
 
+def add_flight_arguments(p: argparse.ArgumentParser) -> None:
+    f = p.add_argument_group("flight recorder (a snapshot around each datagram that triggers)")
+    f.add_argument("--trigger", action="append", default=[], metavar="EXPR",
+                   help="e.g. 'cycle>1.5ms', 'total>200us', 'qdisc_dequeue>100us' (a stage's "
+                        "time), 'interval>12ms', missed, drop, drop:QDISC_DROP (repeatable)")
+    f.add_argument("--snapshots", metavar="DIR",
+                   help="where snapshots go (a new or empty directory)")
+    f.add_argument("--before", default="100ms", metavar="TIME",
+                   help="history kept before a trigger (default 100ms)")
+    f.add_argument("--after", default="20ms", metavar="TIME",
+                   help="and after it (default 20ms)")
+    f.add_argument("--max-snapshots", type=int, default=10, metavar="N",
+                   help="at most this many snapshots (default 10); later triggers are counted")
+    f.add_argument("--holdoff", default="1s", metavar="TIME",
+                   help="after a snapshot's trigger, triggers this soon are only counted "
+                        "(default 1s)")
+
+
+def flight_options(args: argparse.Namespace) -> FlightOptions | None:
+    """The flight recorder's options, checked before anything is loaded."""
+    if not args.trigger and not args.snapshots:
+        return None
+    from udptrace.report.triggers import FlightOptions, parse_duration, parse_trigger
+    if not (args.trigger and args.snapshots):
+        raise UsageError("--trigger and --snapshots go together: what fires a snapshot, "
+                         "and where it goes")
+    triggers = tuple(parse_trigger(t) for t in args.trigger)
+    for t in triggers:
+        given = {"--wakeup": args.wakeup, "--interval": args.interval}.get(t.needs, True)
+        if not given:
+            raise UsageError(f"--trigger '{t.text}' needs {t.needs}")
+    if args.max_snapshots < 1:
+        raise UsageError("--max-snapshots must be at least 1")
+    return FlightOptions(triggers, Path(args.snapshots),
+                         parse_duration(args.before, "--before"),
+                         parse_duration(args.after, "--after"), args.max_snapshots,
+                         parse_duration(args.holdoff, "--holdoff"))
+
+
+def flight_recorder(flight: FlightOptions | None, session: TraceSession,
+                    stack: contextlib.ExitStack) -> FlightRecorder | None:
+    if flight is None:
+        return None
+    extras.require("record")
+    from udptrace.report.flight import FlightRecorder
+    from udptrace.trace.sched import SchedSession
+    sched = stack.enter_context(SchedSession())
+    return FlightRecorder(flight, session, sched, ["udptrace", *sys.argv[1:]])
+
+
+def render_flight(console: Console, summary: dict[str, object]) -> None:
+    snapshots = summary["snapshots"]
+    assert isinstance(snapshots, list)
+    console.print(f"flight recorder: {summary['fired']} triggers, {summary['written']} "
+                  f"snapshots in {summary['directory']}, {summary['suppressed']} suppressed "
+                  "(--max-snapshots, --holdoff)", highlight=False)
+    for s in snapshots:
+        console.print(f"  {s['path']}: {s['trigger']}: {s['verdict']}", highlight=False)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="follow UDP packets from sendto() to the wire",
                        description=__doc__, epilog=EXAMPLES, formatter_class=help_formatter)
@@ -130,6 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--events", action="store_true",
                    help="a live line per datagram on stdout as its record completes")
     add_record_arguments(o, "decode OPC UA PubSub (UADP) headers; latency per writer group")
+    add_flight_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -191,8 +260,9 @@ def main(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
     if to_stdout and args.events:
         raise UsageError("--events and --json - both write to stdout: give --json a FILE")
+    flight = flight_options(args)
     stream = bool(args.json or args.pubsub or args.events or args.html or args.pcapng
-                  or args.wakeup)
+                  or args.wakeup or flight)
     options = options_from(args, stream, snaplen_of(args))
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
@@ -212,6 +282,7 @@ def main(args: argparse.Namespace) -> int:
         from udptrace.trace.timebase import Timebase
 
         console = report_console(stderr=to_stdout)
+        flights = flight_recorder(flight, session, stack)
         out = sys.stdout.buffer if to_stdout else (
             stack.enter_context(open(args.json, "wb")) if args.json else None)
         # the summary states how this host's clocks stood through the run
@@ -230,7 +301,7 @@ def main(args: argparse.Namespace) -> int:
         outputs = PacketOutputs(
             session.layout, drop_names, stop, json=writer, groups=groups, cycles=cycles,
             wakeup=args.wakeup,
-            recorder=recorder,
+            recorder=recorder, flight=flights,
             events=EventLog(sys.stdout, session.layout, drop_names,
                             time.monotonic_ns()) if args.events else None)
 
@@ -274,6 +345,9 @@ def main(args: argparse.Namespace) -> int:
         cycle_summaries = cycles.summaries() if args.wakeup or cycles.telling else []
         if cycle_summaries or args.wakeup:
             cycle.render(console, cycle_summaries)
+        flown = flights.finish() if flights is not None and outputs.failure is None else None
+        if flown is not None:
+            render_flight(console, flown)
         if page is not None:
             for what, written in page.finish(result):
                 console.print(f"{what}: {written}", highlight=False)
@@ -285,7 +359,8 @@ def main(args: argparse.Namespace) -> int:
                                  **({"unread": result.unread} if receiving else {}),
                                  **({"intervals": intervals.summaries(flows)} if flows else {}),
                                  **({"cycles": cycle.summaries_json(cycle_summaries)}
-                                    if cycle_summaries else {}))
+                                    if cycle_summaries else {}),
+                                 **({"flight_recorder": flown} if flown else {}))
         if outputs.failure is not None:
             console.print(f"udptrace: {outputs.failure}", style="bold red")
             if to_stdout:  # nothing more can reach the closed pipe, not even at exit

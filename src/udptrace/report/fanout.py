@@ -24,7 +24,8 @@ from udptrace.trace.decode import Packets
 from udptrace.trace.layout import Layout
 from udptrace.trace.run import StatusCallback
 
-if TYPE_CHECKING:  # pyarrow, under it, is an optional extra
+if TYPE_CHECKING:  # pyarrow, under them, is an optional extra
+    from udptrace.report.flight import FlightRecorder
     from udptrace.report.recorder import Recorder
 
 
@@ -39,6 +40,7 @@ class PacketOutputs:
     cycles: CycleView | None = None
     wakeup: bool = False  # --wakeup: every datagram is a cycle's; else those with a launch time
     recorder: Recorder | None = None
+    flight: FlightRecorder | None = None
     failure: UdptraceError | None = field(default=None, init=False)
 
     def __call__(self, packets: Packets) -> None:
@@ -68,16 +70,23 @@ class PacketOutputs:
     def _write(self, batch: Batch) -> None:
         if self.recorder is not None:
             self.recorder.packets(batch)
+        if self.flight is not None:
+            self.flight.packets(batch)
         if self.events is not None:
             self.events.write(batch.packets)
         if self.json is not None:
             self.json.write_packets(batch)
 
     def status(self, then: StatusCallback | None = None) -> StatusCallback:
-        """The run's status callback: the recording's part of each second written first."""
-        if self.recorder is None:
+        """The run's status callback: the recording's part of each second written first, and
+        the flight recorder's due snapshots."""
+        if self.recorder is None and self.flight is None:
             return then or (lambda *_: None)
-        tick = self.recorder.status(then)
+        tick = then
+        if self.flight is not None:  # snapshots are written even when no batch comes
+            tick = self.flight.status(tick)
+        if self.recorder is not None:
+            tick = self.recorder.status(tick)
 
         def guarded(counters: dict[str, int], elapsed: float, records: int | None) -> None:
             if self.failure is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -256,6 +257,31 @@ def render(recording: Recording) -> str:
     run = " ".join(recording.info.get("command", []))
     return page("udptrace report", run, f"{run}: {report.counters.get('packets', 0)} packets "
                 "followed", sections)
+
+
+def snapshots_page(directory: Path, snapshots: list[tuple[str, dict, Recording]]) -> str:
+    """`report DIR --html` for a flight recorder's DIR: the snapshots with their verdicts,
+    then each one's percentiles and its datagrams' latency over the window."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(about.get('trigger')))}</td>"
+        f"<td>{_ns_text(about.get('value_ns'))}</td>"
+        f"<td class=\"text\">{html.escape(str(about.get('verdict')))}</td>"
+        f"<td class=\"text\">{html.escape(name)}/timeline.json</td></tr>"
+        for name, about, _ in snapshots)
+    sections = [("snapshots", "<table><tr><th>snapshot</th><th>trigger</th><th>value</th>"
+                              f"<th>verdict</th><th>Perfetto timeline</th></tr>{rows}</table>")]
+    for name, about, recording in snapshots:
+        report = recorded_report(recording)
+        fig = latency_over_time(recording)
+        sections.append((f"{name}: {about.get('trigger')}: {about.get('verdict')}",
+                         percentile_table(report) + (figure_div(fig, f"{name}-over-time")
+                                                     if fig is not None else "")))
+    return page("udptrace snapshots", str(directory),
+                f"{directory}: {len(snapshots)} flight-recorder snapshots", sections)
+
+
+def _ns_text(ns: object) -> str:
+    return f"{ns / 1e6:.2f} ms" if isinstance(ns, int) else "-"
 
 
 def page(title: str, subject: str, note: str, sections: list[tuple[str, str]]) -> str:

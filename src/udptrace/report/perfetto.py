@@ -151,7 +151,7 @@ def _syscalls(tracks: Tracks, recording: Recording) -> None:
                          cat="syscall")
 
 
-def _pairs(is_entry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def entry_exit_pairs(is_entry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Entry → exit pairs in one CPU's time-ordered events (these do not nest in themselves);
     an exit without its entry (recording began inside) or the reverse is left out."""
     entries = np.flatnonzero(is_entry[:-1] & ~is_entry[1:])
@@ -175,7 +175,7 @@ def _sched(tracks: Tracks, sched: pa.Table) -> None:
                          cat="task")
         for prefix, label in (("softirq", "softirq"), ("irq", "irq")):
             events = mine[np.char.startswith(kind[mine].astype(str), prefix + "_")]
-            starts, stops = _pairs(kind[events] == f"{prefix}_entry")
+            starts, stops = entry_exit_pairs(kind[events] == f"{prefix}_entry")
             for a, b in zip(events[starts].tolist(), events[stops].tolist(), strict=True):
                 tracks.slice(CPUS_PID, tid, f"{label} {comm[a] or number_[a]}", ts_[a],
                              ts_[b] - ts_[a], {"number": number_[a]}, cat=label)
