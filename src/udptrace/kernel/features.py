@@ -21,13 +21,14 @@ from udptrace import bpf
 from udptrace.errors import BpfError, UdptraceError
 from udptrace.kernel.tracefs import tracefs
 from udptrace.loader.bpf_object import BpfObject, Program
-from udptrace.loader.btf import Btf
+from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.libbpf import lib
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_MAP_TYPE_RINGBUF = 27
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 SECURITYFS = Path("/sys/kernel/security")
+REALTIME = Path("/sys/kernel/realtime")  # the PREEMPT_RT patch set's flag, "1"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Features:
     kprobe: Probe
     uprobe: Probe
     lockdown: Probe
+    preempt_rt: Probe
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -93,6 +95,26 @@ def _lockdown() -> Probe:
         return Probe(True, "unknown (no securityfs)")
     mode = text[text.index("[") + 1:text.index("]")] if "[" in text else text
     return Probe(mode == "none", mode)
+
+
+def _preempt_rt() -> Probe:
+    """PREEMPT_RT: interrupts and softirqs run in threads, so a packet's step is run by a
+    thread worth naming (its priority decides when it runs), not by a softirq "context"."""
+    try:
+        if REALTIME.read_text().strip() == "1":
+            return Probe(True, str(REALTIME))
+    except OSError:
+        pass
+    # mainline PREEMPT_RT (6.12+) has no such file; its task_struct counts the softirq
+    # sections a thread is in (softirq_count() reads it), only under CONFIG_PREEMPT_RT
+    try:
+        btf = Btf.vmlinux()
+    except UdptraceError:
+        return Probe(False, "unknown (no vmlinux BTF)")
+    task = btf.find("task_struct", Kind.STRUCT)
+    if task and any(m.name == "softirq_disable_cnt" for m in btf.members(task)):
+        return Probe(True, "task_struct.softirq_disable_cnt in BTF")
+    return Probe(False, "not PREEMPT_RT")
 
 
 def _btf() -> Probe:
@@ -168,4 +190,5 @@ def detect() -> Features:
         kprobe=try_program("ut_probe_kprobe") if usable else skipped,
         uprobe=_uprobe() if usable else skipped,
         lockdown=_lockdown(),
+        preempt_rt=_preempt_rt(),
     )
