@@ -235,10 +235,10 @@ def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_besid
     recs = records(batches)
     expires = recs["timer_expires"].astype(np.int64)
     assert (expires > 0).mean() > 0.95
-    # the SCHED_OTHER hog spun all along (its one busy window spans the publisher's run)
-    assert other[0, 0] < expires[expires > 0].min() and expires.max() < other[-1, 1]
     inside = ((fifo[:, :1] <= expires) & (expires < fifo[:, 1:])).any(axis=0)
-    beside = (expires > 0) & ~inside
+    # the cycles between the FIFO hog's windows while the SCHED_OTHER one spun (it starts
+    # late in the emulated CPU: the FIFO hog's first window holds it off too)
+    beside = (expires > 0) & ~inside & (other[0, 0] <= expires) & (expires < other[-1, 1])
     assert inside.sum() > 200 and beside.sum() > 200, (inside.sum(), beside.sum())
     views = {}
     for name, keep in (("beside", beside), ("inside", inside)):
