@@ -27,7 +27,7 @@ from test_trace_send_path import sendmmsg
 
 from udptrace.kernel.features import detect
 from udptrace.netns import VethPair, inside
-from udptrace.trace.threads import StepThread
+from udptrace.trace.threads import StepThread, title
 
 PORT = 4840
 
@@ -172,3 +172,13 @@ def test_without_contexts_no_softirq_hook_is_loaded_and_records_say_unknown(
     assert len(recs) == 10
     assert set(contexts(recs, session.layout, "xmit_context")) == {"unknown"}
     assert snap.xmit_contexts == {} and snap.completion_contexts == {}
+
+
+def test_a_steps_thread_is_named_with_its_pid_and_scheduling() -> None:
+    me = Path("/proc/self/comm").read_text().strip()
+    assert title(os.getpid(), 1, 50) == f"{me} (pid {os.getpid()}, FIFO 50)"
+    assert title(os.getpid(), 0, 0) == f"{me} (pid {os.getpid()}, OTHER)"
+    thread = StepThread("xmit", "net_tx", os.getpid(), 2, 10, 3)
+    assert thread.as_dict() == {"step": "xmit", "context": "net_tx", "thread": me,
+                                "tid": os.getpid(), "policy": "RR", "rt_priority": 10,
+                                "packets": 3}
