@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from conftest import records, span_sums, tracing, udptrace
 from program_helpers import Program, build
+from vm.skips import kernel_cannot
 
+from udptrace.kernel.features import detect
 from udptrace.netns import VethPair
 from udptrace.report.cycle import CycleView, PartRow
 from udptrace.trace.decode import Packets
@@ -23,15 +25,17 @@ from udptrace.trace.session import TraceSession
 
 PORT = 4840
 WAKE_STAGES = ("timer", "wakeup", "on_cpu", "syscall")
-# A real-time thread, from a line on stdin until stdin closes (2 s at most): busy 50 ms,
-# idle 50 ms; then its busy windows (CLOCK_MONOTONIC ns). Cycles in and between the windows
-# meet the same outside load.
+# A CPU hog (SCHED_FIFO 1 unless argv says POLICY PRIORITY IDLE_S), from a line on stdin
+# until stdin closes (2 s at most): busy 50 ms, idle 50 ms (IDLE_S); then its busy windows
+# (CLOCK_MONOTONIC ns). Cycles in and between the windows meet the same outside load.
 BUSY = """
 import os, select, sys, time
-os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+policy, priority, idle = (sys.argv[1:] or ["SCHED_FIFO", "1", "0.05"])
+os.sched_setscheduler(0, getattr(os, policy), os.sched_param(int(priority)))
 sys.stdin.readline()
 windows = []
-while len(windows) < 20 and not select.select([sys.stdin], [], [], 0.05)[0]:
+while len(windows) < 2 / (0.05 + float(idle)) and not select.select([sys.stdin], [], [],
+                                                                  float(idle))[0]:
     start = time.monotonic_ns()
     while time.monotonic_ns() < start + 50_000_000:
         pass
@@ -191,6 +195,67 @@ def test_a_busy_thread_on_the_publishers_cpu_makes_the_wakeup_grow_not_the_stack
     assert np.median(stack[inside]) < 2 * np.median(stack[~inside]) + 20_000
     rows = cycle_rows(batches, session)
     assert rows["wake_up"].share > rows["stack"].share
+
+
+def only(batches: list[Packets], keep: np.ndarray) -> Packets:
+    """The packets of `batches` (in their order) that `keep` marks."""
+    return Packets(*(np.concatenate([getattr(b, f) for b in batches])[keep]
+                     for f in ("records", "syscall_exit", "syscall_ret")))
+
+
+# In the rt test VM (TCG, 2026-12-03) the publisher fell behind its 1 ms grid at once:
+# its timer fired 3 ms, then 307 ms late, and the median wake-up was 1.2-1.9 s beside
+# either hog; on the generic host kernel the same test gives 15 µs beside the SCHED_OTHER
+# hog, 26 ms inside the FIFO one. Not yet known whether the emulated CPU or the RT kernel.
+@pytest.mark.xfail(reason="the rt test VM's timers fire hundreds of ms late under load")
+@pytest.mark.vm
+def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_beside_a_higher_fifo(
+        start) -> None:
+    # what users of PREEMPT_RT rely on: a SCHED_FIFO cycle is preempted only by higher
+    # real-time priorities. On its CPU a SCHED_OTHER hog spins throughout, and a FIFO hog of
+    # a higher priority spins in 50 ms windows: the cycle view shows the one and not the other
+    if not detect().preempt_rt.ok:
+        kernel_cannot("not PREEMPT_RT")
+    cpu = idlest_cpu()
+    pub = start("cyclic_publisher", 1000, 1000, seconds=1)
+    hogs = [subprocess.Popen([sys.executable, "-c", BUSY, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+            for args in (("SCHED_OTHER", "0", "0"), ("SCHED_FIFO", "60", "0.05"))]
+    try:
+        os.sched_setscheduler(pub.pid, os.SCHED_FIFO, os.sched_param(50))
+        for pid in (pub.pid, *(h.pid for h in hogs)):
+            os.sched_setaffinity(pid, {cpu})
+        with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
+            for hog in hogs:
+                hog.stdin.write("go\n")
+                hog.stdin.flush()
+            pub.go()
+            pub.finish()
+        other, fifo = (np.array(json.loads(h.communicate("", timeout=30)[0]), dtype=np.int64)
+                       for h in hogs)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    recs = records(batches)
+    expires = recs["timer_expires"].astype(np.int64)
+    assert (expires > 0).mean() > 0.95
+    inside = ((fifo[:, :1] <= expires) & (expires < fifo[:, 1:])).any(axis=0)
+    # the cycles between the FIFO hog's windows while the SCHED_OTHER one spun (it starts
+    # late in the emulated CPU: the FIFO hog's first window holds it off too)
+    beside = (expires > 0) & ~inside & (other[0, 0] <= expires) & (expires < other[-1, 1])
+    assert inside.sum() > 200 and beside.sum() > 200, (inside.sum(), beside.sum())
+    views = {}
+    for name, keep in (("beside", beside), ("inside", inside)):
+        view = CycleView()
+        view.add_packets(only(batches, keep), session.layout)
+        (summary,) = view.summaries()
+        views[name] = {row.part.name: row for row in summary.rows}["wake_up"]
+    # beside the SCHED_OTHER hog it woke well within its period (the emulated CPU's ~100 µs
+    # and the shared host's pauses); the higher FIFO hog held it for most of the window
+    median = {name: row.quantiles[0] for name, row in views.items()}
+    assert median["beside"] < 500_000, median
+    assert median["inside"] > 5_000_000 and median["inside"] > 20 * median["beside"], median
 
 
 def test_the_kernels_tx_timestamps_agree_with_ours_on_every_datagram(start) -> None:

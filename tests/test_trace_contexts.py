@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from conftest import (
 )
 from test_trace_send_path import sendmmsg
 
+from udptrace.kernel.features import detect
 from udptrace.netns import VethPair, inside
+from udptrace.trace.threads import StepThread, title
 
 PORT = 4840
 
@@ -54,6 +57,12 @@ def test_a_datagram_on_an_idle_veth_is_transmitted_directly_by_its_sender(net: V
     # a veth hands the packet on: there is no TX completion
     assert set(contexts(recs, session.layout, "completion_context")) == {"unknown"}
     assert snap.xmit_contexts == {"sender": 50} and snap.completion_contexts == {}
+    if detect().preempt_rt.ok:  # the sender's own thread, with its scheduling
+        assert snap.threads == (StepThread("xmit", "sender", threading.get_native_id(), 0, 0,
+                                           50),)
+        assert set(recs["xmit_thread"]["tid"]) == {threading.get_native_id()}
+    else:
+        assert snap.threads == () and (recs["xmit_thread"]["tid"] == 0).all()
 
 
 @pytest.mark.vm
@@ -86,6 +95,17 @@ def test_packets_a_shaper_held_leave_from_the_net_tx_softirq_after_a_measured_wa
     assert snap.xmit_contexts["net_tx"] == held.sum()
     assert snap.net_tx_pending["count"] == held.sum()
     assert snap.net_tx_pending["max"] == pending.max()
+    if not detect().preempt_rt.ok:
+        return
+    # PREEMPT_RT: NET_TX ran in a kernel thread (ksoftirqd/N, or the thread the watchdog's
+    # timer ran in), named with its pid and scheduling; the counts per thread add up
+    ran = [t for t in snap.threads if t.step == "xmit" and t.context == "net_tx"]
+    assert ran and sum(t.packets for t in ran) == held.sum(), snap.threads
+    tids = set(recs["xmit_thread"]["tid"][held].tolist())
+    assert tids == {t.tid for t in ran} and os.getpid() not in tids
+    for t in ran:
+        assert t.title.startswith(("ksoftirqd/", "ktimers/", "irq/")), t.title
+        assert Path(f"/proc/{t.tid}/stat").read_text().split()[3] == "2"  # kthreadd's child
 
 
 @pytest.mark.vm
@@ -152,3 +172,13 @@ def test_without_contexts_no_softirq_hook_is_loaded_and_records_say_unknown(
     assert len(recs) == 10
     assert set(contexts(recs, session.layout, "xmit_context")) == {"unknown"}
     assert snap.xmit_contexts == {} and snap.completion_contexts == {}
+
+
+def test_a_steps_thread_is_named_with_its_pid_and_scheduling() -> None:
+    me = Path("/proc/self/comm").read_text().strip()
+    assert title(os.getpid(), 1, 50) == f"{me} (pid {os.getpid()}, FIFO 50)"
+    assert title(os.getpid(), 0, 0) == f"{me} (pid {os.getpid()}, OTHER)"
+    thread = StepThread("xmit", "net_tx", os.getpid(), 2, 10, 3)
+    assert thread.as_dict() == {"step": "xmit", "context": "net_tx", "thread": me,
+                                "tid": os.getpid(), "policy": "RR", "rt_priority": 10,
+                                "packets": 3}

@@ -10,6 +10,12 @@
  * (dev_consume_skb_irq), so it shows as NET_TX. x86's per-CPU preempt count
  * would spare the exit hook, but reading it needs its address in kallsyms,
  * which kernels without CONFIG_KALLSYMS_ALL (this project's CI) do not give.
+ *
+ * On PREEMPT_RT a softirq runs in a thread (the interrupt thread that raised it,
+ * the thread whose local_bh_enable() found it pending, or ksoftirqd/N), and that
+ * thread can be preempted mid-softirq: so "serving" holds only for the thread
+ * that entered it, and with cfg.threads each step also names its thread and the
+ * scheduling (policy, RT priority) that decided when it ran.
  */
 #ifndef UT_CONTEXT_BPF_H
 #define UT_CONTEXT_BPF_H
@@ -25,6 +31,7 @@ struct ut_softirq_cpu {
 	__u64 net_tx_raised;       /* first NET_TX raise not yet run; 0: none */
 	__u64 net_tx_pending;      /* raise → entry of the NET_TX run in progress; 0: unknown */
 	__u32 serving;             /* the softirq vector being run + 1; 0: none */
+	__u32 serving_tid;         /* the thread running it (PREEMPT_RT may preempt it) */
 };
 
 struct {
@@ -40,6 +47,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ut_contexts);
 } contexts SEC(".maps");
+
+/* cfg.threads: sent packets per (thread, step, context); user space names the thread */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct ut_thread);
+	__type(value, __u64);
+} context_threads SEC(".maps");
 
 static __always_inline struct ut_softirq_cpu *this_softirq_cpu(void)
 {
@@ -67,6 +82,7 @@ static __always_inline int on_softirq_entry(unsigned int vec)
 	if (!cpu)
 		return 0;
 	cpu->serving = vec + 1;
+	cpu->serving_tid = (__u32)bpf_get_current_pid_tgid();
 	if (vec == NET_TX_SOFTIRQ) {
 		__u64 raised = cpu->net_tx_raised;
 
@@ -85,12 +101,28 @@ static __always_inline int on_softirq_exit(unsigned int vec)
 	return 0;
 }
 
+/* The running thread and its scheduling, where cfg.threads asks for them. */
+static __always_inline void current_thread(struct ut_thread *thread)
+{
+	struct task_struct *task;
+
+	if (!cfg.threads)
+		return;
+	task = (struct task_struct *)bpf_get_current_task();
+	thread->tid = (__u32)bpf_get_current_pid_tgid();
+	thread->policy = BPF_CORE_READ(task, policy);
+	thread->rt_priority = BPF_CORE_READ(task, rt_priority);
+}
+
 /*
  * Where this CPU runs now, seen from a packet sent by thread `sender`; with
- * NET_TX, `pending` gets how long that softirq waited to run.
+ * NET_TX, `pending` gets how long that softirq waited to run; `thread` gets the
+ * thread running (cfg.threads).
  */
-static __always_inline enum ut_context cpu_context(__u32 sender, __u64 *pending)
+static __always_inline enum ut_context cpu_context(__u32 sender, __u64 *pending,
+						   struct ut_thread *thread)
 {
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct ut_softirq_cpu *cpu;
 
 	if (!cfg.contexts)
@@ -98,9 +130,11 @@ static __always_inline enum ut_context cpu_context(__u32 sender, __u64 *pending)
 	cpu = this_softirq_cpu();
 	if (!cpu)
 		return UT_CTX_UNKNOWN;
-	switch (cpu->serving) {
+	current_thread(thread);
+	/* a thread that preempted the one serving a softirq (PREEMPT_RT) is not in it */
+	switch (cpu->serving_tid == tid ? cpu->serving : 0) {
 	case 0:
-		return (__u32)bpf_get_current_pid_tgid() == sender ? UT_CTX_SENDER : UT_CTX_TASK;
+		return tid == sender ? UT_CTX_SENDER : UT_CTX_TASK;
 	case NET_TX_SOFTIRQ + 1:
 		*pending = cpu->net_tx_pending;
 		return UT_CTX_NET_TX;
@@ -111,6 +145,22 @@ static __always_inline enum ut_context cpu_context(__u32 sender, __u64 *pending)
 	default:
 		return UT_CTX_SOFTIRQ;
 	}
+}
+
+static __always_inline void count_thread(struct ut_thread thread, __u8 step,
+					 enum ut_context context)
+{
+	__u64 one = 1, *packets;
+
+	if (!thread.tid)
+		return;
+	thread.step = step;
+	thread.context = context;
+	packets = bpf_map_lookup_elem(&context_threads, &thread);
+	if (packets)
+		__sync_fetch_and_add(packets, 1);
+	else
+		bpf_map_update_elem(&context_threads, &thread, &one, BPF_NOEXIST);
 }
 
 /* A packet that left: count the contexts of its driver call and its completion. */
@@ -130,6 +180,8 @@ static __always_inline void count_contexts(struct ut_record *r)
 		c->completion[r->completion_context]++;
 	if (r->xmit_context == UT_CTX_NET_TX && r->softirq_pending_ns)
 		hist_put(&c->net_tx_pending, r->softirq_pending_ns);
+	count_thread(r->xmit_thread, 0, r->xmit_context);
+	count_thread(r->completion_thread, 1, r->completion_context);
 }
 
 #endif /* UT_CONTEXT_BPF_H */

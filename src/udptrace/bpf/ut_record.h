@@ -139,6 +139,19 @@ enum ut_context {
 	UT_CTX_COUNT,
 };
 
+/*
+ * PREEMPT_RT runs softirqs in threads (the interrupt thread that raised them, a
+ * thread leaving a bh-disabled section, or ksoftirqd): the thread that ran a step,
+ * with the scheduling that decided when. Set where cfg.threads says so; tid 0 = not told.
+ */
+struct ut_thread {
+	__u32 tid;
+	__u8 policy;               /* SCHED_OTHER 0, SCHED_FIFO 1, SCHED_RR 2, ... */
+	__u8 rt_priority;          /* 1-99 under FIFO/RR */
+	__u8 step;                 /* as a ut_context_threads key: 0 driver call, 1 TX completion */
+	__u8 context;              /* as a key: its enum ut_context */
+};
+
 enum ut_record_flags {
 	UT_F_NEIGH_QUEUED = 1,     /* attributed when it was parked for ARP/ND */
 	UT_F_HANDED_OFF = 2,       /* continued into a receive path (veth/lo) */
@@ -194,6 +207,8 @@ struct ut_record {
 	__s32 txtime_clock;        /* clockid of txtime (CLOCK_TAI, ...); valid when txtime != 0 */
 	enum ut_context xmit_context;       /* where the driver's transmit was called */
 	enum ut_context completion_context; /* where a NIC's TX completion freed it */
+	struct ut_thread xmit_thread;       /* PREEMPT_RT: the thread that called the driver */
+	struct ut_thread completion_thread; /* PREEMPT_RT: the thread that ran the completion */
 	__u16 family;              /* AF_INET / AF_INET6 */
 	__u16 sport;
 	__u16 dport;
@@ -322,6 +337,7 @@ struct ut_config {
 	__u32 e2e;                 /* followed sends continue into this host's receive path */
 	__u32 wakeup;              /* follow traced threads' wake-ups (timer, wakeup, on_cpu) */
 	__u32 contexts;            /* the softirq hooks run: record the contexts of packets' steps */
+	__u32 threads;             /* PREEMPT_RT: also the thread of each step (ut_thread) */
 	__u32 only_pid;            /* the one tgid -p names (a constant test); 0 = none or several */
 	__u32 typed;               /* every hook gets typed arguments (tp_btf): plain loads */
 	__u32 record_bytes;        /* bytes of each record the ring buffer carries (see ut_record) */

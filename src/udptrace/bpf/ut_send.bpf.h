@@ -408,7 +408,7 @@ static __always_inline int on_xmit_start(struct sk_buff *skb)
 	reach(r, UT_STAGE_XMIT_START, now);
 	/* the latest call counts: a busy driver's packet is retried from the qdisc */
 	r->softirq_pending_ns = 0;
-	r->xmit_context = cpu_context(r->tid, &r->softirq_pending_ns);
+	r->xmit_context = cpu_context(r->tid, &r->softirq_pending_ns, &r->xmit_thread);
 	return 0;
 }
 
@@ -528,7 +528,7 @@ static __always_inline int on_free(struct sk_buff *skb, __u32 reason, bool consu
 
 		/* the TX completion (step 8): a NAPI poll, a deferred free, the next send... */
 		reach(r, UT_STAGE_FREE, now);
-		r->completion_context = cpu_context(r->tid, &unused);
+		r->completion_context = cpu_context(r->tid, &unused, &r->completion_thread);
 		finish(key, s, UT_FATE_SENT, 0, 0);
 		return 0;
 	}

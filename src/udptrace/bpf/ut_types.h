@@ -166,6 +166,8 @@ struct task_struct {
 	char comm[16];
 	unsigned int __state;      /* since 5.14; `state` before */
 	int on_cpu;                /* running on a CPU, or still switching away from it */
+	unsigned int rt_priority;
+	unsigned int policy;
 };
 
 struct task_struct___old {

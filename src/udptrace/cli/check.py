@@ -31,6 +31,7 @@ FEATURE_TITLES = {
     "btf": "vmlinux BTF", "tracefs": "tracefs", "ringbuf": "ring buffer",
     "tracepoint": "tracepoint", "raw_tp": "raw_tp", "tp_btf": "tp_btf", "fentry": "fentry",
     "kprobe": "kprobe", "uprobe": "uprobe", "lockdown": "lockdown off",
+    "preempt_rt": "PREEMPT_RT",
 }
 
 

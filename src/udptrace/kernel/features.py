@@ -23,7 +23,7 @@ from udptrace import bpf
 from udptrace.errors import BpfError, UdptraceError
 from udptrace.kernel.tracefs import tracefs
 from udptrace.loader.bpf_object import BpfObject, Program
-from udptrace.loader.btf import Btf
+from udptrace.loader.btf import Btf, Kind
 from udptrace.loader.libbpf import lib
 
 BPF_PROG_TYPE_TRACEPOINT = 5
@@ -35,6 +35,7 @@ SECURITYFS = Path("/sys/kernel/security")
 CACHE_DIR = Path("/run/udptrace")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 ATTACH_PROBES = ("ringbuf", "tracepoint", "raw_tp", "tp_btf", "fentry", "kprobe", "uprobe")
+REALTIME = Path("/sys/kernel/realtime")  # the PREEMPT_RT patch set's flag, "1"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Features:
     kprobe: Probe
     uprobe: Probe
     lockdown: Probe
+    preempt_rt: Probe
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -100,6 +102,26 @@ def _lockdown() -> Probe:
         return Probe(True, "unknown (no securityfs)")
     mode = text[text.index("[") + 1:text.index("]")] if "[" in text else text
     return Probe(mode == "none", mode)
+
+
+def _preempt_rt() -> Probe:
+    """PREEMPT_RT: interrupts and softirqs run in threads, so a packet's step is run by a
+    thread worth naming (its priority decides when it runs), not by a softirq "context"."""
+    try:
+        if REALTIME.read_text().strip() == "1":
+            return Probe(True, str(REALTIME))
+    except OSError:
+        pass
+    # mainline PREEMPT_RT (6.12+) has no such file; its task_struct counts the softirq
+    # sections a thread is in (softirq_count() reads it), only under CONFIG_PREEMPT_RT
+    try:
+        btf = Btf.vmlinux()
+    except UdptraceError:
+        return Probe(False, "unknown (no vmlinux BTF)")
+    task = btf.find("task_struct", Kind.STRUCT)
+    if task and any(m.name == "softirq_disable_cnt" for m in btf.members(task)):
+        return Probe(True, "task_struct.softirq_disable_cnt in BTF")
+    return Probe(False, "not PREEMPT_RT")
 
 
 def _btf() -> Probe:
@@ -215,5 +237,6 @@ def detect(cached: bool = True) -> Features:
         btf=_btf(),
         tracefs=_tracefs(),
         lockdown=_lockdown(),
+        preempt_rt=_preempt_rt(),
         **attach,
     )

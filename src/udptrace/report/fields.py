@@ -24,6 +24,7 @@ import numpy as np
 
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report.pubsub_groups import headers_of
+from udptrace.trace import threads
 from udptrace.trace.clocks import clock_name
 from udptrace.trace.decode import (
     Packets,
@@ -283,6 +284,18 @@ class _Builder:
                                             b.records[name] > 0),
                      Kind.TEXT, sources=self.uses(name))
 
+    def thread(self, name: str) -> Field:
+        """PREEMPT_RT: the thread that ran a step (struct ut_thread), as `comm (pid N, FIFO
+        50)`; null where not told (tid 0: not RT, or the step not reached)."""
+        def values(b: Batch) -> Values:
+            t = b.records[name]
+            code = (t["tid"].astype(np.uint64) << np.uint64(16)
+                    | t["policy"].astype(np.uint64) << np.uint64(8) | t["rt_priority"])
+            return _named(code.astype(np.int64),
+                          lambda c: threads.title(c >> 16, c >> 8 & 0xFF, c & 0xFF),
+                          t["tid"] > 0)
+        return Field(name, values, Kind.TEXT, sources=self.uses(name))
+
     def uses(self, *names: str) -> tuple[str, ...]:
         self.used.update(names)
         return names
@@ -410,6 +423,8 @@ def packet_table(layout: Layout, pubsub: bool = False) -> Table:
         f.context("xmit_context"),
         f.stored("softirq_pending_ns", zero_is_null=True),
         f.context("completion_context"),
+        f.thread("xmit_thread"),
+        f.thread("completion_thread"),
         *(Field(flag, lambda b, flag=flag: Values(b.flag(flag)), Kind.BOOL,
                 json=flag in JSON_FLAGS, sources=f.uses("flags"))
           for flag in (*JSON_FLAGS, *(o for o in layout.flags if o not in JSON_FLAGS))),

@@ -21,12 +21,14 @@ def drops_summary(snapshot: Snapshot, layout: Layout, names: dict[int, str]) -> 
 
 
 def contexts_summary(snapshot: Snapshot) -> dict[str, object]:
-    """Sent packets by where their driver call and their TX completion ran."""
+    """Sent packets by where their driver call and their TX completion ran (on PREEMPT_RT
+    also by the thread that ran them)."""
     pending = Distribution.from_hist(snapshot.net_tx_pending)
     return {"xmit": snapshot.xmit_contexts, "completion": snapshot.completion_contexts,
             "softirq_pending_ns": {"count": pending.count, "p50": round(pending.percentile(50)),
                                    "p99": round(pending.percentile(99)), "max": pending.max}
-            if pending.count else None}
+            if pending.count else None,
+            **({"threads": [t.as_dict() for t in snapshot.threads]} if snapshot.threads else {})}
 
 
 def summary_object(snapshot: Snapshot, layout: Layout, names: dict[int, str], records: int,

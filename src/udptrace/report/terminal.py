@@ -18,6 +18,7 @@ from udptrace.report.distribution import PERCENTILES, Distribution
 from udptrace.stages import SPANS
 from udptrace.trace.layout import Layout
 from udptrace.trace.session import Snapshot
+from udptrace.trace.threads import StepThread
 
 BAR_WIDTH = 40
 REPORT_WIDTH = 132  # when not on a terminal: wide enough for the percentile table
@@ -72,6 +73,7 @@ class Contexts:
     xmit: dict[str, int]  # enum ut_context name → packets
     completion: dict[str, int]
     net_tx_pending: Distribution
+    threads: tuple[StepThread, ...] = ()  # PREEMPT_RT: per thread that ran them
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,12 @@ def live_contexts(snapshot: Snapshot) -> Contexts | None:
     if not snapshot.xmit_contexts and not snapshot.completion_contexts:
         return None
     return Contexts(snapshot.xmit_contexts, snapshot.completion_contexts,
-                    Distribution.from_hist(snapshot.net_tx_pending))
+                    Distribution.from_hist(snapshot.net_tx_pending), snapshot.threads)
 
 
 def contexts_table(contexts: Contexts | None) -> Table | None:
     """Sent packets per context: driver calls and TX completions there, and for NET_TX how
-    long the softirq was pending before it transmitted them."""
+    long the softirq was pending before it transmitted them; on PREEMPT_RT, by thread."""
     if contexts is None:
         return None
     pending = contexts.net_tx_pending
@@ -188,6 +190,11 @@ def contexts_table(contexts: Contexts | None) -> Table | None:
                   duration(pending.max)] if name == "net_tx" and pending.count else ["", "", ""])
         table.add_row(title, str(calls) if calls else "", str(completions) if completions else "",
                       *waits)
+        # PREEMPT_RT: the threads that did it, each step's packets on its own row
+        for thread in (t for t in contexts.threads if t.context == name):
+            n = str(thread.packets)
+            cells = [n, ""] if thread.step == "xmit" else ["", n]
+            table.add_row(f"  in {thread.title}", *cells, "", "", "", style="dim")
     return table
 
 

@@ -198,9 +198,10 @@ def validate(options: TraceOptions) -> None:
 
 def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
                  contexts: bool, typed: bool = False, record_bytes: int = 0,
-                 hrtimer_wakeup: int = 0) -> bytes:
+                 hrtimer_wakeup: int = 0, threads: bool = False) -> bytes:
     """The ``struct ut_config`` image written into the object's .rodata before load;
     `contexts`: the softirq hooks are attached, so packets' contexts can be told;
+    `threads`: with them, each step's thread (PREEMPT_RT, where threads run softirqs);
     `typed`: every hook that is handed kernel objects knows their types (tp_btf);
     `record_bytes`: how much of each record the ring buffer carries;
     `hrtimer_wakeup`: the kernel address that tells sleep timers (--wakeup)."""
@@ -224,6 +225,7 @@ def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool
     cfg["e2e"] = options.e2e
     cfg["wakeup"] = options.wakeup
     cfg["contexts"] = contexts
+    cfg["threads"] = contexts and threads
     cfg["payload_port"] = options.payload_port
     cfg["snaplen"] = options.snaplen if options.stream else 0
     cfg["comm"] = options.comm.encode()

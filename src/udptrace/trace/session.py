@@ -31,6 +31,7 @@ from udptrace.trace.options import (
     stage_chosen,
     validate,
 )
+from udptrace.trace.threads import STEPS, StepThread
 from udptrace.trace.uprobe_target import UprobeTarget, resolve
 
 
@@ -44,6 +45,9 @@ class Snapshot:
     xmit_contexts: dict[str, int]  # sent packets by where the driver was called; {}: not told
     completion_contexts: dict[str, int]  # sent packets by where their TX completion ran
     net_tx_pending: np.ndarray  # one ut_hist: NET_TX raise → run, for the packets it sent
+    # PREEMPT_RT: sent packets per thread that ran their driver call or completion; ()
+    # elsewhere (a softirq there borrows whichever thread it interrupted: no one to name)
+    threads: tuple[StepThread, ...] = ()
 
 
 def percpu_values(m: Map, key: bytes, dtype: np.dtype) -> np.ndarray:
@@ -129,6 +133,11 @@ class TraceSession:
         chosen = {pp.point for p in self.plans for pp in p.points if pp.hook}
         return all(point in chosen for point in CONTEXT_POINTS)
 
+    @property
+    def threads_told(self) -> bool:
+        """PREEMPT_RT, with the contexts: records and the snapshot name each step's thread."""
+        return self.contexts_told and detect().preempt_rt.ok
+
     def _optional_hook_wanted(self, stage: Stage) -> bool:
         return self.options.asks_for(stage.needs)
 
@@ -158,7 +167,7 @@ class TraceSession:
             self.options, self.layout.config, _kfree_has_reason(self.vmlinux),
             self.contexts_told,
             typed=not any(h.kind in UNTYPED_HOOKS for p in self.plans for h in p.hooks),
-            record_bytes=self.record_bytes,
+            record_bytes=self.record_bytes, threads=self.threads_told,
             hrtimer_wakeup=symbols.address("hrtimer_wakeup") if self.options.wakeup else 0))
         self.obj.maps["events"].max_entries = self.options.ringbuf_bytes
         self.obj.load()
@@ -225,7 +234,17 @@ class TraceSession:
             return {names[i]: n for i, n in enumerate(counts) if n and i}
 
         return Snapshot(counters, hists, drops, by_name("xmit"), by_name("completion"),
-                        merge_hists(contexts["net_tx_pending"]))
+                        merge_hists(contexts["net_tx_pending"]), self._threads())
+
+    def _threads(self) -> tuple[StepThread, ...]:
+        if not self.threads_told:
+            return ()
+        m, names, found = self.obj.maps["context_threads"], self.layout.contexts, []
+        for key, value in ((k, v) for k in m.iter_keys() if (v := m.lookup(k)) is not None):
+            tid, policy, priority, step, context = struct.unpack("<IBBBB", key)
+            found.append(StepThread(STEPS[step], names[context], tid, policy, priority,
+                                    struct.unpack("<Q", value)[0]))
+        return tuple(sorted(found, key=lambda t: (t.step, t.context, -t.packets, t.tid)))
 
     def intervals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-flow send intervals (``--interval``): the flows' keys and their state."""
