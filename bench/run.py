@@ -32,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 
 import bpfstats
+import cyclic
 import decoder
 import render
 import summary
@@ -45,7 +46,7 @@ RESULTS = BENCH / "results" / "latest.json"
 # Benchmarks that need no flood, run once after the rounds. Each is a module with
 # add_arguments(parser), run(args) -> figures (a dict, saved under its name),
 # lines(figures) -> what it prints, targets(figures) -> [(target, met, figures)].
-ALONE: dict[str, ModuleType] = {"decoder": decoder}
+ALONE: dict[str, ModuleType] = {"decoder": decoder, "cyclic": cyclic}
 
 
 def machine(load_at_start: float) -> dict:
