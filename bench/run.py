@@ -32,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 
 import bpfstats
+import cyclic
 import decoder
 import render
 import summary
@@ -45,7 +46,7 @@ RESULTS = BENCH / "results" / "latest.json"
 # Benchmarks that need no flood, run once after the rounds. Each is a module with
 # add_arguments(parser), run(args) -> figures (a dict, saved under its name),
 # lines(figures) -> what it prints, targets(figures) -> [(target, met, figures)].
-ALONE: dict[str, ModuleType] = {"decoder": decoder}
+ALONE: dict[str, ModuleType] = {"decoder": decoder, "cyclic": cyclic}
 
 
 def machine(load_at_start: float) -> dict:
@@ -78,6 +79,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stats-seconds", type=float, default=1.0,
                    help="sending time of the extra trial per traced mode and round that times "
                         "the BPF programs (default 1)")
+    p.add_argument("--note", default="",
+                   help="saved with the results: what else was loading the machine")
     p.add_argument("--no-bpf-stats", action="store_true",
                    help="no extra trials timing the BPF programs (no per-program figures)")
     for module in ALONE.values():
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.checks(checks)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "machine": machine(load_at_start),
+        "machine": machine(load_at_start) | {"note": args.note},
         "settings": {"rounds": args.rounds, "seconds": args.seconds, "payload_bytes": args.size,
                      "sender": f"udp_flood on CPU {SENDER_CPU}, one sendto() per datagram, "
                                "over a veth pair",

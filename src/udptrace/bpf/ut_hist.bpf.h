@@ -23,7 +23,8 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r | (v >> 1);
 }
 
-/* Log-linear bucket: exact below 8 ns, then 8 steps per power of two (<= 12.5% wide). */
+/* Log-linear bucket: exact below UT_HIST_SUB_BUCKETS ns, then that many steps per power of
+ * two (each at most 1/UT_HIST_SUB_BUCKETS of its lower bound wide). */
 static __always_inline void hist_put(struct ut_hist *h, __u64 value)
 {
 	/* 64-bit: with 32-bit ones clang bounds a zero-extended copy and indexes with another,
@@ -35,8 +36,8 @@ static __always_inline void hist_put(struct ut_hist *h, __u64 value)
 		sub = value;
 	} else {
 		lg = log2_u64(value);
-		row = lg - 2;
-		sub = (value >> (lg - 3)) & (UT_HIST_SUB_BUCKETS - 1);
+		row = lg - UT_HIST_SUB_BITS + 1;
+		sub = (value >> (lg - UT_HIST_SUB_BITS)) & (UT_HIST_SUB_BUCKETS - 1);
 	}
 	if (row >= UT_HIST_ROWS)
 		row = UT_HIST_ROWS - 1;

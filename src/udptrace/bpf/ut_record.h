@@ -88,8 +88,12 @@ enum ut_limits {
 	UT_FRAME_BYTES = 128,      /* the most of a frame a record keeps (--snaplen) */
 	UT_FINGERPRINT_BYTES = 64, /* UDP payload the fingerprint covers (read with the above) */
 	UT_RX_BATCH = 8,           /* datagrams one receive syscall can read with times each */
-	UT_HIST_SUB_BUCKETS = 8,   /* log-linear: 8 linear steps per power of two */
-	UT_HIST_ROWS = 62,
+	/* log-linear: 16 linear steps per power of two, so the middle of a bucket is within
+	 * 1/32 of any value in it (a percentile to ~3 %); 32 steps would put struct ut_interval's
+	 * three histograms past the 32 KiB a per-CPU map value can have */
+	UT_HIST_SUB_BITS = 4,
+	UT_HIST_SUB_BUCKETS = 1 << UT_HIST_SUB_BITS,
+	UT_HIST_ROWS = 64 - UT_HIST_SUB_BITS + 1, /* row 0 exact, then one per power of two */
 	UT_HIST_SLOTS = UT_STAGE_COUNT + UT_SPAN_COUNT,
 	UT_INTERVAL_WARMUP = 5,    /* intervals whose median becomes a flow's reference period */
 };

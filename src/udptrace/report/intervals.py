@@ -162,5 +162,5 @@ def render(console: Console, flows: list[Flow], step_ns: int | None = None,
                f"missed = longer than {MISSED_FACTOR:g} periods"))
     if not all(f.summary.exact for f in flows):
         console.print("(from in-kernel histograms: each interval's distance from the flow's "
-                      "early reference period is kept within 6.25 %; counts, min and max are "
+                      "early reference period is kept within 3.125 %; counts, min and max are "
                       "exact)", highlight=False)

@@ -113,7 +113,7 @@ class SyscallLines:
 
 def summary_table(counts: dict[int, SyscallCount], table: SyscallTable, title: str) -> Table:
     """Per syscall, busiest first: like `perf trace -s`, percentiles from the kernel's
-    log-linear histograms (within 6.25 %), count, errors, total and max exact."""
+    log-linear histograms (within 3.125 %), count, errors, total and max exact."""
     out = Table(title=title, title_justify="left", header_style="bold")
     out.add_column("syscall", no_wrap=True)
     for column in ("calls", "errors", "total", "min", "p50", "p99", "max"):

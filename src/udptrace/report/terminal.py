@@ -248,8 +248,10 @@ def render_report(console: Console, report: ReportData, linear_step: int | None 
                 console.print(line, highlight=False, markup=False)
             console.print()
     if rows:
+        error = max(row.dist.relative_error for row in rows)
         console.print(percentile_table(rows, "latency per stage" + (
-            " (exact percentiles, from every record)" if report.exact else "")))
+            " (exact percentiles, from every record)" if report.exact
+            else f" (percentiles within {error:.1%}, from in-kernel buckets)" if error else "")))
     else:
         console.print("no UDP packets were followed (check the filters and the traffic)")
     drops = drops_table(report.drops)
