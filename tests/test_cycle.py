@@ -207,7 +207,8 @@ def only(batches: list[Packets], keep: np.ndarray) -> Packets:
 # its timer fired 3 ms, then 307 ms late, and the median wake-up was 1.2-1.9 s beside
 # either hog; on the generic host kernel the same test gives 15 µs beside the SCHED_OTHER
 # hog, 26 ms inside the FIFO one. Not yet known whether the emulated CPU or the RT kernel.
-@pytest.mark.xfail(reason="the rt test VM's timers fire hundreds of ms late under load")
+@pytest.mark.xfail(reason="the rt test VM's timers fire hundreds of ms late under load",
+                   strict=True)
 @pytest.mark.vm
 def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_beside_a_higher_fifo(
         start) -> None:
