@@ -65,6 +65,12 @@ def test_ptp4l_answers_are_parsed_from_recorded_pmc_output() -> None:
 
 def test_without_ptp4l_or_pmc_the_ptp_state_says_why(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a pmc on PATH whether or not linuxptp is installed here: the socket is what is missing
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "pmc").write_text("#!/bin/sh\nexit 1\n")
+    (tools / "pmc").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
     watch = PtpWatch(tmp_path / "ptp4l")
     assert watch.poll() == {"available": False,
                             "why": f"ptp4l is not running (no {tmp_path / 'ptp4l'})"}
