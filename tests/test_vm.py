@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from wheel_helpers import installed_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_LOG = re.compile(r"^\[\s*\d+\.\d+\] ")
-BOOTS: dict[str, Future[boot.VmRun]] = {}
 FLAVOURS = [f for f in os.environ.get("UDPTRACE_VM_FLAVOURS", "generic,rt").split(",") if f]
 # On PREEMPT_RT what its threads change, a test per area: the send and the receive path
 # with their function stages (the fentry split of both), the contexts (NET_TX run by a
@@ -91,26 +89,11 @@ def vm_kernel(request: pytest.FixtureRequest) -> kernel.Kernel:
         pytest.skip(f"no Debian 6.1 {request.param} kernel for the test VM: {e}")
 
 
-def booted(flavour: str) -> Future[boot.VmRun]:
-    """The guest run of `flavour`. The first call boots every flavour at once: each guest
-    emulates its CPUs in threads of its own and the host mostly waits meanwhile, so the
-    kernels' runs overlap rather than add up (the suite's time limit)."""
-    if not BOOTS:
-        installed_wheel()  # test_wheel.py's vm test runs it in the guest: it has no pip index
-        pool = ThreadPoolExecutor(max_workers=len(FLAVOURS), thread_name_prefix="vm")
-        for name in FLAVOURS:
-            try:
-                wanted = kernel.obtain(name)
-            except kernel.KernelUnavailable:
-                continue  # vm_kernel skips that flavour, saying why
-            BOOTS[name] = pool.submit(boot.run, wanted, guest_steps(guest_tests(name)), REPO)
-        pool.shutdown(wait=False)
-    return BOOTS[flavour]
-
-
 @pytest.fixture(scope="module")
 def vm(request: pytest.FixtureRequest, vm_kernel: kernel.Kernel) -> boot.VmRun:
-    run = booted(kernel.flavour_of(vm_kernel.release) or "generic").result()
+    installed_wheel()  # test_wheel.py's vm test runs it in the guest, which has no pip index
+    tests = guest_tests(kernel.flavour_of(vm_kernel.release) or "generic")
+    run = boot.run(vm_kernel, guest_steps(tests), REPO)
     line = summary(vm_kernel, run)
     request.config.stash.setdefault(VM_SUMMARY, []).append(line)
     print(line)
