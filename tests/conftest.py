@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from udptrace import bpf
+from udptrace.loader.bpf_object import BpfObject
 from udptrace.netns import VethPair, inside
 from udptrace.report.stage_latency import PacketTimes
 from udptrace.trace.decode import Packets, SyscallJoin
+from udptrace.trace.layout import Layout
 from udptrace.trace.options import TraceOptions
 from udptrace.trace.session import Snapshot, TraceSession
 
@@ -117,6 +120,26 @@ def send_from(net: VethPair, count: int, interval_s: float = 0.0, size: int = 64
     """A separate process in namespace a sending `count` datagrams to b (bounded)."""
     return net.popen(net.ns_a, [sys.executable, "-c", SENDER, str(count), str(interval_s),
                                 str(size), net.addr_b, str(port)])
+
+
+def start_run(*args: str) -> subprocess.Popen:
+    """`udptrace record|trace ...`; returns once it says its programs are attached."""
+    process = subprocess.Popen(udptrace(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith(("recording", "tracing")), line + process.stderr.read()
+    return process
+
+
+@pytest.fixture(scope="module")
+def layout() -> Layout:
+    """The record layout of the built ut_trace object, for tests that make records."""
+    obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
+    try:
+        return Layout.from_object(obj)
+    finally:
+        obj.close()
 
 
 def start_tracer(*args: str) -> subprocess.Popen:

@@ -11,8 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udptrace import bpf
-from udptrace.loader.bpf_object import BpfObject
 from udptrace.pubsub.headers import UadpHeaders
 from udptrace.report import ndjson
 from udptrace.report.columns import PacketColumns, packet_columns
@@ -22,15 +20,6 @@ from udptrace.trace.layout import Layout
 
 T0 = 7_000_000_000_000
 REASONS = {6: "QDISC_DROP"}
-
-
-@pytest.fixture(scope="module")
-def layout() -> Layout:
-    obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
-    try:
-        return Layout.from_object(obj)
-    finally:
-        obj.close()
 
 
 def _at(r: np.ndarray, layout: Layout, row: int, **stages: int) -> None:

@@ -16,9 +16,7 @@ import pytest
 from conftest import send_from, start_tracer, udptrace
 from test_cycle import idlest_cpu, programs, start  # noqa: F401 (fixtures)
 
-from udptrace import bpf
 from udptrace.errors import UsageError
-from udptrace.loader.bpf_object import BpfObject
 from udptrace.report.flight import snapshot_dirs
 from udptrace.report.triggers import Triggers, parse_trigger
 from udptrace.trace.decode import Packets
@@ -163,15 +161,6 @@ def test_triggers_parse_into_their_parts() -> None:
     assert parse_trigger("interval>12ms").needs == "--interval"
     assert parse_trigger("drop:qdisc_drop").reason == "QDISC_DROP"
     assert parse_trigger("missed").kind == "missed"
-
-
-@pytest.fixture(scope="module")
-def layout() -> Layout:
-    obj = BpfObject(bpf.object_bytes("ut_trace"), "ut_trace")
-    try:
-        return Layout.from_object(obj)
-    finally:
-        obj.close()
 
 
 def fired(layout: Layout, texts: tuple[str, ...], records: np.ndarray) -> list[int]:

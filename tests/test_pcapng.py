@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import udptrace
+from conftest import start_run, udptrace
 
 from udptrace import bpf, cli
 from udptrace.loader.bpf_object import BpfObject
@@ -47,15 +47,6 @@ def tshark(path: Path, *args: str) -> list[list[str]]:
     said = [line for line in out.stderr.splitlines() if not line.startswith(ROOT_NOTICE)]
     assert out.returncode == 0 and not said, out.stderr
     return [line.split("\t") for line in out.stdout.splitlines()]
-
-
-def start(*args: str) -> subprocess.Popen:
-    process = subprocess.Popen(udptrace(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith(("recording", "tracing")), line + process.stderr.read()
-    return process
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -96,7 +87,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     tmp = tmp_path_factory.mktemp("pcapng")
     run, capture = tmp / "run.parquet", tmp / "run.pcapng"
     with VethPair() as net:
-        recorder = start("record", "-o", str(run), "--e2e", "-p", str(os.getpid()), "-d", "60")
+        recorder = start_run("record", "-o", str(run), "--e2e", "-p", str(os.getpid()), "-d", "60")
         before = time.time_ns()
         exchange(net)
         after = time.time_ns()
@@ -174,7 +165,7 @@ def test_a_display_filter_on_the_comment_finds_the_no_socket_drops(recorded: Rec
 def test_trace_writes_pcapng_after_the_run(tmp_path: Path) -> None:
     capture = tmp_path / "live.pcapng"
     with VethPair() as net:
-        tracer = start("trace", "--e2e", "-p", str(os.getpid()), "-d", "60",
+        tracer = start_run("trace", "--e2e", "-p", str(os.getpid()), "-d", "60",
                        "--pcapng", str(capture))
         exchange(net, count=3, refused=2)
         out = stop(tracer)
@@ -187,7 +178,7 @@ def test_snaplen_0_records_no_frames_and_pcapng_then_says_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "bare.parquet"
     with VethPair() as net:
-        recorder = start("record", "-o", str(run), "--snaplen", "0", "--e2e",
+        recorder = start_run("record", "-o", str(run), "--snaplen", "0", "--e2e",
                          "-p", str(os.getpid()), "-d", "60")
         exchange(net, count=2, refused=0)
         stop(recorder)
@@ -236,7 +227,7 @@ def test_a_frame_without_its_link_header_is_raw_ip(tmp_path: Path) -> None:
 def test_receive_records_keep_the_frame_as_their_device_received_it(tmp_path: Path) -> None:
     run, capture = tmp_path / "rx.parquet", tmp_path / "rx.pcapng"
     with VethPair() as net:
-        recorder = start("record", "-o", str(run), "--rx", "--port", str(OPEN_PORT), "-d", "60")
+        recorder = start_run("record", "-o", str(run), "--rx", "--port", str(OPEN_PORT), "-d", "60")
         exchange(net, count=4, refused=0)
         stop(recorder)
         receiver = net.if_b

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import send_from, udptrace
+from conftest import send_from, start_run, udptrace
 from PIL import Image
 
 from udptrace import cli, extras
@@ -30,16 +30,6 @@ from udptrace.trace import sched as trace_sched
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync")
-
-
-def start(*args: str) -> subprocess.Popen:
-    """`udptrace record|trace ...`; returns once it says its programs are attached."""
-    process = subprocess.Popen(udptrace(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith(("recording", "tracing")), line + process.stderr.read()
-    return process
 
 
 def tc(net: VethPair, *args: str) -> None:
@@ -59,7 +49,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with VethPair() as net:
         tc(net, "qdisc", "add", "dev", net.if_a, "root", "tbf", "rate", "2mbit", "burst",
            "3000", "limit", "8000")
-        recorder = start("record", "-o", str(path), "--netns", net.ns_a, "--sched", "-d", "30")
+        recorder = start_run("record", "-o", str(path), "--netns", net.ns_a, "--sched", "-d", "30")
         send_from(net, 60, 0.0, 600).wait(timeout=30)
         send_from(net, 150, 0.004, 64).wait(timeout=30)
         time.sleep(0.5)
@@ -148,7 +138,7 @@ def test_report_counts_where_the_driver_ran_like_the_live_run(
 def test_a_killed_recording_keeps_every_complete_second(tmp_path: Path) -> None:
     path = tmp_path / "killed.parquet"
     with VethPair() as net:
-        recorder = start("record", "-o", str(path), "--netns", net.ns_a, "-d", "60")
+        recorder = start_run("record", "-o", str(path), "--netns", net.ns_a, "-d", "60")
         sender = send_from(net, 2000, 0.005)
         deadline = time.monotonic() + 10
         while len(list((path / "packets").glob("part-*"))) < 2 and time.monotonic() < deadline:
@@ -281,7 +271,7 @@ def test_bad_recordings_and_output_paths_are_one_line_errors(
 def test_trace_html_writes_the_page_after_the_run(tmp_path: Path) -> None:
     page = tmp_path / "trace.html"
     with VethPair() as net:
-        tracer = start("trace", "--netns", net.ns_a, "-d", "2", "--html", str(page))
+        tracer = start_run("trace", "--netns", net.ns_a, "-d", "2", "--html", str(page))
         send_from(net, 50, 0.002).wait(timeout=30)
         out, err = tracer.communicate(timeout=30)
     assert tracer.returncode == 0, err
@@ -323,7 +313,7 @@ def test_sched_events_fall_back_to_raw_tp(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_pubsub_recording_reports_its_writer_groups(tmp_path: Path) -> None:
     path = tmp_path / "pubsub.parquet"
     with VethPair() as net:
-        recorder = start("record", "-o", str(path), "--netns", net.ns_a, "--pubsub", "-d", "30")
+        recorder = start_run("record", "-o", str(path), "--netns", net.ns_a, "--pubsub", "-d", "30")
         publisher = net.run(net.ns_a, udptrace("publish", "-i", net.if_a, "--count", "50",
                                                "--interval-ms", "2", "--sequence-numbers"),
                             capture_output=True, timeout=60)
