@@ -2,8 +2,8 @@
 /*
  * Every hook `udptrace trace -p PID` attaches by default, with empty bodies:
  * what attaching there costs before udptrace does any work, the floor under
- * its modes. Same attach types as udptrace picks on a kernel with BTF (perf
- * tracepoints for the syscalls and io_uring, tp_btf for the rest). Each
+ * its modes. Same attach types as udptrace picks on a kernel with BTF (a perf
+ * tracepoint for io_uring, tp_btf for the rest). Each
  * program is named after udptrace's own with `ut_e_` for `ut_`; bench/run.py
  * refuses to run when the two sets differ.
  */
@@ -14,19 +14,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EMPTY(section, name) \
 	SEC(section) int ut_e_##name(void *ctx) { return 0; }
 
-#define SYSCALL(name)                                          \
-	EMPTY("tracepoint/syscalls/sys_enter_" #name, enter_##name) \
-	EMPTY("tracepoint/syscalls/sys_exit_" #name, exit_##name)
-
-SYSCALL(sendto)
-SYSCALL(sendmsg)
-SYSCALL(sendmmsg)
-SYSCALL(write)
-SYSCALL(writev)
-SYSCALL(sendfile64)
-SYSCALL(splice)
+EMPTY("tp_btf/sys_enter", sys_btf_enter)
+EMPTY("tp_btf/sys_exit", sys_btf_exit)
 EMPTY("tracepoint/io_uring/io_uring_submit_req", iou_submit)
-EMPTY("tracepoint/syscalls/sys_exit_io_uring_enter", exit_io_uring_enter)
 EMPTY("tp_btf/neigh_event_send_done", btf_neigh_queue)
 EMPTY("tp_btf/neigh_create", btf_neigh_create)
 EMPTY("tp_btf/neigh_update", btf_neigh_update)

@@ -140,32 +140,29 @@ def _fallback(point: HookPoint, function: str) -> HookPoint:
 CONTEXT_POINTS = tuple(_typed_tracepoint(f"irq:{name}", name, refines=True)
                        for name in ("softirq_exit", "softirq_entry", "softirq_raise"))
 
-# x86_64 has no send(2): libc's send() is sendto(); write/writev, sendfile and splice reach
-# UDP sockets too.
-SEND_SYSCALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev", "sendfile64", "splice")
+# Every syscall passes raw_syscalls:sys_enter/sys_exit: their programs pick the traced
+# ones by number (config_bytes: syscall_numbers), one link each instead of one per syscall.
+def raw_syscall_points(prefix: str) -> tuple[HookPoint, ...]:
+    """The raw_syscalls hooks of the programs `prefix`_{btf,raw,tp}_{enter,exit}."""
+    return tuple(
+        HookPoint(edge, (Hook(HookKind.TP_BTF, f"raw_syscalls:{edge}", f"{prefix}_btf_{short}"),
+                         Hook(HookKind.RAW_TP, f"raw_syscalls:{edge}", f"{prefix}_raw_{short}"),
+                         Hook(HookKind.TRACEPOINT, f"raw_syscalls:{edge}", f"{prefix}_tp_{short}")))
+        for edge, short in (("sys_enter", "enter"), ("sys_exit", "exit")))
+
+
+# The syscalls of enum ut_syscall, by their <asm/unistd.h> names: where not the same, here.
+# (The send syscalls: x86_64 has no send(2), libc's send() is sendto(); write/writev,
+# sendfile and splice reach UDP sockets too. io_uring_enter's return ends the thread's
+# io_uring sends. A reader's datagram returns through recvfrom (recv(2) on x86_64) and co.)
+UNISTD_NAMES = {"io_uring": "io_uring_enter"}
+SYSCALL_ENTRY, SYSCALL_EXIT = raw_syscall_points("ut_sys")
 
 # io_uring send requests: time zero at their submission, ended by io_uring_enter's return
 IO_URING_POINTS = (
     HookPoint("io_uring_submit_req", (
         Hook(HookKind.TRACEPOINT, "io_uring:io_uring_submit_req", "ut_iou_submit"),)),
-    HookPoint("sys_exit_io_uring_enter", (
-        Hook(HookKind.TRACEPOINT, "syscalls:sys_exit_io_uring_enter", "ut_exit_io_uring_enter"),)),
 )
-
-
-# what a reader's datagram returns through (recv(2) is recvfrom(2) on x86_64)
-RECEIVE_SYSCALLS = ("recvfrom", "recvmsg", "recvmmsg", "read", "readv")
-
-
-def _syscall_points(syscalls: tuple[str, ...], edges: dict[str, str]) -> tuple[HookPoint, ...]:
-    """Syscall tracepoints; `edges` maps enter/exit to the program name's prefix."""
-    points = []
-    for syscall in syscalls:
-        for edge, prefix in edges.items():
-            tracepoint = f"sys_{edge}_{syscall}"
-            points.append(HookPoint(tracepoint, (
-                Hook(HookKind.TRACEPOINT, f"syscalls:{tracepoint}", f"{prefix}_{syscall}"),)))
-    return tuple(points)
 
 
 # the callback's entry and return; the binary and the function come from --uprobe
@@ -193,8 +190,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("syscall", "to syscall",
           "until the send syscall's entry (from the callback's entry with --uprobe, from "
           "being on a CPU with --wakeup); time zero of the send path",
-          _syscall_points(SEND_SYSCALLS, {"enter": "ut_enter", "exit": "ut_exit"})
-          + IO_URING_POINTS, core=True),
+          (SYSCALL_ENTRY, SYSCALL_EXIT, *IO_URING_POINTS), core=True),
     Stage("udp_sendmsg", "socket layer",
           "syscall entry until udp_sendmsg (udpv6_sendmsg): the socket layer",
           (_function("udp_sendmsg"), _function("udpv6_sendmsg"))),
@@ -289,7 +285,7 @@ STAGES: tuple[Stage, ...] = (
                      "skb_consume_udp"),), core=True, paths=RECEIVE),
     Stage("rx_done", "to recv return",
           "until the reader's receive syscall returned",
-          _syscall_points(RECEIVE_SYSCALLS, {"exit": "ut_rxexit"}), paths=RECEIVE),
+          (SYSCALL_EXIT,), paths=RECEIVE),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -360,8 +356,4 @@ SPANS_BY_NAME: dict[str, Span] = {s.name: s for s in SPANS}
 # Not a stage of a packet: the hooks of `udptrace syscalls`, every syscall of one process.
 SYSCALL_VIEW = Stage(
     "syscalls", "every syscall", "entry to exit of each syscall of the traced process",
-    tuple(HookPoint(edge, (Hook(HookKind.TP_BTF, f"raw_syscalls:{edge}", f"ut_sc_btf_{short}"),
-                           Hook(HookKind.RAW_TP, f"raw_syscalls:{edge}", f"ut_sc_raw_{short}"),
-                           Hook(HookKind.TRACEPOINT, f"raw_syscalls:{edge}", f"ut_sc_tp_{short}")))
-          for edge, short in (("sys_enter", "enter"), ("sys_exit", "exit"))),
-)
+    raw_syscall_points("ut_sc"))

@@ -4,7 +4,7 @@
  * request's submission is its time zero, as a send syscall's entry is. A send
  * issued inline runs on the submitting thread (or the SQPOLL thread), so the
  * per-thread call state ties its packets as for a syscall; the request ends at
- * the next submission or when io_uring_enter returns. A request punted to an
+ * the next submission or when io_uring_enter returns (ut_trace.bpf.c's syscall exit). A request punted to an
  * io-wq worker sends on another thread: its packets count as unattributed.
  */
 #ifndef UT_IO_URING_BPF_H
@@ -39,12 +39,6 @@ int ut_iou_submit(struct io_uring_submit_req_ctx *ctx)
 	syscall_exit(0); /* the thread's previous request, if any, ends where this one begins */
 	syscall_enter(UT_SYS_IO_URING, UT_FD_ANY);
 	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_io_uring_enter")
-int ut_exit_io_uring_enter(struct syscall_exit_ctx *ctx)
-{
-	return syscall_exit(ctx->ret);
 }
 
 #endif /* UT_IO_URING_BPF_H */

@@ -120,6 +120,8 @@ enum ut_syscall {
 	UT_SYS_READV,
 };
 
+#define UT_SYSCALLS (UT_SYS_READV + 1) /* ut_config.syscall_nr's size: index 0 is unused */
+
 enum ut_fate {
 	UT_FATE_SENT = 1,
 	UT_FATE_DROPPED = 2,
@@ -349,6 +351,7 @@ struct ut_config {
 	__u32 snaplen;             /* frame bytes each record keeps; 0 = none */
 	__u16 payload_port;        /* copy payload for this port, either side; 0 = none */
 	__u16 pad;
+	__s32 syscall_nr[UT_SYSCALLS]; /* each ut_syscall's number here (-1: none) */
 	char comm[16];             /* only this comm; empty = any */
 	char ifname[16];           /* only this device; empty = any */
 };

@@ -494,17 +494,4 @@ static __always_inline void on_rx_free(struct sk_buff *skb, __u32 reason, bool c
 	bpf_map_delete_elem(&rx_datagrams, &dkey);
 }
 
-#define UT_RECV_SYSCALL(name, id)                                           \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
-	int ut_rxexit_##name(struct syscall_exit_ctx *ctx)                      \
-	{                                                                       \
-		return rx_syscall_exit(id, ctx->ret);                               \
-	}
-
-UT_RECV_SYSCALL(recvfrom, UT_SYS_RECVFROM)
-UT_RECV_SYSCALL(recvmsg, UT_SYS_RECVMSG)
-UT_RECV_SYSCALL(recvmmsg, UT_SYS_RECVMMSG)
-UT_RECV_SYSCALL(read, UT_SYS_READ)
-UT_RECV_SYSCALL(readv, UT_SYS_READV)
-
 #endif /* UT_RECV_BPF_H */

@@ -9,6 +9,7 @@
 #include "ut_packet.bpf.h"
 #include "ut_cycle.bpf.h"
 #include "ut_sock.bpf.h"
+#include "ut_raw_syscalls.bpf.h"
 
 /*
  * Syscall ids: a counter per CPU, the CPU in the top 16 bits. One shared counter
@@ -175,28 +176,30 @@ static __always_inline int syscall_exit(__s64 ret)
 	return 0;
 }
 
-/* A send syscall whose socket is its argument `fd` (0 for most, the output fd of splice). */
-#define UT_SYSCALL_FD(name, id, fd)                                         \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
-	int ut_enter_##name(struct syscall_enter_ctx *ctx)                      \
-	{                                                                       \
-		return syscall_enter(id, ctx->args[fd]);                            \
-	}                                                                       \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
-	int ut_exit_##name(struct syscall_exit_ctx *ctx)                        \
-	{                                                                       \
-		return syscall_exit(ctx->ret);                                      \
-	}
+/*
+ * Which traced syscall `nr` is (0: none). Every syscall passes the raw_syscalls
+ * hooks; the numbers differ between architectures, so user space writes them.
+ */
+static __always_inline enum ut_syscall traced_syscall(long nr)
+{
+#pragma unroll
+	for (int i = 1; i < UT_SYSCALLS; i++)
+		if (nr == cfg.syscall_nr[i])
+			return i;
+	return 0;
+}
 
-#define UT_SYSCALL(name, id) UT_SYSCALL_FD(name, id, 0)
-
-UT_SYSCALL(sendto, UT_SYS_SENDTO)
-UT_SYSCALL(sendmsg, UT_SYS_SENDMSG)
-UT_SYSCALL(sendmmsg, UT_SYS_SENDMMSG)
-UT_SYSCALL(write, UT_SYS_WRITE)
-UT_SYSCALL(writev, UT_SYS_WRITEV)
-UT_SYSCALL(sendfile64, UT_SYS_SENDFILE)
-UT_SYSCALL_FD(splice, UT_SYS_SPLICE, 2)
+/*
+ * A send syscall's entry (on_enter of ut_raw_syscalls.bpf.h): its socket is its
+ * argument 0, splice's is argument 2 (the output). io_uring_enter is not one: a
+ * request's submission is its entry.
+ */
+#define send_syscall_enter(nr, ARG)                                                 \
+	({                                                                          \
+		enum ut_syscall s__ = cfg.send ? traced_syscall(nr) : 0;            \
+		s__ && s__ < UT_SYS_IO_URING ?                                      \
+			syscall_enter(s__, s__ == UT_SYS_SPLICE ? ARG(2) : ARG(0)) : 0; \
+	})
 
 /* Whether `sk` is the socket behind the syscall's fd. */
 static __always_inline bool is_call_socket(struct ut_call *call, __u64 sk)

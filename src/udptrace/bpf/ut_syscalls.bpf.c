@@ -17,6 +17,7 @@
 #include "ut_hist.bpf.h"
 #include "ut_sock.bpf.h"
 #include "ut_syscalls.h"
+#include "ut_raw_syscalls.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -112,42 +113,23 @@ static __always_inline void begin(struct ut_sc_inflight *s, long nr)
 	s->entry = bpf_ktime_get_ns();
 }
 
-#ifdef __TARGET_ARCH_x86
-#define UT_SYSCALL_REGS 1 /* struct pt_regs: ut_types.h */
-
-static __always_inline void regs_args(struct pt_regs *regs, __u64 *args)
-{
-	args[0] = BPF_CORE_READ(regs, di);
-	args[1] = BPF_CORE_READ(regs, si);
-	args[2] = BPF_CORE_READ(regs, dx);
-	args[3] = BPF_CORE_READ(regs, r10); /* the syscall ABI's fourth register, not cx */
-	args[4] = BPF_CORE_READ(regs, r8);
-	args[5] = BPF_CORE_READ(regs, r9);
-}
-#elif defined(__TARGET_ARCH_arm64)
-#define UT_SYSCALL_REGS 1
-
-static __always_inline void regs_args(struct pt_regs *regs, __u64 *args)
-{
-#pragma unroll
-	for (int i = 0; i < UT_SC_ARGS; i++)
-		args[i] = BPF_CORE_READ(regs, regs[i]);
-}
-#endif
-
-#ifdef UT_SYSCALL_REGS
-static __always_inline int on_enter_regs(struct pt_regs *regs, long nr)
-{
-	struct ut_sc_inflight *s = traced_thread();
-
-	if (!s)
-		return 0;
-	if (cfg.stream)
-		regs_args(regs, s->args);
-	begin(s, nr);
-	return 0;
-}
-#endif
+/* A syscall entry: the thread's slot, the arguments when streaming (ARG: ut_raw_syscalls.bpf.h) */
+#define on_enter(nr, ARG)                                                       \
+	({                                                                      \
+		struct ut_sc_inflight *s__ = traced_thread();                   \
+		if (s__) {                                                      \
+			if (cfg.stream) {                                       \
+				s__->args[0] = ARG(0);                          \
+				s__->args[1] = ARG(1);                          \
+				s__->args[2] = ARG(2);                          \
+				s__->args[3] = ARG(3);                          \
+				s__->args[4] = ARG(4);                          \
+				s__->args[5] = ARG(5);                          \
+			}                                                       \
+			begin(s__, nr);                                         \
+		}                                                               \
+		0;                                                              \
+	})
 
 /* ---- exit ----------------------------------------------------------------------- */
 
@@ -285,7 +267,7 @@ static __always_inline void emit(struct ut_sc_inflight *s, __u32 tid, __u64 now,
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline int on_exit(long ret)
+static __always_inline int on_exit(long nr, long ret)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -308,45 +290,4 @@ static __always_inline int on_exit(long ret)
 
 /* ---- hooks ---------------------------------------------------------------------- */
 
-/* raw_syscalls tracepoint records: stable ABI since the tracepoints exist */
-struct ut_raw_sys_enter {
-	__u64 common;
-	long id;
-	unsigned long args[UT_SC_ARGS];
-};
-
-struct ut_raw_sys_exit {
-	__u64 common;
-	long id;
-	long ret;
-};
-
-#ifdef UT_SYSCALL_REGS
-SEC("tp_btf/sys_enter")
-int BPF_PROG(ut_sc_btf_enter, struct pt_regs *regs, long id) { return on_enter_regs(regs, id); }
-
-SEC("raw_tp/sys_enter")
-int BPF_PROG(ut_sc_raw_enter, struct pt_regs *regs, long id) { return on_enter_regs(regs, id); }
-#endif
-
-SEC("tracepoint/raw_syscalls/sys_enter")
-int ut_sc_tp_enter(struct ut_raw_sys_enter *ctx)
-{
-	struct ut_sc_inflight *s = traced_thread();
-
-	if (!s)
-		return 0;
-	if (cfg.stream)
-		__builtin_memcpy(s->args, ctx->args, sizeof(s->args));
-	begin(s, ctx->id);
-	return 0;
-}
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(ut_sc_btf_exit, struct pt_regs *regs, long ret) { return on_exit(ret); }
-
-SEC("raw_tp/sys_exit")
-int BPF_PROG(ut_sc_raw_exit, struct pt_regs *regs, long ret) { return on_exit(ret); }
-
-SEC("tracepoint/raw_syscalls/sys_exit")
-int ut_sc_tp_exit(struct ut_raw_sys_exit *ctx) { return on_exit(ctx->ret); }
+UT_RAW_SYSCALL_HOOKS(ut_sc, on_enter, on_exit)

@@ -57,6 +57,19 @@ static __always_inline int on_skb_free(struct sk_buff *skb, __u32 reason, bool c
 	return 0;
 }
 
+/* A syscall's return: a send's (or an io_uring_enter's) ends it, a read's delivers its datagrams */
+static __always_inline int on_syscall_exit(long nr, long ret)
+{
+	enum ut_syscall syscall = traced_syscall(nr);
+
+	if (!syscall)
+		return 0;
+	if (syscall >= UT_SYS_RECVFROM)
+		return RX_PATH ? rx_syscall_exit(syscall, ret) : 0;
+	return cfg.send ? syscall_exit(ret) : 0;
+}
+
+UT_RAW_SYSCALL_HOOKS(ut_sys, send_syscall_enter, on_syscall_exit)
 UT_HOOK(neigh_event_send_done, neigh_queue, ARGS(struct neighbour *n, int rc),
 	on_neigh_queued(n, rc))
 UT_HOOK(neigh_create, neigh_create,

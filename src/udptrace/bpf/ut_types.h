@@ -203,11 +203,12 @@ struct neigh_table;
 #define __VMLINUX_H__
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
-	unsigned long di, si, dx, cx, r10, r8, r9, ax, bp, sp, ip;
+	unsigned long di, si, dx, cx, r10, r8, r9, ax, bp, sp, ip, orig_ax;
 };
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	unsigned long regs[31];
+	int syscallno;
 };
 
 struct user_pt_regs {

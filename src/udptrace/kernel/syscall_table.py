@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sysconfig
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def unistd_header() -> Path:
 def syscall_names(header: Path) -> dict[int, str]:
     """Number → name, as the C library's headers define ``__NR_<name>``."""
     return {int(number): name for name, number in _DEFINE.findall(header.read_text())}
+
+
+def syscall_numbers(names: Iterable[str]) -> list[int]:
+    """Each name's number on this machine, -1 where it has no such syscall."""
+    numbers = {name: nr for nr, name in syscall_names(unistd_header()).items()}
+    return [numbers.get(name, -1) for name in names]
 
 
 @dataclass(frozen=True)
