@@ -23,14 +23,20 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r | (v >> 1);
 }
 
-/* Log-linear bucket: exact below UT_HIST_SUB_BUCKETS ns, then that many steps per power of
- * two (each at most 1/UT_HIST_SUB_BUCKETS of its lower bound wide). */
-static __always_inline void hist_put(struct ut_hist *h, __u64 value)
+/*
+ * Log-linear bucket: exact below UT_HIST_SUB_BUCKETS ns, then that many steps per power of
+ * two (each at most 1/UT_HIST_SUB_BUCKETS of its lower bound wide). A global function,
+ * checked once by the verifier rather than at each call site with every state leading
+ * there: inlined, the histograms were most of the instructions verified at load.
+ */
+__noinline int hist_put(struct ut_hist *h, __u64 value)
 {
 	/* 64-bit: with 32-bit ones clang bounds a zero-extended copy and indexes with another,
 	 * and 6.1's verifier rejects the access (6.18 accepts it) */
 	__u64 row, sub, lg;
 
+	if (!h) /* a global function's pointer may be null, for the verifier */
+		return 0;
 	if (value < UT_HIST_SUB_BUCKETS) {
 		row = 0;
 		sub = value;
@@ -48,6 +54,7 @@ static __always_inline void hist_put(struct ut_hist *h, __u64 value)
 		h->max = value;
 	h->count++;
 	h->sum += value;
+	return 0;
 }
 
 #endif /* UT_HIST_BPF_H */
