@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).parent / "src" / "udptrace"
 BPF_DIR = PACKAGE / "bpf"
 CYCLE_SOURCE = PACKAGE / "pubsub" / "cycle.c"
 LIBBPF_LINK = PACKAGE / "loader" / "libudptrace_libbpf.so"
+LIBBPF_PRINT = PACKAGE / "loader" / "libbpf_print.c"
 TARGET_ARCH = {"x86_64": "x86", "aarch64": "arm64", "ppc64le": "powerpc", "s390x": "s390",
                "riscv64": "riscv"}
 
@@ -86,16 +87,17 @@ def record_syscall_numbers() -> None:
 
 
 def link_libbpf() -> None:
-    """A library with no code of its own whose only dependency is libbpf.so.1.
+    """A library whose only dependency is libbpf.so.1, and whose only code is a filter of
+    libbpf's messages (libbpf_print.c).
 
     udptrace opens libbpf through it (loader/libbpf.py): the dynamic loader then finds
     the libbpf this library names. A source install names the system's; in a wheel,
     auditwheel sees the dependency (it cannot see a ctypes load), copies libbpf with its
     libelf and zlib into udptrace.libs/ and points this library's RUNPATH there.
     """
-    if not LIBBPF_LINK.exists():
-        _run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-x", "c", "/dev/null",
-              "-Wl,--no-as-needed", "-lbpf", "-o", str(LIBBPF_LINK)])
+    if _stale(LIBBPF_LINK, [LIBBPF_PRINT]):
+        _run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-Wall", "-Werror",
+              str(LIBBPF_PRINT), "-Wl,--no-as-needed", "-lbpf", "-o", str(LIBBPF_LINK)])
 
 
 class BuildPyWithBpf(build_py):

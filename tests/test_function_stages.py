@@ -39,6 +39,7 @@ from udptrace.kernel.plan import plan_stages
 from udptrace.kernel.tracefs import tracefs
 from udptrace.loader.btf import Btf
 from udptrace.netns import VethPair, inside
+from udptrace.trace import attach as trace_attach
 from udptrace.trace import session as trace_session
 
 PORT = 4840
@@ -272,7 +273,7 @@ def test_function_stages_split_the_send_and_receive_paths_in_pipeline_order(
     if kind == "kprobe":
         refused = dataclasses.replace(kernel_features.detect(),
                                       fentry=kernel_features.Probe(False, "refused for the test"))
-        monkeypatch.setattr(trace_session, "detect", lambda: refused)
+        monkeypatch.setattr(trace_attach, "detect", lambda: refused)
     tx, tx6 = udp_socket(net), udp_socket(net, socket.AF_INET6)
     readers = []
     for family, address in ((socket.AF_INET, net.addr_b), (socket.AF_INET6, net.addr6_b)):

@@ -14,6 +14,7 @@ from udptrace.cli.trace import (
     add_app_arguments,
     add_filter_arguments,
     add_record_arguments,
+    open_session,
     options_from,
 )
 from udptrace.errors import UsageError
@@ -21,7 +22,6 @@ from udptrace.report.pubsub_groups import headers_of
 from udptrace.report.terminal import report_console
 from udptrace.trace import run
 from udptrace.trace.decode import Packets
-from udptrace.trace.session import TraceSession
 
 DEFAULT_LISTEN = "127.0.0.1:9435"
 EXAMPLES = f"""\
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(f"{host}:{port} {why}: choose another with --listen") from None
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
-        session = stack.enter_context(TraceSession(options))
+        session = open_session(stack, options)
         metrics = Metrics(session.layout, session.drop_reason_names(), args.max_label_values,
                           args.interval)
         registry.register(metrics)

@@ -18,17 +18,13 @@ from udptrace.cli.trace import (
     add_snaplen_argument,
     flight_options,
     flight_recorder,
+    open_session,
     options_from,
     render_flight,
     status_printer,
 )
 from udptrace.errors import UsageError
-from udptrace.report import terminal
-from udptrace.report.fanout import PacketOutputs
-from udptrace.report.terminal import report_console
-from udptrace.trace import run
 from udptrace.trace.options import DEFAULT_SNAPLEN
-from udptrace.trace.session import TraceSession
 
 EXAMPLES = """\
 examples:
@@ -70,9 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     extras.require("record")
-    from udptrace.trace.sched import SchedSession
-
-    console = report_console()
     flight = flight_options(args)
     if flight is not None and args.sched:
         # one reader per scheduler ring buffer: the snapshots would take the recording's
@@ -81,12 +74,20 @@ def main(args: argparse.Namespace) -> int:
     options = options_from(args, stream=True, snaplen=args.snaplen)
     stop = threading.Event()
     with contextlib.ExitStack() as stack:
-        session = stack.enter_context(TraceSession(options))
-        sched = stack.enter_context(SchedSession()) if args.sched else None
-        # only once attached, while the first packets are traced: pyarrow (an optional
-        # extra) took 0.8 s to import here
+        session = open_session(stack, options, ("udptrace.report.parquet",
+                                                "udptrace.report.recorder"))
+        # imported during the load: NumPy, the report modules, pyarrow (an optional
+        # extra, 0.8 s)
+        from udptrace.report import terminal
+        from udptrace.report.fanout import PacketOutputs
         from udptrace.report.parquet import RecordingError, RecordingWriter
         from udptrace.report.recorder import Recorder
+        from udptrace.report.terminal import report_console
+        from udptrace.trace import run
+        from udptrace.trace.sched import SchedSession
+
+        console = report_console()
+        sched = stack.enter_context(SchedSession()) if args.sched else None
 
         writer = RecordingWriter(Path(args.output))
         started = False

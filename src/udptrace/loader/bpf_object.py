@@ -38,7 +38,7 @@ class _LibbpfLog:
     def __init__(self) -> None:
         self._local = threading.local()
         self._callback = libbpf.PRINT_FN(self._print)
-        lib.libbpf_set_print(self._callback)
+        libbpf.set_print(self._callback)
 
     @property
     def lines(self) -> list[str]:
@@ -47,8 +47,9 @@ class _LibbpfLog:
         return self._local.lines
 
     def _print(self, level: int, fmt: bytes, args: int) -> int:
-        # a load of ut_trace tells ~9000 debug lines (relocations, one per access); errors
-        # come as warnings, and formatting the rest cost 0.1 s of every start
+        # errors come as warnings; the ~9000 debug lines of a load (relocations, one per
+        # access) mostly stop before Python (libbpf.set_print), and formatting them cost
+        # 0.1 s of every start
         if level >= libbpf.LIBBPF_DEBUG:
             return 0
         text = ctypes.c_void_p()

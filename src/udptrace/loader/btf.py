@@ -13,12 +13,14 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from udptrace.errors import KernelFeatureError
 from udptrace.loader import libbpf
 from udptrace.loader.libbpf import lib
+
+if TYPE_CHECKING:  # NumPy is imported by the layouts that need it: 0.1-0.2 s at start
+    import numpy as np
 
 
 class Kind(IntEnum):
@@ -252,15 +254,59 @@ class Btf:
         proto = self.type(self.type(func_id).size_or_type)
         return f"{self.c_type(proto.size_or_type)} {name}({self._params(proto)})"
 
-    # ---- NumPy layouts ----------------------------------------------------------------
-    def struct_dtype(self, name: str) -> np.dtype:
-        """The NumPy dtype of a struct exactly as the compiler laid it out."""
+    # ---- layouts ----------------------------------------------------------------------
+    def _struct(self, name: str) -> int:
         type_id = self.find(name, Kind.STRUCT)
         if type_id is None:
             raise KeyError(f"no struct {name} in BTF")
-        return self._dtype(type_id)
+        return type_id
+
+    def member_offsets(self, name: str) -> dict[str, int]:
+        """Each member of a struct at its byte offset."""
+        return {m.name: m.bit_offset // 8 for m in self.members(self._struct(name))}
+
+    def struct_ctype(self, name: str) -> type[ctypes.Structure]:
+        """A ctypes Structure laid out as the compiler laid the struct out (scalars and
+        arrays of them), for an image written before NumPy is imported."""
+        return self._ctype(self._struct(name))
+
+    def _ctype(self, type_id: int) -> type:
+        t = self.skip_modifiers(type_id)
+        if t.kind == Kind.STRUCT:
+            fields: list[tuple[str, type]] = []
+            end = 0
+            for m in self.members(t.id):
+                if m.bitfield_size:
+                    raise TypeError(f"bitfield {t.name}.{m.name} has no ctypes layout")
+                offset = m.bit_offset // 8
+                if offset > end:
+                    fields.append((f"_pad{end}", ctypes.c_uint8 * (offset - end)))
+                member = self._ctype(m.type_id)
+                fields.append((m.name, member))
+                end = offset + ctypes.sizeof(member)
+            if t.size_or_type > end:
+                fields.append((f"_pad{end}", ctypes.c_uint8 * (t.size_or_type - end)))
+            return type(t.name or f"btf_{t.id}", (ctypes.Structure,),
+                        {"_pack_": 1, "_fields_": fields})
+        if t.kind == Kind.ARRAY:
+            arr = self._array(t)
+            element = self.skip_modifiers(arr.type)
+            if element.kind == Kind.INT and element.name == "char":
+                return ctypes.c_char * arr.nelems  # char[]: NUL-padded text
+            return self._ctype(arr.type) * arr.nelems
+        if t.kind in (Kind.INT, Kind.ENUM, Kind.ENUM64):
+            signed = t.kind == Kind.INT and bool(self._int_encoding(t) & 1)
+            bits = 8 * t.size_or_type
+            return getattr(ctypes, f"c_{'' if signed else 'u'}int{bits}")
+        raise TypeError(f"BTF kind {t.kind.name} has no ctypes layout")
+
+    def struct_dtype(self, name: str) -> np.dtype:
+        """The NumPy dtype of a struct exactly as the compiler laid it out."""
+        return self._dtype(self._struct(name))
 
     def _dtype(self, type_id: int) -> np.dtype:
+        import numpy as np
+
         t = self.skip_modifiers(type_id)
         if t.kind in (Kind.STRUCT, Kind.UNION):
             names, formats, offsets = [], [], []

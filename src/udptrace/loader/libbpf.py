@@ -56,6 +56,17 @@ libc.free.argtypes = [c_void_p]
 libc.free.restype = None
 
 
+def set_print(callback: object) -> None:
+    """libbpf's messages to `callback`: without its debug lines where the package's link
+    library filters them (libbpf_print.c), else all of them."""
+    if hasattr(lib, "udptrace_libbpf_print"):
+        lib.udptrace_libbpf_print.restype = None
+        lib.udptrace_libbpf_print.argtypes = [PRINT_FN]
+        lib.udptrace_libbpf_print(callback)
+    else:
+        lib.libbpf_set_print(callback)
+
+
 def _bind(name: str, restype: object, *argtypes: object) -> None:
     fn = getattr(lib, name)
     fn.restype = restype

@@ -6,13 +6,13 @@ error and nothing attached.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from udptrace.errors import UsageError
 from udptrace.stages import BOTH, RECEIVE, SEND, STAGE_NAMES, Stage, TracePath
@@ -196,38 +196,43 @@ def validate(options: TraceOptions) -> None:
                          "or --uprobe BINARY:SYMBOL")
 
 
-def config_bytes(options: TraceOptions, config: np.dtype, kfree_has_reason: bool,
+def config_bytes(options: TraceOptions, config: type[ctypes.Structure], kfree_has_reason: bool,
                  contexts: bool, typed: bool = False, record_bytes: int = 0,
-                 hrtimer_wakeup: int = 0, threads: bool = False) -> bytes:
+                 hrtimer_wakeup: int = 0, threads: bool = False,
+                 syscall_nr: Sequence[int] = ()) -> bytes:
     """The ``struct ut_config`` image written into the object's .rodata before load;
     `contexts`: the softirq hooks are attached, so packets' contexts can be told;
     `threads`: with them, each step's thread (PREEMPT_RT, where threads run softirqs);
     `typed`: every hook that is handed kernel objects knows their types (tp_btf);
     `record_bytes`: how much of each record the ring buffer carries;
-    `hrtimer_wakeup`: the kernel address that tells sleep timers (--wakeup)."""
-    cfg = np.zeros(1, config)
-    cfg["max_age_ns"] = int(options.max_age_s * 1e9)
-    cfg["hrtimer_wakeup"] = hrtimer_wakeup
-    cfg["filter_pid"] = bool(options.pids)
-    cfg["only_pid"] = options.pids[0] if len(set(options.pids)) == 1 else 0
-    cfg["typed"] = typed
-    cfg["record_bytes"] = record_bytes
-    cfg["wakeup_bytes"] = options.ringbuf_bytes // WAKEUP_FRACTION if options.stream else 0
-    cfg["filter_port"] = bool(options.ports)
-    cfg["filter_src"] = bool(options.src)
-    cfg["filter_dst"] = bool(options.dst)
-    cfg["netns"] = netns_inode(options.netns) if options.netns else 0
-    cfg["stream"] = options.stream
-    cfg["kfree_has_reason"] = kfree_has_reason
-    cfg["intervals"] = options.intervals
-    cfg["send"] = TracePath.SEND in options.paths
-    cfg["rx"] = options.rx
-    cfg["e2e"] = options.e2e
-    cfg["wakeup"] = options.wakeup
-    cfg["contexts"] = contexts
-    cfg["threads"] = contexts and threads
-    cfg["payload_port"] = options.payload_port
-    cfg["snaplen"] = options.snaplen if options.stream else 0
-    cfg["comm"] = options.comm.encode()
-    cfg["ifname"] = options.ifname.encode()
-    return cfg.tobytes()
+    `hrtimer_wakeup`: the kernel address that tells sleep timers (--wakeup);
+    `syscall_nr`: each ut_syscall's number here, from 1 (the raw_syscalls hooks pick them)."""
+    cfg = config()
+    cfg.max_age_ns = int(options.max_age_s * 1e9)
+    cfg.hrtimer_wakeup = hrtimer_wakeup
+    cfg.filter_pid = bool(options.pids)
+    cfg.only_pid = options.pids[0] if len(set(options.pids)) == 1 else 0
+    cfg.typed = typed
+    cfg.record_bytes = record_bytes
+    cfg.wakeup_bytes = options.ringbuf_bytes // WAKEUP_FRACTION if options.stream else 0
+    cfg.filter_port = bool(options.ports)
+    cfg.filter_src = bool(options.src)
+    cfg.filter_dst = bool(options.dst)
+    cfg.netns = netns_inode(options.netns) if options.netns else 0
+    cfg.stream = options.stream
+    cfg.kfree_has_reason = kfree_has_reason
+    cfg.intervals = options.intervals
+    cfg.send = TracePath.SEND in options.paths
+    cfg.rx = options.rx
+    cfg.e2e = options.e2e
+    cfg.wakeup = options.wakeup
+    cfg.contexts = contexts
+    cfg.threads = contexts and threads
+    cfg.payload_port = options.payload_port
+    cfg.snaplen = options.snaplen if options.stream else 0
+    numbers = [-1] * len(cfg.syscall_nr)
+    numbers[1:len(syscall_nr) + 1] = syscall_nr
+    cfg.syscall_nr[:] = numbers
+    cfg.comm = options.comm.encode()
+    cfg.ifname = options.ifname.encode()
+    return bytes(cfg)
