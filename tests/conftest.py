@@ -55,6 +55,20 @@ def connected_to_listener(net: VethPair, port: int) -> tuple[socket.socket, sock
     return sender, listener
 
 
+def receive(listener: socket.socket, count: int, timeout_s: float = 5.0) -> int:
+    """Read until `count` datagrams arrived or `timeout_s` passed; how many arrived."""
+    deadline = time.monotonic() + timeout_s
+    got = 0
+    while got < count and (left := deadline - time.monotonic()) > 0:
+        listener.settimeout(left)
+        try:
+            listener.recv(65536)
+        except TimeoutError:
+            break
+        got += 1
+    return got
+
+
 def udptrace(*args: str) -> list[str]:
     return [sys.executable, "-m", "udptrace", *args]
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import (
     connected_to_listener,
+    receive,
     records,
     send_from,
     start_tracer,
@@ -74,12 +75,14 @@ def test_packets_a_shaper_held_leave_from_the_net_tx_softirq_after_a_measured_wa
     subprocess.run(["ip", "netns", "exec", net.ns_a, "tc", "qdisc", "add", "dev", net.if_a,
                     "root", "tbf", "rate", "1mbit", "burst", "2000", "limit", "100000"],
                    check=True)
-    s, _listener = connected_to_listener(net, PORT)
+    s, listener = connected_to_listener(net, PORT)
     s.send(b"arp")
-    time.sleep(0.05)
+    assert receive(listener, 1) == 1
     with tracing(pids=(os.getpid(),)) as (session, batches):
         assert sendmmsg(s, [b"x" * 1000] * 20) == 20
-        time.sleep(0.3)  # 20 datagrams of 8.3 ms each at 1 Mbit/s
+        # 20 datagrams of 8.3 ms each at 1 Mbit/s; a slow machine's last one may leave
+        # the shaper after any fixed wait, so wait for them to arrive
+        assert receive(listener, 20) == 20
         snap = session.snapshot()
     recs = records(batches)
     layout = session.layout
