@@ -187,7 +187,9 @@ def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                     sub.send_signal(signal.SIGINT)
         vm.join()
         watcher.join(timeout=30)
-        assert back is not None, "the guest never started recording"
+        assert back is not None, (
+            f"the guest never started recording; console:\n{result[0].console_tail()}"
+            if result else "the VM thread died")
         back_sent = json.loads(back.communicate(timeout=60)[0])
     finally:
         host.stop()

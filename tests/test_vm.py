@@ -41,16 +41,19 @@ RT_SUBSET = (
 )
 
 
-def guest_steps(tests: list[str] | tuple[str, ...]) -> list[boot.Step]:
+def guest_steps(tests: list[str] | tuple[str, ...], seconds: int = 600) -> list[boot.Step]:
     python = sys.executable  # the repo's .venv: the guest sees the host's root at /
     return [
         boot.Step("check", 120, [python, "-m", "udptrace", "check", "--json"]),
         # 3-7 min for today's selection on a busy 2-vCPU host. Hypothesis' plugin imports
-        # it whole: seconds on the host, 40-100 times that in the emulated CPU.
-        boot.Step("pytest", 600, [python, "-m", "pytest", "-p", "tests.vm.skips", "-m", "vm", "-q",
-                                  "-rfEs", "--durations=8", "--color=no",
-                                  "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-                                  *tests]),
+        # it whole: seconds on the host, 40-100 times that in the emulated CPU. A test that
+        # outlives its timeout gets its threads' stacks printed even when stuck in C (the
+        # signal method printed nothing in a PREEMPT_RT hang).
+        boot.Step("pytest", seconds, [python, "-m", "pytest", "-p", "tests.vm.skips", "-m", "vm",
+                                      "-q", "-rfEs", "--durations=8", "--color=no",
+                                      "-o", "timeout_method=thread",
+                                      "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                                      *tests]),
     ]
 
 
@@ -67,6 +70,11 @@ pytestmark = [
 def guest_tests(flavour: str) -> list[str] | tuple[str, ...]:
     """What the guest runs: every file with vm tests, or on PREEMPT_RT its subset."""
     return RT_SUBSET if flavour == "rt" else files_with_vm_tests()
+
+
+def guest_seconds(flavour: str) -> int:
+    """The guest's pytest limit: RT_SUBSET took 100-155 s here, a hang must not cost 10 min."""
+    return 400 if flavour == "rt" else 600
 
 
 def files_with_vm_tests() -> list[str]:
@@ -92,8 +100,8 @@ def vm_kernel(request: pytest.FixtureRequest) -> kernel.Kernel:
 @pytest.fixture(scope="module")
 def vm(request: pytest.FixtureRequest, vm_kernel: kernel.Kernel) -> boot.VmRun:
     installed_wheel()  # test_wheel.py's vm test runs it in the guest, which has no pip index
-    tests = guest_tests(kernel.flavour_of(vm_kernel.release) or "generic")
-    run = boot.run(vm_kernel, guest_steps(tests), REPO)
+    flavour = kernel.flavour_of(vm_kernel.release) or "generic"
+    run = boot.run(vm_kernel, guest_steps(guest_tests(flavour), guest_seconds(flavour)), REPO)
     line = summary(vm_kernel, run)
     request.config.stash.setdefault(VM_SUMMARY, []).append(line)
     print(line)
@@ -122,7 +130,8 @@ def step_output(run: boot.VmRun, name: str) -> str:
     step = run.steps.get(name)
     if step is None or step.status is None:
         why = "timed out" if run.timed_out else "did not finish"
-        pytest.fail(f"the VM's {name} step {why}; console:\n{run.console_tail()}", pytrace=False)
+        pytest.fail(f"the VM's {name} step {why}; console:\n{run.console_tail(250)}",
+                    pytrace=False)
     return "\n".join(line for line in step.output if not KERNEL_LOG.match(line))
 
 

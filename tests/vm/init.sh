@@ -72,8 +72,39 @@ step() { # step NAME SECONDS COMMAND...
     name=$1 seconds=$2
     shift 2
     marker "begin $name"
-    /usr/bin/timeout "$seconds" "$@" </dev/null 2>&1 # not busybox's: it runs its own applets
-    marker "end $name $?"
+    # not busybox's timeout: it runs its own applets
+    /usr/bin/timeout -k 10 "$seconds" "$@" </dev/null 2>&1 &
+    pid=$!
+    (
+        $bb sleep $((seconds + 30))
+        stuck "$name"
+    ) &
+    watchdog=$!
+    wait $pid
+    status=$?
+    kill $watchdog
+    marker "end $name $status"
+}
+
+# A step that outlived its timeout's KILL is stuck in the kernel (a hang once seen on
+# PREEMPT_RT printed nothing at all): say where every task is blocked, then power off
+# rather than let the host wait out its own limit.
+stuck() {
+    marker "stuck $1"
+    $bb dmesg | $bb tail -n 60 # what `quiet` kept off the console (warnings, say)
+    for task in /proc/[0-9]*; do
+        case "$($bb tr '\0' ' ' <"$task/cmdline" 2>/dev/null)" in
+        *python*)
+            for thread in "$task"/task/*; do
+                echo "== task ${thread##*/} of ${task#/proc/}:" \
+                    "$($bb cut -d' ' -f2-3 "$thread/stat") in $($bb cat "$thread/wchan")"
+                $bb cat "$thread/stack"
+            done 2>/dev/null
+            ;;
+        esac
+    done
+    echo w >/proc/sysrq-trigger # every blocked task, kernel threads too
+    $bb poweroff -f
 }
 
 case "${1:-boot}" in
