@@ -74,5 +74,5 @@ extra="[full]"  # Parquet, HTML and Prometheus outputs: the demo writes an HTML 
 
 case "$job" in
   demo) exec .venv/bin/udptrace demo "$@" ;;
-  test) exec .venv/bin/python -m pytest -q "$@" ;;
+  test) exec .venv/bin/python -m pytest -q --durations=15 "$@" ;; # slowest: where the 20 min go
 esac
