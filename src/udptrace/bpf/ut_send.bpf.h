@@ -53,30 +53,6 @@ struct {
 	__type(value, struct ut_handoff);
 } handed_off SEC(".maps");
 
-/*
- * Devices seen passing a packet on inside their transmit function (veth, lo: the
- * receive path's handoff comes before net_dev_xmit), direct-mapped by ifindex.
- * Any other device may let another CPU free the skb before its transmit function
- * returns (tap's reader in qemu or vhost-net, a NIC's completion interrupt
- * elsewhere), and that CPU cannot see this CPU's slot: such a packet moves to the
- * shared map before the driver is called. A collision only costs a spill.
- */
-#define HANDOFF_DEVICES 256
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, HANDOFF_DEVICES);
-	__type(key, __u32);
-	__type(value, __u64);      /* struct net_device address */
-} handoff_devices SEC(".maps");
-
-static __always_inline __u64 *handoff_device_slot(struct net_device *dev)
-{
-	__u32 slot = UT_READ(dev, ifindex) & (HANDOFF_DEVICES - 1);
-
-	return bpf_map_lookup_elem(&handoff_devices, &slot);
-}
-
 /* Where a number is put down and read back: see as_number. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -424,9 +400,7 @@ static __always_inline int on_xmit_start(struct sk_buff *skb)
 {
 	__u64 now;
 	struct ut_pkt_state *s = followed((__u64)skb, &now);
-	struct net_device *dev;
 	struct ut_record *r;
-	__u64 *known;
 
 	if (!s)
 		return 0;
@@ -435,10 +409,6 @@ static __always_inline int on_xmit_start(struct sk_buff *skb)
 	/* the latest call counts: a busy driver's packet is retried from the qdisc */
 	r->softirq_pending_ns = 0;
 	r->xmit_context = cpu_context(r->tid, &r->softirq_pending_ns, &r->xmit_thread);
-	dev = UT_READ(skb, dev);
-	known = handoff_device_slot(dev);
-	if (!known || *known != (__u64)dev)
-		spill_if_current((__u64)skb);
 	return 0;
 }
 
@@ -499,8 +469,7 @@ static __always_inline int on_rx_handoff(struct sk_buff *skb, bool enqueue)
 	return 0;
 }
 
-/* `dev`: the tracepoint's own; a veth has moved the skb to its peer by now */
-static __always_inline int on_xmit_done(struct sk_buff *skb, int rc, struct net_device *dev)
+static __always_inline int on_xmit_done(struct sk_buff *skb, int rc)
 {
 	__u64 key = (__u64)skb, now;
 	struct ut_pkt_state *s = followed(key, &now);
@@ -514,10 +483,6 @@ static __always_inline int on_xmit_done(struct sk_buff *skb, int rc, struct net_
 	reach(&s->rec, UT_STAGE_XMIT_DONE, now);
 	/* a NIC still owns the skb until TX completion; a veth/lo has passed it on */
 	if (s->rec.flags & UT_F_HANDED_OFF) {
-		__u64 *known = handoff_device_slot(dev);
-
-		if (known && *known != (__u64)dev)
-			*known = (__u64)dev;
 		if (cfg.e2e)
 			rx_note_xmit_done(skb, now);
 		finish(key, s, UT_FATE_SENT, 0, 0);

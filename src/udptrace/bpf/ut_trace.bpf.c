@@ -86,8 +86,7 @@ UT_HOOK(qdisc_dequeue, qdisc_deq,
 	ARGS(struct Qdisc *q, const struct netdev_queue *txq, int n, struct sk_buff *skb),
 	on_stage(skb, UT_STAGE_QDISC_DEQUEUE))
 UT_HOOK(net_dev_start_xmit, xmit_start, ARGS(struct sk_buff *skb), on_xmit_start(skb))
-UT_HOOK(net_dev_xmit, xmit_done, ARGS(struct sk_buff *skb, int rc, struct net_device *dev),
-	on_xmit_done(skb, rc, dev))
+UT_HOOK(net_dev_xmit, xmit_done, ARGS(struct sk_buff *skb, int rc), on_xmit_done(skb, rc))
 UT_HOOK(napi_gro_receive_entry, napi_rx, ARGS(struct sk_buff *skb),
 	(on_rx_stage(skb, UT_STAGE_RX_DRIVER), 0))
 UT_HOOK(netif_rx, netif_rx, ARGS(struct sk_buff *skb), on_netif_rx(skb))
