@@ -203,12 +203,6 @@ def only(batches: list[Packets], keep: np.ndarray) -> Packets:
                      for f in ("records", "syscall_exit", "syscall_ret")))
 
 
-# In the rt test VM (TCG, 2026-12-03) the publisher fell behind its 1 ms grid at once:
-# its timer fired 3 ms, then 307 ms late, and the median wake-up was 1.2-1.9 s beside
-# either hog; on the generic host kernel the same test gives 15 µs beside the SCHED_OTHER
-# hog, 26 ms inside the FIFO one. Not yet known whether the emulated CPU or the RT kernel.
-@pytest.mark.xfail(reason="the rt test VM's timers fire hundreds of ms late under load",
-                   strict=True)
 @pytest.mark.vm
 def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_beside_a_higher_fifo(
         start) -> None:
@@ -218,7 +212,12 @@ def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_besid
     if not detect().preempt_rt.ok:
         kernel_cannot("not PREEMPT_RT")
     cpu = idlest_cpu()
-    pub = start("cyclic_publisher", 1000, 1000, seconds=1)
+    # -r: a cycle the FIFO hog held skips what it missed (as a real-time loop does). Run
+    # back to back, those cycles came late by the window itself, and in the emulated CPU
+    # the backlog outlived the gap between windows: the median wake-up beside the
+    # SCHED_OTHER hog was 1.2-1.9 s on 2026-12-03, 2.3 ms with a busy loop on the host
+    # on 2026-12-04 (it passed in 4 quiet runs)
+    pub = start("cyclic_publisher", 1000, 1000, "-r", seconds=2)
     hogs = [subprocess.Popen([sys.executable, "-c", BUSY, *args], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
             for args in (("SCHED_OTHER", "0", "0"), ("SCHED_FIFO", "60", "0.05"))]
@@ -243,9 +242,10 @@ def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_besid
     assert (expires > 0).mean() > 0.95
     inside = ((fifo[:, :1] <= expires) & (expires < fifo[:, 1:])).any(axis=0)
     # the cycles between the FIFO hog's windows while the SCHED_OTHER one spun (it starts
-    # late in the emulated CPU: the FIFO hog's first window holds it off too)
+    # late in the emulated CPU: the FIFO hog's first window holds it off too); inside a
+    # window, the one cycle a window holds
     beside = (expires > 0) & ~inside & (other[0, 0] <= expires) & (expires < other[-1, 1])
-    assert inside.sum() > 200 and beside.sum() > 200, (inside.sum(), beside.sum())
+    assert inside.sum() >= 5 and beside.sum() > 200, (inside.sum(), beside.sum())
     views = {}
     for name, keep in (("beside", beside), ("inside", inside)):
         view = CycleView()

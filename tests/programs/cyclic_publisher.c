@@ -2,7 +2,7 @@
  * A cyclic UDP publisher for the tests: every period it wakes at an absolute
  * time and calls publish_cb(), which sends the cycle's datagrams.
  *
- *   cyclic_publisher ADDR PORT CYCLES PERIOD_US [SKIP DOUBLE OUTSIDE]
+ *   cyclic_publisher ADDR PORT CYCLES PERIOD_US [SKIP DOUBLE OUTSIDE] [-r]
  *
  * SKIP: a cycle that publishes nothing (a missed period); DOUBLE: a cycle whose
  * callback sends twice; OUTSIDE: a cycle that also sends once outside the
@@ -10,6 +10,10 @@
  * so a test can attach its tracer first, and at the end prints the
  * CLOCK_MONOTONIC time of every callback entry: the ground truth a test
  * compares the tracer with.
+ *
+ * -r: a cycle that ends after its successor's time skips the periods it
+ * overran, as a real-time loop does, instead of running them back to back
+ * (whose wake-ups would then all be "late" by the overrun, not by the kernel).
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -30,8 +34,11 @@ __attribute__((noinline)) void publish_cb(int fd, const struct sockaddr_in *to, 
 
 int main(int argc, char **argv)
 {
+	int resync = argc > 1 && strcmp(argv[argc - 1], "-r") == 0;
+
+	argc -= resync;
 	if (argc < 5) {
-		fprintf(stderr, "usage: %s ADDR PORT CYCLES PERIOD_US [SKIP DOUBLE OUTSIDE]\n", argv[0]);
+		fprintf(stderr, "usage: %s ADDR PORT CYCLES PERIOD_US [SKIP DOUBLE OUTSIDE] [-r]\n", argv[0]);
 		return 2;
 	}
 	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
@@ -70,6 +77,19 @@ int main(int argc, char **argv)
 		publish_cb(fd, &to, cycle == twice ? 2 : 1);
 		if (cycle == outside)
 			sendto(fd, payload, sizeof(payload), 0, (const struct sockaddr *)&to, sizeof(to));
+		if (resync) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long long late = (now.tv_sec - next.tv_sec) * 1000000000LL
+					 + now.tv_nsec - next.tv_nsec;
+			long long skipped = late > 0 ? late / period_ns * period_ns : 0;
+
+			next.tv_sec += skipped / 1000000000LL;
+			next.tv_nsec += skipped % 1000000000LL;
+			while (next.tv_nsec >= 1000000000L) {
+				next.tv_nsec -= 1000000000L;
+				next.tv_sec++;
+			}
+		}
 	}
 	close(fd);
 	for (int i = 0; i < called; i++)

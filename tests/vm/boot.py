@@ -85,8 +85,10 @@ def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
                 "-m", "2048", "-nographic", "-no-reboot", "-nic", "none",
                 "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
-                # panic=-1 with -no-reboot: a guest that dies ends qemu at once
-                "-append", "console=ttyS0 quiet panic=-1",
+                # panic=-1 with -no-reboot: a guest that dies ends qemu at once; a CPU
+                # soft-locked in the kernel (once, for a whole 600 s step) is such a death,
+                # with its backtrace, rather than a step that runs out its time in silence
+                "-append", "console=ttyS0 quiet panic=-1 softlockup_panic=1",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                 "multidevs=remap", *qemu_args]
         return _read_console([*launcher, *argv], limit(steps), echo)
