@@ -225,6 +225,9 @@ def detect(cached: bool = True) -> Features:
     """What this kernel allows; `cached` takes the attach probes from this boot's earlier
     run (`udptrace check` tries them afresh, and saves what it found)."""
     bpf_syscall = _bpf_syscall()
+    # tracefs first: attaching a tracepoint reads its id there, so on a fresh boot, where
+    # nothing has mounted it yet, the tracepoint probe would fail (ENOENT) and be saved so
+    tracefs_probe = _tracefs()
     if bpf_syscall.ok:
         attach = _boot_attach_probes(cache_path(), reuse=cached)
     else:
@@ -235,7 +238,7 @@ def detect(cached: bool = True) -> Features:
         privileges=_privileges(),
         memlock=_memlock(),
         btf=_btf(),
-        tracefs=_tracefs(),
+        tracefs=tracefs_probe,
         lockdown=_lockdown(),
         preempt_rt=_preempt_rt(),
         **attach,
