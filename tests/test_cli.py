@@ -10,6 +10,7 @@ from pathlib import Path
 from conftest import send_from, start_tracer, udptrace
 
 from udptrace.netns import VethPair
+from udptrace.report.terminal import histogram_lines, linear_bound
 
 
 def run(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
@@ -79,6 +80,13 @@ def test_bad_trace_input_is_a_one_line_error_with_exit_2() -> None:
         result = run("trace", "-d", "1", *args)
         assert result.returncode == 2, args
         assert result.stderr.count("\n") == 1 and text in result.stderr, (args, result.stderr)
+
+
+def test_linear_edges_are_spelled_alike_as_bpftrace_spells_them() -> None:
+    # CI once saw [620000, 625K): 640000 is 625 KiB, but in 5 µs steps it reads as a typo
+    assert histogram_lines([(620_000, 625_000, 3)], linear_bound(5000))[0].startswith(
+        "[620000, 625000)")
+    assert histogram_lines([(1024, 2048, 3)], linear_bound(1024))[0].startswith("[1K, 2K)")
 
 
 def test_trace_linear_histograms_have_bins_of_the_asked_width(tmp_path: Path) -> None:

@@ -48,6 +48,12 @@ def _bound(ns: int) -> str:
     return str(ns)
 
 
+def linear_bound(step: int) -> Callable[[int], str]:
+    """bpftrace's lhist spelling: K and M only when the step is a multiple of 1024, so that
+    one histogram's edges read alike ([620000, 625000), never [620000, 625K))."""
+    return _bound if step % 1024 == 0 else str
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the report: a stage (or the total) and its distribution."""
@@ -243,8 +249,12 @@ def render_report(console: Console, report: ReportData, linear_step: int | None 
     if histograms:
         for row in rows:
             console.print(f"[bold]@{row.name}_ns[/]: {row.meaning}", highlight=False)
-            bins = row.dist.linear_rows(linear_step) if linear_step else row.dist.log2_rows()
-            for line in histogram_lines(bins):
+            if linear_step:
+                lines = histogram_lines(row.dist.linear_rows(linear_step),
+                                        linear_bound(linear_step))
+            else:
+                lines = histogram_lines(row.dist.log2_rows())
+            for line in lines:
                 console.print(line, highlight=False, markup=False)
             console.print()
     if rows:
