@@ -25,13 +25,15 @@ from udptrace.trace.session import TraceSession
 
 PORT = 4840
 WAKE_STAGES = ("timer", "wakeup", "on_cpu", "syscall")
-# A CPU hog (SCHED_FIFO 1 unless argv says POLICY PRIORITY IDLE_S), from a line on stdin
-# until stdin closes (2 s at most): busy 50 ms, idle 50 ms (IDLE_S); then its busy windows
-# (CLOCK_MONOTONIC ns). Cycles in and between the windows meet the same outside load.
+# A CPU hog (SCHED_FIFO 1 unless argv says POLICY PRIORITY IDLE_S): `ready` once its policy
+# is set, then from a line on stdin until stdin closes (2 s at most): busy 50 ms, idle 50 ms
+# (IDLE_S); then its busy windows (CLOCK_MONOTONIC ns). Cycles in and between the windows
+# meet the same outside load.
 BUSY = """
 import os, select, sys, time
 policy, priority, idle = (sys.argv[1:] or ["SCHED_FIFO", "1", "0.05"])
 os.sched_setscheduler(0, getattr(os, policy), os.sched_param(int(priority)))
+print("ready", flush=True)
 sys.stdin.readline()
 windows = []
 while len(windows) < 2 / (0.05 + float(idle)) and not select.select([sys.stdin], [], [],
@@ -42,6 +44,32 @@ while len(windows) < 2 / (0.05 + float(idle)) and not select.select([sys.stdin],
     windows.append([start, time.monotonic_ns()])
 print(windows)
 """
+
+
+class Hog:
+    """A BUSY process on `cpu`, up and with its policy set: `go` starts its windows at once."""
+
+    def __init__(self, cpu: int, *args: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", BUSY, *args],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # in the emulated CPU an interpreter takes seconds to start: told to go before it was
+        # up, CI's FIFO hog (12-05) began its windows after the 1 s publisher had ended
+        ready = self.process.stdout.readline()
+        if ready != "ready\n":
+            self.stop()
+            raise AssertionError(f"the hog did not start: {ready!r}")
+        os.sched_setaffinity(self.process.pid, {cpu})
+
+    def go(self) -> None:
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def windows(self) -> np.ndarray:
+        return np.array(json.loads(self.process.communicate("", timeout=30)[0]), dtype=np.int64)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -167,20 +195,16 @@ def test_a_send_with_no_wakeup_before_it_starts_no_cycle_in_the_kernel_nor_the_v
 def test_a_busy_thread_on_the_publishers_cpu_makes_the_wakeup_grow_not_the_stack(start) -> None:
     cpu = idlest_cpu()
     pub = start("cyclic_publisher", 800, 1000, seconds=0.8)
-    competitor = subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+    competitor = Hog(cpu)
     try:
-        for pid in (pub.pid, competitor.pid):
-            os.sched_setaffinity(pid, {cpu})
+        os.sched_setaffinity(pub.pid, {cpu})
         with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
             pub.go()
-            competitor.stdin.write("go\n")
-            competitor.stdin.flush()
+            competitor.go()
             pub.finish()
-        windows = np.array(json.loads(competitor.communicate("", timeout=5)[0]), dtype=np.int64)
+        windows = competitor.windows()
     finally:
-        competitor.kill()
-        competitor.wait()
+        competitor.stop()
     recs = records(batches)
     expires = recs["timer_expires"].astype(np.int64)
     recs, expires = recs[expires > 0], expires[expires > 0]
@@ -218,25 +242,21 @@ def test_on_preempt_rt_a_fifo_publisher_wakes_on_time_beside_a_cpu_hog_not_besid
     # SCHED_OTHER hog was 1.2-1.9 s on 2026-12-03, 2.3 ms with a busy loop on the host
     # on 2026-12-04 (it passed in 4 quiet runs)
     pub = start("cyclic_publisher", 1000, 1000, "-r", seconds=2)
-    hogs = [subprocess.Popen([sys.executable, "-c", BUSY, *args], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-            for args in (("SCHED_OTHER", "0", "0"), ("SCHED_FIFO", "60", "0.05"))]
+    hogs: list[Hog] = []
     try:
+        for args in (("SCHED_OTHER", "0", "0"), ("SCHED_FIFO", "60", "0.05")):
+            hogs.append(Hog(cpu, *args))
         os.sched_setscheduler(pub.pid, os.SCHED_FIFO, os.sched_param(50))
-        for pid in (pub.pid, *(h.pid for h in hogs)):
-            os.sched_setaffinity(pid, {cpu})
+        os.sched_setaffinity(pub.pid, {cpu})
         with tracing(pids=(pub.pid,), wakeup=True) as (session, batches):
             for hog in hogs:
-                hog.stdin.write("go\n")
-                hog.stdin.flush()
+                hog.go()
             pub.go()
             pub.finish()
-        other, fifo = (np.array(json.loads(h.communicate("", timeout=30)[0]), dtype=np.int64)
-                       for h in hogs)
+        other, fifo = (hog.windows() for hog in hogs)
     finally:
         for hog in hogs:
-            hog.kill()
-            hog.wait()
+            hog.stop()
     recs = records(batches)
     expires = recs["timer_expires"].astype(np.int64)
     assert (expires > 0).mean() > 0.95
