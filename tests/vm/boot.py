@@ -27,6 +27,25 @@ BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 MARKER = "UDPTRACE-VM "
 BOOT_SECONDS = 180  # measured 10-17 s on a busy 2-vCPU host; the rest is slack
 TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static", "cpio": "cpio"}
+KERNEL_ARGS = (
+    "console=ttyS0", "quiet",
+    # panic=-1 with -no-reboot: a guest that dies ends qemu at once; a CPU soft-locked in the
+    # kernel (once, for a whole 600 s step) is such a death, with its backtrace, rather than
+    # a step that runs out its time in silence
+    "panic=-1", "softlockup_panic=1",
+    # TCG's TSC is one host clock for both vCPUs. Without these the guest reads HPET, which
+    # the vDSO cannot: every clock read was a syscall (100,215 for 100k reads of a Python
+    # loop, 24 µs each)
+    "tsc=reliable", "clocksource=tsc",
+)
+# One host thread runs both vCPUs in turn. With a thread each (qemu 7.2's default) a vCPU
+# running through a jump label while the other patched it stuck there: a soft lockup at
+# syscall_trace_enter's sys_enter tracepoint key, once in 10-30 runs of a test that attaches
+# beside busy loops, and reproduced without udptrace (clock-reading loops on both vCPUs,
+# the tracepoint toggled from tracefs: stuck after 190 s, ~1,500 toggles; with the TSC
+# clocksource the guest froze silently). Taking turns cannot race; with the TSC the generic
+# guest ran its 22 tests in 162 s (2026-12-05), where it took 6.6 min on 2026-11-28.
+ACCEL = "tcg,thread=single"
 
 
 @dataclass(frozen=True)
@@ -82,13 +101,10 @@ def run(kernel: Kernel, steps: Sequence[Step], cwd: Path,
         initrd = _initramfs(kernel, job, Path(work))
         # KVM fails or hangs on these hosts (nested); TCG's default CPU model lacks the
         # x86-64-v2 (SSE4.2) baseline of the .venv's numpy, `max` has it
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+        argv = ["qemu-system-x86_64", "-accel", ACCEL, "-cpu", "max", "-smp", "2",
                 "-m", "2048", "-nographic", "-no-reboot", "-nic", "none",
                 "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
-                # panic=-1 with -no-reboot: a guest that dies ends qemu at once; a CPU
-                # soft-locked in the kernel (once, for a whole 600 s step) is such a death,
-                # with its backtrace, rather than a step that runs out its time in silence
-                "-append", "console=ttyS0 quiet panic=-1 softlockup_panic=1",
+                "-append", " ".join(KERNEL_ARGS),
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                 "multidevs=remap", *qemu_args]
         return _read_console([*launcher, *argv], limit(steps), echo)
