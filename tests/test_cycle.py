@@ -26,19 +26,24 @@ from udptrace.trace.session import TraceSession
 PORT = 4840
 WAKE_STAGES = ("timer", "wakeup", "on_cpu", "syscall")
 # A CPU hog (SCHED_FIFO 1 unless argv says POLICY PRIORITY IDLE_S): `ready` once its policy
-# is set, then from a line on stdin until stdin closes (2 s at most): busy 50 ms, idle 50 ms
-# (IDLE_S); then its busy windows (CLOCK_MONOTONIC ns). Cycles in and between the windows
-# meet the same outside load.
+# is set, then from a line on stdin until stdin closes (2 s at most): idle IDLE_S (50 ms),
+# busy 50 ms; then its busy windows (CLOCK_MONOTONIC ns). Cycles in and between the windows
+# meet the same outside load. A window starts when the idle select's timeout is due: a
+# real-time hog holds its CPU from its wake-up, and in the emulated CPU the interpreter took
+# about 1 ms from there to its next clock read, a held cycle's expiry before the window
+# (2026-12-05, the FIFO test found 2-3 of 20 windows holding a cycle).
 BUSY = """
 import os, select, sys, time
 policy, priority, idle = (sys.argv[1:] or ["SCHED_FIFO", "1", "0.05"])
+idle = float(idle)
 os.sched_setscheduler(0, getattr(os, policy), os.sched_param(int(priority)))
 print("ready", flush=True)
 sys.stdin.readline()
 windows = []
-while len(windows) < 2 / (0.05 + float(idle)) and not select.select([sys.stdin], [], [],
-                                                                  float(idle))[0]:
-    start = time.monotonic_ns()
+while len(windows) < 2 / (0.05 + idle):
+    start = time.monotonic_ns() + int(idle * 1e9)
+    if select.select([sys.stdin], [], [], idle)[0]:
+        break
     while time.monotonic_ns() < start + 50_000_000:
         pass
     windows.append([start, time.monotonic_ns()])
