@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_vm import RT_SUBSET
 from vm import boot, kernel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,3 +57,12 @@ def test_the_guest_binds_in_what_it_needs_from_the_hosts_tmp() -> None:
     assert boot.from_host_tmp(paths) == [Path("/tmp/clone")]
     job = boot._job(kernel.Kernel("6.1.0-1-amd64", Path("/var/cache/k")), [], Path("/tmp/c"), ())
     assert job.index("host_path /tmp/c\n") < job.index("cd /tmp/c\n")
+
+
+def test_the_rt_subset_names_collected_vm_tests() -> None:
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "vm",
+                             "-p", "no:cacheprovider", "-p", "no:hypothesispytest"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, check=False)
+    collected = set(listed.stdout.splitlines())
+    assert set(RT_SUBSET) <= collected, set(RT_SUBSET) - collected
+    assert len(set(RT_SUBSET)) == len(RT_SUBSET)
