@@ -72,14 +72,13 @@ def test_packets_a_shaper_held_leave_from_the_net_tx_softirq_after_a_measured_wa
     # tbf at 1 Mbit/s lets the first datagram through and holds the rest (one sendmmsg
     # enqueues them faster than that even in an emulated VM); its watchdog raises NET_TX
     # when the next one may leave, and NET_TX hands it to the driver
-    subprocess.run(["ip", "netns", "exec", net.ns_a, "tc", "qdisc", "add", "dev", net.if_a,
-                    "root", "tbf", "rate", "1mbit", "burst", "2000", "limit", "100000"],
-                   check=True)
+    net.run(net.ns_a, ["tc", "qdisc", "add", "dev", net.if_a, "root", "tbf", "rate", "1mbit",
+                       "burst", "2000", "limit", "100000"]).check_returncode()
     # no IPv6 on it: any packet another thread sends on it while tbf holds ours runs the
     # qdisc and may send one of ours ("task": once in about 15 rt-guest runs, 2026-12-05),
     # and a fresh interface's MLD reports leave from a kworker
-    subprocess.run(["ip", "netns", "exec", net.ns_a, "sysctl", "-qw",
-                    f"net.ipv6.conf.{net.if_a}.disable_ipv6=1"], check=True)
+    net.run(net.ns_a, ["sysctl", "-qw",
+                       f"net.ipv6.conf.{net.if_a}.disable_ipv6=1"]).check_returncode()
     s, listener = connected_to_listener(net, PORT)
     s.send(b"arp")
     assert receive(listener, 1) == 1
