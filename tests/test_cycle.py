@@ -28,10 +28,10 @@ WAKE_STAGES = ("timer", "wakeup", "on_cpu", "syscall")
 # A CPU hog (SCHED_FIFO 1 unless argv says POLICY PRIORITY IDLE_S): `ready` once its policy
 # is set, then from a line on stdin until stdin closes (2 s at most): idle IDLE_S (50 ms),
 # busy 50 ms; then its busy windows (CLOCK_MONOTONIC ns). Cycles in and between the windows
-# meet the same outside load. A window starts when the idle select's timeout is due: a
-# real-time hog holds its CPU from its wake-up, and in the emulated CPU the interpreter took
-# about 1 ms from there to its next clock read, a held cycle's expiry before the window
-# (2026-12-05, the FIFO test found 2-3 of 20 windows holding a cycle).
+# meet the same outside load. A window starts when the idle select's timeout is due, not
+# at the next clock read: a real-time hog holds its CPU from its wake-up, and in the
+# emulated CPU the interpreter took about 1 ms to reach that read, so the cycle a window
+# held had expired before the window began (2026-12-05: 2-3 of 20 windows held one).
 BUSY = """
 import os, select, sys, time
 policy, priority, idle = (sys.argv[1:] or ["SCHED_FIFO", "1", "0.05"])
